@@ -1,0 +1,33 @@
+"""Helpers for the timing scripts: medians of repeated runs of real commands."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def median_time(func, repeats=3):
+    """Median wall time of ``func()`` over ``repeats`` runs, in seconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_cli(script, *args):
+    """Run a project script as a user would (new interpreter), failing loudly."""
+    subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def report(name, fast, naive, naive_note=""):
+    note = f" ({naive_note})" if naive_note else ""
+    print(f"{name}: neuron3d {fast:.2f} s, naive reference {naive:.1f} s{note}, "
+          f"speed-up x{naive / fast:.0f}")

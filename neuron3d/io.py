@@ -1,0 +1,352 @@
+"""Stack input/output: one place for reading and writing image stacks.
+
+A *stack* is a numpy array in (z, y, x) order, optionally with a trailing
+channel axis.  It lives on disk either as one multi-page TIFF file or as a
+folder of *slice files* named by their slice number (``00.png``, ``01.png``,
+... or the image-translation trainer's ``00-outputs.png``).  Slice files are
+always ordered by their number, never by directory-listing order.
+
+Every writer is atomic: data goes to a temporary name in the target folder and
+is renamed into place only when complete, so a failed run leaves nothing
+half-written behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+#: Slice files: a number, optionally the trainer's "-outputs" tag, an image suffix.
+SLICE_PATTERN = re.compile(r"^(\d+)(?:-outputs)?\.(png|tif|tiff|jpg|jpeg|bmp)$", re.IGNORECASE)
+_WORKERS = min(8, os.cpu_count() or 1)
+
+
+def list_slice_files(folder, pattern=SLICE_PATTERN):
+    """Return the slice files of ``folder`` ordered by their slice number.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Folder holding numbered slice files.
+    pattern : re.Pattern
+        Regular expression whose first group is the slice number.
+
+    Returns
+    -------
+    list of Path
+        Files in increasing numeric order (``2.png`` before ``10.png``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` does not exist.
+    ValueError
+        If it holds no slice files, or two files carry the same number.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"input folder does not exist: {folder}")
+    if not folder.is_dir():
+        raise ValueError(f"expected a folder of slice files, got a file: {folder}")
+    numbered = {}
+    for entry in folder.iterdir():
+        match = pattern.match(entry.name)
+        if not match or not entry.is_file():
+            continue
+        number = int(match.group(1))
+        if number in numbered:
+            raise ValueError(
+                f"two slice files carry number {number} in {folder}: "
+                f"{numbered[number].name} and {entry.name}"
+            )
+        numbered[number] = entry
+    if not numbered:
+        raise ValueError(
+            f"no slice files (00.png, 01.png, ... or 00-outputs.png, ...) in folder {folder}"
+        )
+    return [numbered[k] for k in sorted(numbered)]
+
+
+def _read_image(path):
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            import tifffile
+
+            return tifffile.imread(path)
+        from PIL import Image
+
+        with Image.open(path) as image:
+            if image.mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            return np.asarray(image)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image file {path}: {exc}") from None
+
+
+def _select_channel(array, channel, source):
+    if channel is None or array.ndim != 4 or array.shape[-1] not in (2, 3, 4):
+        return array
+    if channel >= array.shape[-1]:
+        raise ValueError(
+            f"channel {channel} requested but {source} has {array.shape[-1]} channels"
+        )
+    return array[..., channel]
+
+
+def read_stack(path, channel=None):
+    """Read a stack from a TIFF file or from a folder of numbered slice files.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.tif``/``.tiff`` file holding a (z, y, x) or (z, y, x, c) stack, or a
+        folder of slice files (see :func:`list_slice_files`).
+    channel : int or None
+        If given and the images have a trailing channel axis (2-4 channels), keep
+        only that channel, giving a (z, y, x) stack.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (z, y, x) or (z, y, x, c), the dtype stored on disk.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a stack (e.g. a single 2-D image), cannot be decoded,
+        or slice files differ in size.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input does not exist: {path}")
+    if path.is_dir():
+        files = list_slice_files(path)
+        with ThreadPoolExecutor(_WORKERS) as pool:
+            images = list(pool.map(_read_image, files))
+        first = images[0]
+        for file, image in zip(files, images):
+            if image.shape != first.shape:
+                raise ValueError(
+                    f"slice files differ in size: {files[0]} is {first.shape}, "
+                    f"{file} is {image.shape}"
+                )
+        if first.ndim not in (2, 3):
+            raise ValueError(f"slice file {files[0]} is not a 2-D image (shape {first.shape})")
+        stack = np.stack(images)
+    else:
+        if path.suffix.lower() not in TIFF_SUFFIXES:
+            raise ValueError(f"expected a .tif stack or a folder of slice files, got {path}")
+        stack = _read_image(path)
+        if stack.ndim == 2:
+            raise ValueError(
+                f"stack must be 3-D (z, y, x), got a 2-D image of shape {stack.shape} from {path}"
+            )
+        if stack.ndim not in (3, 4):
+            raise ValueError(f"stack must be 3-D (z, y, x), got shape {stack.shape} from {path}")
+    return _select_channel(stack, channel, path)
+
+
+def _temporary_sibling(target, suffix=""):
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + suffix,
+                                dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def prepare_output_dir(folder):
+    """Create ``folder`` (and parents) for outputs; refuse an existing file.
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` exists and is not a directory.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output path is an existing file, expected a folder: {folder}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_tif(path, stack):
+    """Write ``stack`` to the TIFF file ``path`` atomically.
+
+    The parent folder is created if needed.  The data are written to a
+    temporary file beside ``path`` and renamed into place when complete.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is an existing folder or its parent is an existing file.
+    """
+    import tifffile
+
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output path is an existing folder, expected a .tif file: {path}")
+    prepare_output_dir(path.parent)
+    tmp = _temporary_sibling(path, ".tif")
+    try:
+        tifffile.imwrite(tmp, np.ascontiguousarray(stack), photometric="minisblack")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def slice_names(count, suffix=".png"):
+    """Names ``00.png, 01.png, ...`` zero-padded to at least two digits."""
+    width = max(2, len(str(max(count - 1, 0))))
+    return [f"{z:0{width}d}{suffix}" for z in range(count)]
+
+
+def _write_image(path, image):
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        import tifffile
+
+        tifffile.imwrite(path, image)
+    else:
+        from PIL import Image
+
+        Image.fromarray(image).save(path, compress_level=1)
+
+
+def write_slices(folder, stack, suffix=".png"):
+    """Write each z-slice of ``stack`` as a numbered image file in ``folder``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Output folder, created if missing.  Numbered slice files already in it
+        (from an earlier run) are replaced, so no stale slice survives.
+    stack : numpy.ndarray
+        (z, y, x) or (z, y, x, 3|4), dtype uint8 (or uint16 / bool for gray).
+    suffix : str
+        ``.png`` (default) or ``.tif``.
+
+    Returns
+    -------
+    list of Path
+        The files written, in slice order.
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` is an existing file or the dtype cannot be stored as PNG.
+    """
+    folder = Path(folder)
+    stack = np.asarray(stack)
+    if stack.dtype == bool:
+        stack = stack.astype(np.uint8) * 255
+    if suffix == ".png" and stack.dtype not in (np.uint8, np.uint16):
+        raise ValueError(
+            f"PNG slices hold uint8 or uint16 images, got {stack.dtype} for {folder}"
+        )
+    prepare_output_dir(folder.parent if folder.parent != Path("") else Path("."))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output path is an existing file, expected a folder: {folder}")
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
+    names = slice_names(len(stack), suffix)
+    try:
+        with ThreadPoolExecutor(_WORKERS) as pool:
+            list(pool.map(_write_image, [tmpdir / n for n in names], stack))
+        if folder.exists():
+            for old in folder.iterdir():
+                if SLICE_PATTERN.match(old.name) and old.is_file():
+                    old.unlink()
+            for name in names:
+                os.replace(tmpdir / name, folder / name)
+            tmpdir.rmdir()
+        else:
+            os.rename(tmpdir, folder)
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    return [folder / n for n in names]
+
+
+def as_label_stack(array, source, allow_integral_float=False):
+    """Validate a label stack and return it with a non-negative integer dtype.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Candidate (z, y, x) label stack.
+    source : str or Path
+        Where it came from, for error messages.
+    allow_integral_float : bool
+        Accept a float stack whose values are all whole numbers (converted to
+        the smallest unsigned integer type that holds them).
+
+    Returns
+    -------
+    numpy.ndarray
+        The labels, unsigned integer dtype (signed input without negative
+        values is reinterpreted as unsigned of the same size; bool becomes uint8).
+
+    Raises
+    ------
+    ValueError
+        If not 3-D, floating point (with fractional values when allowed), or negative.
+    """
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError(
+            f"label stack must be 3-D (z, y, x), got shape {array.shape} from {source}"
+        )
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not allow_integral_float:
+            raise ValueError(
+                f"label stack must have an integer dtype, got {array.dtype} from {source}"
+            )
+        if not np.all(np.isfinite(array)) or not np.array_equal(array, np.round(array)):
+            raise ValueError(
+                f"label stack has fractional or non-finite values ({array.dtype}) in {source}; "
+                "expected integer IDs"
+            )
+        if array.size and array.min() < 0:
+            raise ValueError(f"label stack has negative values (min {array.min():g}) in {source}")
+        top = int(array.max()) if array.size else 0
+        return array.astype(smallest_uint(top))
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"label stack must have an integer dtype, got {array.dtype} from {source}")
+    if np.issubdtype(array.dtype, np.signedinteger):
+        if array.size and array.min() < 0:
+            raise ValueError(f"label stack has negative values (min {array.min()}) in {source}")
+        array = array.view(np.dtype(f"u{array.dtype.itemsize}"))
+    return array
+
+
+def smallest_uint(max_value):
+    """Smallest unsigned integer dtype that holds ``max_value``."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"label {max_value} does not fit in uint64")
+
+
+def read_labels(path, allow_integral_float=False):
+    """Read and validate a (z, y, x) label stack; see :func:`as_label_stack`."""
+    return as_label_stack(read_stack(path), path, allow_integral_float)
+
+
+def read_binary(path, threshold=127):
+    """Read a stack of images (first channel) as foreground ``value >= threshold``."""
+    stack = read_stack(path, channel=0)
+    if stack.ndim != 3:
+        raise ValueError(f"expected gray or colour images, got shape {stack.shape} from {path}")
+    return stack >= threshold

@@ -1,0 +1,57 @@
+"""Shared test helpers: the real data beside the checkout, and CLI runners."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared_file(*parts):
+    """Path of a file in ../shared/data, skipping the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+@pytest.fixture
+def snemi_labels():
+    return tifffile.imread(shared_file("snemi-mini", "train-labels.tif"))
+
+
+@pytest.fixture
+def gala_labels():
+    return tifffile.imread(shared_file("gala-fibsem", "train-labels.tif"))
+
+
+def run_script(script, *args, cwd=None):
+    """Run a top-level script in a subprocess; returns CompletedProcess (text)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        capture_output=True, text=True, cwd=cwd, timeout=600,
+    )
+
+
+def assert_user_error(result, *fragments):
+    """Exit status 2, exactly one stderr line naming every fragment, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def random_labels(rng, shape, count):
+    """Blocky random labels (piecewise constant patches) for cross-checks."""
+    small = rng.integers(0, count, size=(shape[0], -(-shape[1] // 3), -(-shape[2] // 3)))
+    big = np.repeat(np.repeat(small, 3, axis=1), 3, axis=2)
+    return big[:, : shape[1], : shape[2]].astype(np.uint32)

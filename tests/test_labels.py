@@ -1,0 +1,154 @@
+"""Label-image operations: exact values on tiny stacks, cross-checks, real-data invariants."""
+
+import numpy as np
+import pytest
+from conftest import random_labels
+from scipy import ndimage
+from skimage.morphology import skeletonize
+
+from neuron3d import labels as L
+from neuron3d.reconstruct import evaluation_volume, interleave
+
+# Two hand-made 5 x 5 slices: IDs 1 and 2 side by side over background, then one ID 1.
+TINY = np.array(
+    [
+        [[1, 1, 1, 2, 2], [1, 1, 1, 2, 2], [1, 1, 1, 2, 2], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+        [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]],
+    ],
+    dtype=np.uint16,
+)
+TINY_MEMBRANE = np.array(
+    [
+        [[0, 0, 1, 1, 0], [0, 0, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]],
+        [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]],
+    ],
+    dtype=bool,
+)
+TINY_CYTOPLASM = np.array(
+    [
+        [[1, 1, 0, 0, 1], [1, 1, 0, 0, 1], [0] * 5, [0] * 5, [0] * 5],
+        [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0] * 5, [0] * 5, [0] * 5],
+    ],
+    dtype=bool,
+)
+TINY_OVERLAP = np.array([[[1, 1, 0, 0, 0], [1, 1, 0, 0, 0], [0] * 5, [0] * 5, [0] * 5]], dtype=bool)
+
+
+def test_membrane_cytoplasm_overlap_exact():
+    np.testing.assert_array_equal(L.membrane(TINY), TINY_MEMBRANE)
+    np.testing.assert_array_equal(L.cytoplasm(TINY), TINY_CYTOPLASM)
+    np.testing.assert_array_equal(L.overlap(TINY), TINY_OVERLAP)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.uint32, np.uint64])
+def test_membrane_matches_min_max_filter(dtype):
+    rng = np.random.default_rng(1)
+    labels = random_labels(rng, (4, 37, 29), 7).astype(dtype)
+    if dtype == np.uint64:
+        labels = labels + np.uint64(2**40)  # beyond 32 bits
+    expected = ndimage.minimum_filter(labels, size=(1, 3, 3), mode="reflect") != ndimage.maximum_filter(
+        labels, size=(1, 3, 3), mode="reflect"
+    )
+    np.testing.assert_array_equal(L.membrane(labels), expected)
+
+
+def test_single_slice_and_one_pixel():
+    one = np.array([[[5]]], dtype=np.uint32)
+    assert not L.membrane(one).any()
+    assert L.cytoplasm(one).all()
+    assert L.overlap(one).shape == (0, 1, 1)
+
+
+def test_overlap_definition_on_random_labels():
+    rng = np.random.default_rng(2)
+    labels = random_labels(rng, (6, 30, 31), 4)
+    mem = L.membrane(labels)
+    off = np.where(mem, 0, labels)
+    expected = np.stack([(off[z] == off[z + 1]) & (off[z] > 0) for z in range(5)])
+    np.testing.assert_array_equal(L.overlap(labels), expected)
+
+
+def test_consecutive_channels():
+    images = np.arange(3 * 2 * 2, dtype=np.uint8).reshape(3, 2, 2)
+    pairs = L.consecutive(images)
+    assert pairs.shape == (2, 2, 2, 3) and pairs.dtype == np.uint8
+    np.testing.assert_array_equal(pairs[..., 0], images[:-1])
+    np.testing.assert_array_equal(pairs[..., 1], images[1:])
+    assert not pairs[..., 2].any()
+
+
+def test_to_uint8_clips_instead_of_wrapping():
+    np.testing.assert_array_equal(L.to_uint8(np.array([-5, 300, 128], np.int32)), [0, 255, 128])
+
+
+def test_eroskele_exact_on_full_image():
+    full = np.ones((1, 7, 9), dtype=bool)
+    # Outside counts as background: 3 erosions leave row 3, columns 3..5, a line.
+    expected = np.zeros_like(full)
+    expected[0, 3, 3:6] = True
+    np.testing.assert_array_equal(L.eroskele(full, erosions=3), expected)
+    assert not L.eroskele(full, erosions=4).any()
+
+
+def test_eroskele_matches_scipy_and_skimage():
+    rng = np.random.default_rng(3)
+    masks = ndimage.gaussian_filter(rng.random((3, 60, 70)), (0, 3, 3)) > 0.5
+    cross = ndimage.generate_binary_structure(2, 1)
+    expected = np.stack(
+        [skeletonize(ndimage.binary_erosion(m, cross, iterations=2, border_value=0)) for m in masks]
+    )
+    np.testing.assert_array_equal(L.eroskele(masks, erosions=2), expected)
+
+
+def test_split_quadrants_layout_and_odd_sizes():
+    stack = np.arange(2 * 4 * 6).reshape(2, 4, 6)
+    q = L.split_quadrants(stack)
+    np.testing.assert_array_equal(q["a"], stack[:, 2:, 3:])
+    np.testing.assert_array_equal(q["b"], stack[:, :2, 3:])
+    np.testing.assert_array_equal(q["c"], stack[:, :2, :3])
+    np.testing.assert_array_equal(q["d"], stack[:, 2:, :3])
+    with pytest.raises(ValueError, match="must be even, got 5 x 6"):
+        L.split_quadrants(np.zeros((1, 5, 6)))
+
+
+def _check_real_invariants(labels):
+    mem = L.membrane(labels)
+    cyto = L.cytoplasm(labels, mem)
+    over = L.overlap(labels, mem)
+    assert not (cyto & mem).any()
+    assert cyto.any() and over.any()
+    z, y, x = np.nonzero(over)
+    assert np.all(labels[z, y, x] == labels[z + 1, y, x])
+    assert np.all(labels[z, y, x] > 0)
+    assert not (mem[z, y, x] | mem[z + 1, y, x]).any()
+    q = L.split_quadrants(labels)
+    top = np.concatenate([q["c"], q["b"]], axis=2)
+    bottom = np.concatenate([q["d"], q["a"]], axis=2)
+    np.testing.assert_array_equal(np.concatenate([top, bottom], axis=1), labels)
+
+
+def _check_evaluation_volume(labels):
+    evaluation = evaluation_volume(labels)
+    assert evaluation.shape == labels.shape
+    fg = evaluation > 0
+    # Never joins two ground-truth neurons in one object.
+    pairs = np.unique(np.stack([evaluation[fg], labels[fg]]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1]
+    # Splits a neuron only where its off-membrane voxels are disconnected through the
+    # interleaved planes: the object count equals scipy's components touching a cytoplasm plane.
+    mem = L.membrane(labels)
+    planes = interleave(L.cytoplasm(labels, mem), L.overlap(labels, mem))
+    components, _ = ndimage.label(planes)  # 6-connected by default
+    expected = np.unique(components[0::2])
+    assert int(evaluation.max()) == len(expected[expected > 0])
+    np.testing.assert_array_equal(fg, L.cytoplasm(labels))
+
+
+def test_real_snemi_invariants(snemi_labels):
+    _check_real_invariants(snemi_labels)
+    _check_evaluation_volume(snemi_labels)
+
+
+def test_real_gala_invariants(gala_labels):
+    _check_real_invariants(gala_labels)
+    _check_evaluation_volume(gala_labels)
