@@ -23,8 +23,10 @@ def median_time(func, repeats=3):
 
 def run_cli(script, *args):
     """Run a project script as a user would (new interpreter), failing loudly."""
-    subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], check=True,
-                   stdout=subprocess.DEVNULL)
+    result = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode:
+        raise SystemExit(f"{script} failed ({result.returncode}): {result.stderr.strip()}")
 
 
 def report(name, fast, naive, naive_note=""):
