@@ -1,0 +1,108 @@
+"""translate.py: train, test or export a pix2pix image-to-image network (TensorFlow 2).
+
+    python imagetranslation/translate.py --mode train --input_dir datasets/combined \\
+        --output_dir results/T3_em_membrane_a --which_direction AtoB --Y_loss square \\
+        --model pix2pix --generator resnet --fliplr --flipud --transpose \\
+        --max_epochs 2000 --display_freq 500 --gan_weight 0
+    python imagetranslation/translate.py --mode test --checkpoint results/T3_em_membrane_a \\
+        --input_dir datasets/combined/ --output_dir results/P3_em_membrane_b
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from neuron3d.cli import ArgumentParser, run_cli
+
+
+def build_parser():
+    p = ArgumentParser(prog="translate.py", description=__doc__.splitlines()[0])
+    p.add_argument("--mode", required=True, choices=["train", "test", "export"])
+    p.add_argument("--input_dir", help="folder of combined A|B images (train, test)")
+    p.add_argument("--output_dir", required=True, help="where outputs are written")
+    p.add_argument("--checkpoint", help="training output folder to resume from (train) or "
+                   "to load (test, export)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--which_direction", choices=["AtoB", "BtoA"], default="AtoB")
+    p.add_argument("--model", choices=["pix2pix"], default="pix2pix")
+    p.add_argument("--generator", choices=["resnet", "unet"], default="resnet")
+    p.add_argument("--ngf", type=int, default=0,
+                   help="generator filters in the first layer (0 = 32 for resnet, 64 for unet)")
+    p.add_argument("--ndf", type=int, default=64, help="discriminator filters in the first layer")
+    p.add_argument("--n_res_blocks", type=int, default=9, help="residual blocks (resnet)")
+    p.add_argument("--u_depth", type=int, default=8, help="encoder depth (unet)")
+    p.add_argument("--encoder_activation", action="store_true",
+                   help="batch norm + ReLU after the resnet's three encoder convs (the thesis' "
+                        "trainer had none)")
+    p.add_argument("--Y_loss", choices=["hinge", "square", "dice", "logistic"], default="hinge",
+                   help="regression loss: hinge = L1, square = L2 (default hinge)")
+    p.add_argument("--loss", choices=["log", "square"], default="log", help="GAN loss")
+    p.add_argument("--gan_weight", type=float, default=1.0,
+                   help="weight of the GAN loss; 0 trains without a discriminator")
+    p.add_argument("--classic_weight", type=float, default=100.0, help="weight of Y_loss")
+    for flag, what in (("fliplr", "left-right flips"), ("flipud", "up-down flips"),
+                       ("transpose", "transposes")):
+        p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True,
+                       help=f"random {what} in training (default on)")
+    p.add_argument("--scale_size", type=int, default=286,
+                   help="resize images up (area) until the shorter side is this")
+    p.add_argument("--crop_size", type=int, default=256, help="random crop size for training")
+    p.add_argument("--max_epochs", type=int, help="training epochs (passes over the images)")
+    p.add_argument("--max_steps", type=int, help="training steps (overrides --max_epochs)")
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--lr", type=float, default=0.0002, help="Adam learning rate")
+    p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
+    p.add_argument("--summary_freq", type=int, default=100, help="TensorBoard scalars every N")
+    p.add_argument("--progress_freq", type=int, default=50, help="progress line every N steps")
+    p.add_argument("--display_freq", type=int, default=0,
+                   help="save input/output/target images every N steps (0 = never)")
+    p.add_argument("--save_freq", type=int, default=5000, help="checkpoint every N steps")
+    p.add_argument("--image_height", type=int, help="test: resize inputs to this height")
+    p.add_argument("--image_width", type=int, help="test: resize inputs to this width")
+    p.add_argument("--output_filetype", choices=["png", "jpeg"], default="png")
+    p.add_argument("--mixed_precision", choices=["bf16", "fp16"], help="mixed-precision training")
+    p.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    return p
+
+
+def resolve(args):
+    """Validated options dict from parsed arguments."""
+    options = vars(args).copy()
+    if options["ngf"] == 0:
+        options["ngf"] = 32 if options["generator"] == "resnet" else 64
+    positive = ("ngf", "ndf", "crop_size", "batch_size", "scale_size", "u_depth")
+    for key in positive:
+        if options[key] is not None and options[key] < 1:
+            raise ValueError(f"--{key} must be positive, got {options[key]}")
+    if args.mode in ("train", "test") and not args.input_dir:
+        raise ValueError(f"--mode {args.mode} needs --input_dir")
+    if args.mode == "train":
+        if args.max_epochs is None and args.max_steps is None:
+            raise ValueError("--mode train needs --max_epochs or --max_steps")
+        for key in ("max_epochs", "max_steps"):
+            if options[key] is not None and options[key] < 0:
+                raise ValueError(f"--{key} must be >= 0, got {options[key]}")
+    elif not args.checkpoint:
+        raise ValueError(f"--mode {args.mode} needs --checkpoint (a training output folder)")
+    return options
+
+
+def run(args):
+    options = resolve(args)
+    from imagetranslation import trainer
+
+    if args.mode == "train":
+        trainer.train(options)
+    elif args.mode == "test":
+        trainer.test(options)
+    else:
+        trainer.export(options)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return run_cli("translate.py", lambda: run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
