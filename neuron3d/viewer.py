@@ -1,0 +1,186 @@
+"""Neuroglancer viewer for EM, ground truth and reconstructions (neuroglancer 2.x).
+
+Volumes are numpy (z, y, x) arrays served from memory with ``LocalVolume``;
+the display axes are x, y, z in nanometres.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+
+#: Browsers and drivers looked for by :func:`find_browser`.
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+#: 3D panel orientation (quaternion x, y, z, w): tilted so that neurites show their z extent.
+VIEW_3D = [0.35, -0.25, -0.1, 0.9]
+INSTALL_HINT = "install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+
+
+def segmentation_dtype(labels, source="labels"):
+    """Labels as uint32 (or uint64 when needed), as Neuroglancer segmentation expects."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
+        raise ValueError(f"segmentation must have an integer dtype, got {labels.dtype} from {source}")
+    if labels.size and np.issubdtype(labels.dtype, np.signedinteger) and labels.min() < 0:
+        raise ValueError(f"segmentation has negative IDs (min {labels.min()}) in {source}")
+    top = int(labels.max()) if labels.size else 0
+    return labels.astype(np.uint32 if top <= np.iinfo(np.uint32).max else np.uint64, copy=False)
+
+
+def largest_segments(labels, count):
+    """The ``count`` IDs (> 0) with the most voxels, largest first."""
+    import fastremap
+
+    ids, sizes = fastremap.unique(labels, return_counts=True)
+    keep = ids > 0
+    ids, sizes = ids[keep], sizes[keep]
+    order = np.argsort(-sizes, kind="stable")[:count]
+    return [int(i) for i in ids[order]]
+
+
+def check_shapes(volumes):
+    """All (name, array) pairs must share a (z, y, x) shape; raises ValueError naming them."""
+    shapes = {name: tuple(v.shape[:3]) for name, v in volumes.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"input shapes differ: {listed}")
+    for name, volume in volumes.items():
+        if volume.ndim != 3:
+            raise ValueError(f"{name} must be a 3-D (z, y, x) stack, got shape {volume.shape}")
+
+
+def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), segments=None,
+                 max_segments=200):
+    """A neuroglancer.Viewer showing the given volumes.
+
+    Parameters
+    ----------
+    em : numpy.ndarray, optional
+        (z, y, x) uint8 EM, an image layer.
+    label, predicted : numpy.ndarray, optional
+        (z, y, x) integer IDs, segmentation layers with meshes in the 3D panel.
+    voxel_size : tuple of float
+        (x, y, z) in nm; SNEMI3D's is 6 x 6 x 30.
+    segments : list of int, optional
+        IDs to show; default all, or the ``max_segments`` largest when there are more.
+
+    Returns
+    -------
+    neuroglancer.Viewer
+    """
+    import neuroglancer
+
+    volumes = {k: v for k, v in (("em", em), ("label", label), ("predicted", predicted))
+               if v is not None}
+    if not volumes:
+        raise ValueError("no layer given: pass at least one of --em, --label, --predicted")
+    check_shapes(volumes)
+    vx, vy, vz = (float(v) for v in voxel_size)
+    if min(vx, vy, vz) <= 0:
+        raise ValueError(f"voxel size must be positive, got {voxel_size}")
+    data_space = neuroglancer.CoordinateSpace(names=["z", "y", "x"], units="nm",
+                                              scales=[vz, vy, vx])
+    depth, height, width = next(iter(volumes.values())).shape
+    viewer = neuroglancer.Viewer()
+    with viewer.txn() as s:
+        s.dimensions = neuroglancer.CoordinateSpace(names=["x", "y", "z"], units="nm",
+                                                    scales=[vx, vy, vz])
+        if em is not None:
+            s.layers["em"] = neuroglancer.ImageLayer(source=neuroglancer.LocalVolume(
+                data=np.asarray(em), dimensions=data_space, volume_type="image"))
+        for name in ("label", "predicted"):
+            if name not in volumes:
+                continue
+            ids = segmentation_dtype(volumes[name], name)
+            shown = segments
+            if shown is None:
+                shown = largest_segments(ids, max_segments)
+            s.layers[name] = neuroglancer.SegmentationLayer(
+                source=neuroglancer.LocalVolume(data=ids, dimensions=data_space,
+                                                volume_type="segmentation"),
+                segments=shown)
+        s.layout = "xy-3d"
+        s.position = [width / 2, height / 2, depth / 2]
+        s.cross_section_scale = max(width, height) / 400
+        s.projection_scale = max(width, height * vy / vx, depth * vz / vx) * 1.5
+        s.show_slices = False  # meshes, not cross-section planes, in the 3D panel
+        s.projection_orientation = VIEW_3D
+    return viewer
+
+
+def start_server(bind_address="127.0.0.1", port=0, static_content_url=None):
+    """Configure Neuroglancer's web server; raises ValueError if the port is taken."""
+    import neuroglancer
+
+    if port:
+        with socket.socket(socket.AF_INET6 if ":" in bind_address else socket.AF_INET) as probe:
+            try:
+                probe.bind((bind_address, port))
+            except OSError as exc:
+                raise ValueError(f"cannot serve on {bind_address}:{port}: {exc.strerror}") from None
+    neuroglancer.set_server_bind_address(bind_address, port)
+    if static_content_url:
+        neuroglancer.set_static_content_source(url=static_content_url)
+
+
+def find_browser():
+    """(chromium binary, chromedriver) paths; raises RuntimeError with what to install."""
+    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    driver = shutil.which("chromedriver")
+    if browser is None or driver is None:
+        missing = "a Chromium browser" if browser is None else "chromedriver"
+        raise RuntimeError(f"--screenshot needs a headless browser, {missing} not found: "
+                           f"{INSTALL_HINT}")
+    return browser, driver
+
+
+def screenshot(viewer, path, size=(1200, 800), timeout=180.0):
+    """Render ``viewer`` in headless Chromium once its data are drawn and save a PNG.
+
+    Raises
+    ------
+    RuntimeError
+        If no browser is installed or the rendering does not finish within ``timeout`` s.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver_path = find_browser()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic",
+                f"--window-size={size[0] + 100},{size[1] + 200}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        driver.get(viewer.get_viewer_url())
+        result = {}
+
+        def capture():
+            try:
+                result["reply"] = viewer.screenshot(size=list(size))
+            except Exception as exc:  # reported below
+                result["error"] = exc
+
+        worker = threading.Thread(target=capture, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if "reply" not in result:
+            raise RuntimeError(f"the viewer did not finish rendering within {timeout:.0f} s"
+                               + (f": {result['error']}" if "error" in result else ""))
+        png = result["reply"].screenshot.image
+    finally:
+        driver.quit()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_bytes(png)
+    tmp.replace(path)
+    return path
