@@ -1,6 +1,7 @@
 """neuroglancer3D.py: view EM, ground truth and a reconstruction in Neuroglancer.
 
-    python neuroglancer3D.py --em datasets/em_c.tif --label datasets/label_c.tif --predicted datasets/experiment_8.tif
+    python neuroglancer3D.py --em datasets/em_c.tif --label datasets/label_c.tif \
+        --predicted datasets/experiment_8.tif
 
 Serves on 127.0.0.1 (see README for viewing from another machine over SSH), prints the
 URL and keeps serving until Ctrl-C.  With --screenshot FILE.png it renders the view in

@@ -82,8 +82,8 @@ def main():
     import tensorflow as tf
 
     peak = matmul_gflops()
-    print(f"float32 matmul 2048^2 on {tf.config.threading.get_intra_op_parallelism_threads() or 'all'}"
-          f" threads: {peak:.1f} GFLOP/s (reference ceiling)")
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "all"
+    print(f"float32 matmul 2048^2 on {threads} threads: {peak:.1f} GFLOP/s (reference ceiling)")
     base = dict(seed=0, batch_size=1, generator="resnet", Y_loss="square", loss="log",
                 classic_weight=100.0, lr=2e-4, beta1=0.5, fliplr=True, flipud=True,
                 transpose=True, ndf=64, u_depth=8, xla=args.xla)

@@ -17,14 +17,17 @@ import numpy as np
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 #: 3D panel orientation (quaternion x, y, z, w): tilted so that neurites show their z extent.
 VIEW_3D = [0.35, -0.25, -0.1, 0.9]
-INSTALL_HINT = "install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+INSTALL_HINT = ("install Debian's chromium and chromium-driver "
+                "(apt-get install -y chromium chromium-driver)")
 
 
 def segmentation_dtype(labels, source="labels"):
     """Labels as uint32 (or uint64 when needed), as Neuroglancer segmentation expects."""
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
-        raise ValueError(f"segmentation must have an integer dtype, got {labels.dtype} from {source}")
+        raise ValueError(
+            f"segmentation must have an integer dtype, got {labels.dtype} from {source}"
+        )
     if labels.size and np.issubdtype(labels.dtype, np.signedinteger) and labels.min() < 0:
         raise ValueError(f"segmentation has negative IDs (min {labels.min()}) in {source}")
     top = int(labels.max()) if labels.size else 0

@@ -12,8 +12,8 @@ import pytest
 import tifffile
 from conftest import ROOT, assert_user_error, run_script
 
-from neuron3d.viewer import BROWSERS, segmentation_dtype
 from neuron3d.synthetic import synthetic_volume
+from neuron3d.viewer import BROWSERS, segmentation_dtype
 
 pytest.importorskip("neuroglancer")
 
