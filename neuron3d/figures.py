@@ -1,8 +1,15 @@
-"""Figures the project draws from its own data (see documentation/README.md)."""
+"""Figures the project draws from its own data (see documentation/README.md).
+
+    python -m neuron3d.figures synthetic documentation/synthetic_data.png
+    python -m neuron3d.figures run results/demo --datasets datasets/demo --out documentation/
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -44,19 +51,224 @@ def synthetic_figure(em, labels, z=None):
     return panel_row([gray_rgb(em[z]), overlay, colorize(labels[z])])
 
 
+def _axes_image(ax, image, title, cmap="gray"):
+    ax.imshow(image, cmap=cmap, vmin=0, vmax=255 if image.ndim == 2 else None,
+              interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def interleaved_section(cytoplasm, overlap, row, repeat=3):
+    """x-z section through the interleaved planes: cytoplasm white, overlap red (RGB)."""
+    from .reconstruct import interleave
+
+    planes = interleave(cytoplasm, overlap)[:, row, :]
+    rgb = np.zeros(planes.shape + (3,), np.uint8)
+    rgb[0::2][planes[0::2]] = (235, 235, 235)
+    rgb[1::2][planes[1::2]] = (230, 40, 40)
+    return np.repeat(rgb, repeat, axis=0)
+
+
+def workflow_figure(d, r, run, out, shot=None, z=None):
+    """The thesis' workflow figure, drawn from a finished run's own data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import read_binary, read_labels, read_stack
+
+    em = read_stack(d / "em_c.tif")
+    z = len(em) // 2 if z is None else min(z, len(em) - 2)
+    truth = {k: read_binary(d / f"{k}_c") for k in ("membrane", "cytoplasm", "overlap")}
+    pred = {"membrane": read_binary(d / "membrane_predicted_c.tif"),
+            "cytoplasm": read_binary(d / "cytoplasm_predicted_c.tif"),
+            "overlap": read_binary(r / "P5_membrane_overlap_c" / "images")}
+    thin = read_binary(d / "overlap_predicted_c_eroskele")
+    recon = read_labels(d / f"{run}.tif")
+    evaluation = read_labels(d / "evaluate_c.tif")
+    fig = plt.figure(figsize=(17, 8.6), layout="constrained")
+    grid = fig.add_gridspec(3, 6, height_ratios=[1, 1, 0.55], width_ratios=[1, 1, 1, 1, 1, 2])
+    rows = (("ground truth", truth, evaluation, truth["overlap"]),
+            ("predicted", pred, recon, thin))
+    for i, (name, images, labels, over) in enumerate(rows):
+        _axes_image(fig.add_subplot(grid[i, 0]), em[z], f"EM, slice {z}")
+        _axes_image(fig.add_subplot(grid[i, 1]), images["membrane"][z] * 255,
+                    f"membrane ({name})")
+        _axes_image(fig.add_subplot(grid[i, 2]), images["cytoplasm"][z] * 255,
+                    f"cytoplasm ({name})")
+        title = f"overlap {z}-{z + 1} ({name}{', thinned' if i else ''})"
+        overlay = gray_rgb(images["overlap"][z] * 120)
+        overlay[over[z]] = (255, 60, 60)
+        _axes_image(fig.add_subplot(grid[i, 3]), overlay, title)
+        _axes_image(fig.add_subplot(grid[i, 4]), colorize(labels[z]),
+                    "evaluation volume" if i == 0 else "reconstruction")
+    ax = fig.add_subplot(grid[0:2, 5])
+    if shot is not None and Path(shot).exists():
+        from PIL import Image
+
+        ax.imshow(np.asarray(Image.open(shot).convert("RGB")))
+        ax.set_title("reconstructed neurons (neuroglancer3D.py --screenshot)", fontsize=9)
+    else:
+        ax.text(0.5, 0.5, "3D view needs chromium\n(neuroglancer3D.py --screenshot)",
+                ha="center", va="center")
+    ax.set_axis_off()
+    row = em.shape[1] // 2
+    section = interleaved_section(pred["cytoplasm"], thin, row)
+    recon_section = np.repeat(colorize(recon[:, row, :]), 6, axis=0)
+    ax = fig.add_subplot(grid[2, 0:3])
+    _axes_image(ax, section, f"interleaved planes C0, O0, C1, ... (x-z section at y = {row}; "
+                "cytoplasm white, thinned overlap red)")
+    ax.set_aspect("auto")
+    ax = fig.add_subplot(grid[2, 3:6])
+    _axes_image(ax, recon_section, "3D connected components, cytoplasm planes kept (same section)")
+    ax.set_aspect("auto")
+    fig.suptitle("neuron3d workflow on the run's own data: EM -> membrane -> cytoplasm / overlap "
+                 "-> interleave -> 3D connected components", fontsize=11)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+METRICS = (("adapted_rand_error", "adapted Rand error"), ("voi_split", "VOI split (bits)"),
+           ("voi_merge", "VOI merge (bits)"), ("adjusted_rand_index", "adjusted Rand index"))
+
+
+def metrics_table(report):
+    """Markdown table of every path combination and the baselines."""
+    head = ["cytoplasm", "overlap", "adapted Rand error", "ARI", "splits", "merges",
+            "VOI split", "VOI merge", "objects (true / predicted)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    entries = [(r["cytoplasm"], r["overlap"], r) for r in report["results"]]
+    entries += [("baseline", name.replace("_", " "), s) for name, s in report["baselines"].items()]
+    for cyto, over, s in entries:
+        lines.append(f"| {cyto} | {over} | {s['adapted_rand_error']:.4f} | "
+                     f"{s['adjusted_rand_index']:.4f} | {s['splits']} | {s['merges']} | "
+                     f"{s['voi_split']:.3f} | {s['voi_merge']:.3f} | "
+                     f"{s['true_objects']} / {s['predicted_objects']} |")
+    return "\n".join(lines) + "\n"
+
+
+def metrics_chart(report, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["cytoplasm {} / overlap {}".format(*(k.upper().replace("NN", "NN-")
+                                                  for k in r["key"].split("_")))
+             for r in report["results"]]
+    names += [f"baseline: {k.replace('_', ' ')}" for k in report["baselines"]]
+    scores = report["results"] + list(report["baselines"].values())
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.6), layout="constrained")
+    colors = ["tab:blue"] * len(report["results"]) + ["tab:gray"] * len(report["baselines"])
+    for ax, (key, label) in zip(axes, METRICS):
+        values = [s[key] for s in scores]
+        ax.barh(range(len(values)), values, color=colors)
+        ax.set_yticks(range(len(values)), names if ax is axes[0] else [""] * len(values))
+        ax.invert_yaxis()
+        ax.set_title(label, fontsize=10)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
+    fig.suptitle(f"run {report['run']}: scores of each cytoplasm + overlap source on quadrant c",
+                 fontsize=11)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def read_scalars(folder):
+    """{tag: (steps, values)} from the TensorBoard event files in ``folder``."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util.tensor_util import make_ndarray
+
+    series = {}
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.HasField("tensor") and not value.tensor.tensor_shape.dim:
+                    series.setdefault(value.tag, {})[event.step] = float(make_ndarray(value.tensor))
+    return {tag: (sorted(v), [v[k] for k in sorted(v)]) for tag, v in series.items()}
+
+
+def training_curves(run_dir, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = sorted(p for p in Path(run_dir).glob("T*_*") if p.is_dir())
+    fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")
+    for net in nets:
+        scalars = read_scalars(net)
+        if "gen_loss_classic" in scalars:
+            steps, values = scalars["gen_loss_classic"]
+            line, = ax.plot(steps, values, linewidth=0.6, alpha=0.35)
+            smooth, level = [], values[0]
+            for value in values:  # exponential moving average, as TensorBoard's smoothing
+                level = 0.8 * level + 0.2 * value
+                smooth.append(level)
+            ax.plot(steps, smooth, color=line.get_color(), linewidth=1.8, label=net.name)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("generator regression loss (Y_loss)")
+    ax.set_title("training curves (TensorBoard logs; faint: per batch, bold: smoothed)")
+    ax.legend(fontsize=8)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def run_figures(run_dir, datasets, out, run=None, browser=True):
+    """All figures of a finished experiment_8.sh run into ``out``; returns the files written."""
+    run_dir, datasets, out = Path(run_dir), Path(datasets), Path(out)
+    report = json.loads((run_dir / "report.json").read_text())
+    run = run or report["run"]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    shot = out / f"{run}_reconstruction_3d.png"
+    if browser:
+        try:
+            from .io import read_labels, read_stack
+            from .viewer import build_viewer, screenshot, start_server
+
+            start_server()
+            viewer = build_viewer(read_stack(datasets / "em_c.tif"), None,
+                                  read_labels(datasets / f"{run}.tif"), max_segments=60)
+            written.append(screenshot(viewer, shot, (900, 700)))
+        except RuntimeError as exc:
+            print(f"figures: no 3D view: {exc}", file=sys.stderr)
+    workflow_figure(datasets, run_dir, run, out / f"{run}_workflow.png", shot)
+    (out / f"{run}_metrics.md").write_text(metrics_table(report))
+    metrics_chart(report, out / f"{run}_metrics.png")
+    training_curves(run_dir, out / f"{run}_training.png")
+    written += [out / f"{run}_{k}" for k in ("workflow.png", "metrics.md", "metrics.png",
+                                            "training.png")]
+    return written
+
+
 def main(argv=None):
-    from PIL import Image
-
-    from .synthetic import synthetic_volume
-
-    parser = argparse.ArgumentParser(description="Draw the synthetic-data figure.")
-    parser.add_argument("output", help="PNG file to write")
-    parser.add_argument("--shape", type=int, nargs=3, default=(16, 384, 384))
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description="Draw the project's figures.")
+    sub = parser.add_subparsers(dest="figure", required=True)
+    syn = sub.add_parser("synthetic", help="EM | membranes | IDs of a synthetic volume")
+    syn.add_argument("output", help="PNG file to write")
+    syn.add_argument("--shape", type=int, nargs=3, default=(16, 384, 384))
+    syn.add_argument("--seed", type=int, default=0)
+    run = sub.add_parser("run", help="workflow, metrics and training figures of a finished run")
+    run.add_argument("run_dir", help="results/<run> of experiment_8.sh")
+    run.add_argument("--datasets", required=True, help="the run's datasets folder")
+    run.add_argument("--out", default="documentation", help="output folder (documentation/)")
+    run.add_argument("--no_browser", action="store_true", help="skip the 3D screenshot")
     args = parser.parse_args(argv)
-    em, ids = synthetic_volume(tuple(args.shape), seed=args.seed)
-    Image.fromarray(synthetic_figure(em, ids)).save(args.output)
-    print(f"wrote {args.output}")
+    if args.figure == "synthetic":
+        from PIL import Image
+
+        from .synthetic import synthetic_volume
+
+        em, ids = synthetic_volume(tuple(args.shape), seed=args.seed)
+        Image.fromarray(synthetic_figure(em, ids)).save(args.output)
+        print(f"wrote {args.output}")
+        return 0
+    for path in run_figures(args.run_dir, args.datasets, args.out, browser=not args.no_browser):
+        print(f"wrote {path}")
     return 0
 
 

@@ -68,12 +68,14 @@ def build_report(run_dir, datasets, run, options="", total_seconds=None):
     cytoplasm = read_binary(datasets / "cytoplasm_predicted_c.tif")
     parsed = dict(item.split("=", 1) for item in options.split() if "=" in item)
     parsed["raw"] = options
+    timings = read_timings(run_dir / "timings.tsv")
     return {
         "run": run,
         "results": rows,
         "baselines": baselines(truth, cytoplasm),
-        "timings_seconds": read_timings(run_dir / "timings.tsv"),
-        "total_seconds": total_seconds,
+        "timings_seconds": timings,
+        "steps_seconds": sum(timings.values()),  # over all (resumed) invocations
+        "total_seconds": total_seconds,  # wall time of the latest invocation
         "versions": versions(),
         "options": parsed,
     }

@@ -109,7 +109,7 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
         s.layout = "xy-3d"
         s.position = [width / 2, height / 2, depth / 2]
         s.cross_section_scale = max(width, height) / 400
-        s.projection_scale = max(width, height * vy / vx, depth * vz / vx) * 1.5
+        s.projection_scale = max(width, height * vy / vx, depth * vz / vx) * 2.2
         s.show_slices = False  # meshes, not cross-section planes, in the 3D panel
         s.projection_orientation = VIEW_3D
     return viewer
