@@ -254,7 +254,7 @@ def write_slices(folder, stack, suffix=".png"):
         raise ValueError(
             f"PNG slices hold uint8 or uint16 images, got {stack.dtype} for {folder}"
         )
-    prepare_output_dir(folder.parent if folder.parent != Path("") else Path("."))
+    prepare_output_dir(folder.parent)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output path is an existing file, expected a folder: {folder}")
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))

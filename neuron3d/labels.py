@@ -142,8 +142,10 @@ def eroskele(foreground, erosions=10):
         foreground = ndimage.binary_erosion(
             foreground, structure=CROSS_2D, iterations=erosions, border_value=0
         )
+    from .progress import progress
+
     out = np.zeros_like(foreground)
-    for z, plane in enumerate(foreground):
+    for z, plane in enumerate(progress(foreground, desc="skeletonize")):
         if plane.any():
             out[z] = skeletonize(plane)
     return out

@@ -23,6 +23,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .labels import membrane
+from .progress import progress
 
 #: Mean distance in pixels between neurite centres in a slice.
 SPACING = 34.0
@@ -135,7 +136,7 @@ def synthetic_labels(shape, seed=0):
     block_row = (np.arange(height) // BLOCK)[:, None]
     block_col = (np.arange(width) // BLOCK)[None, :]
     out = np.empty(shape, dtype=np.uint32)
-    for z in range(depth):
+    for z in progress(range(depth), desc="synthetic labels"):
         live = [t for t in tracks if t.z0 <= z < t.z1]
         idx = [z - t.z0 for t in live]
         centres = np.array([t.pos[i] for t, i in zip(live, idx)], dtype=np.float32)

@@ -69,6 +69,17 @@ def test_bad_inputs(stacks, tmp_path):
         assert_user_error(r, f"127.0.0.1:{port}", "in use")
 
 
+def test_screenshot_without_a_browser_says_what_to_install(stacks, tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python").symlink_to(sys.executable)
+    r = subprocess.run([str(bare / "python"), str(ROOT / "neuroglancer3D.py"), "--em", str(stacks / "em.tif"),
+                        "--screenshot", str(tmp_path / "x.png")],
+                       capture_output=True, text=True, env={"PATH": str(bare)}, timeout=300)
+    assert_user_error(r, "apt-get install -y chromium chromium-driver")
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_segmentation_dtype():
     assert segmentation_dtype(np.array([[[1, 2]]], np.uint8)).dtype == np.uint32
     assert segmentation_dtype(np.array([[[2**40]]], np.uint64)).dtype == np.uint64
