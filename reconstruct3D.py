@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from neuron3d import io
 from neuron3d.cli import ArgumentParser, run_cli
 from neuron3d.reconstruct import CONNECTIVITIES, reconstruct
@@ -31,11 +33,19 @@ def build_parser():
     return parser
 
 
+def _is_empty_folder(path):
+    path = Path(path)
+    return path.is_dir() and not any(io.SLICE_PATTERN.match(p.name) for p in path.iterdir())
+
+
 def run(args):
     cyto_path, over_path = args.input_dir_cytoplasm, args.input_dir_overlap
     out = io.prepare_output_dir(args.output_dir) / f"{args.name}.tif"
     cyto = io.read_binary(cyto_path, args.threshold)
-    over = io.read_binary(over_path, args.threshold)
+    if len(cyto) == 1 and _is_empty_folder(over_path):  # one slice has no overlap images
+        over = np.zeros((0,) + cyto.shape[1:], dtype=bool)
+    else:
+        over = io.read_binary(over_path, args.threshold)
     if len(over) == len(cyto):
         print(f"reconstruct3D.py: {len(over)} overlap slices for {len(cyto)} cytoplasm slices; "
               "ignoring the last overlap slice", file=sys.stderr)

@@ -57,6 +57,21 @@ def test_more_than_65535_objects_get_a_wide_dtype():
     assert labels.max() == 90000 and labels.dtype == np.uint32
 
 
+def test_single_slice_volume_through_the_clis(tmp_path):
+    labels = np.zeros((1, 6, 6), np.uint8)
+    labels[0, :, :3] = 4
+    labels[0, :, 3:] = 9
+    tifffile.imwrite(tmp_path / "one.tif", labels, photometric="minisblack")
+    for op in ("cytoplasm", "overlap"):
+        assert process3D.main(["--operation", op, "--input_dir", str(tmp_path / "one.tif"),
+                               "--output_dir", str(tmp_path / op)]) == 0
+    assert reconstruct3D.main(["--input_dir_cytoplasm", str(tmp_path / "cytoplasm"),
+                               "--input_dir_overlap", str(tmp_path / "overlap"),
+                               "--output_dir", str(tmp_path), "--name", "rec"]) == 0
+    rec = tifffile.imread(tmp_path / "rec.tif").reshape(1, 6, 6)
+    assert rec.max() == 2 and (rec[0, :, :2] == 1).all() and (rec[0, :, 4:] == 2).all()
+
+
 def test_round_trip_on_real_ground_truth(tmp_path, snemi_labels):
     gt = tmp_path / "label_c.tif"
     tifffile.imwrite(gt, snemi_labels)
