@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from neuron3d.cli import ArgumentParser, run_cli
 
 
@@ -42,8 +40,9 @@ def build_parser():
     p.add_argument("--classic_weight", type=float, default=100.0, help="weight of Y_loss")
     for flag, what in (("fliplr", "left-right flips"), ("flipud", "up-down flips"),
                        ("transpose", "transposes")):
-        p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True,
+        p.add_argument(f"--{flag}", action="store_true", default=True,
                        help=f"random {what} in training (default on)")
+        p.add_argument(f"--no_{flag}", dest=flag, action="store_false", help=f"no {what}")
     p.add_argument("--scale_size", type=int, default=286,
                    help="resize images up (area) until the shorter side is this")
     p.add_argument("--crop_size", type=int, default=256, help="random crop size for training")

@@ -186,3 +186,22 @@ def test_bad_inputs(tmp_path, capsys):
                            str(tmp_path / "ckpt")] + base) == 2
     _one_error_line(capsys, "no options.json", "ckpt")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra", [
+    ["--generator", "unet", "--u_depth", "5", "--Y_loss", "dice", "--loss", "square", "--gan_weight", "1"],
+    ["--Y_loss", "logistic", "--mixed_precision", "bf16", "--gan_weight", "0", "--no_transpose"],
+    ["--Y_loss", "hinge", "--batch_size", "2", "--xla", "--gan_weight", "0"],
+])
+def test_other_configurations_train_and_predict(tmp_path, extra):
+    combined = _combined(tmp_path, n=2, size=32)
+    assert translate.main(["--mode", "train", "--input_dir", str(combined), "--output_dir",
+                           str(tmp_path / "t"), "--ngf", "4", "--n_res_blocks", "1", "--ndf", "4",
+                           "--crop_size", "32", "--scale_size", "32", "--max_steps", "3"] + extra) == 0
+    saved = json.loads((tmp_path / "t" / "options.json").read_text())
+    assert saved["Y_loss"] == extra[extra.index("--Y_loss") + 1]
+    assert saved["transpose"] == ("--no_transpose" not in extra)
+    assert translate.main(["--mode", "test", "--checkpoint", str(tmp_path / "t"),
+                           "--input_dir", str(combined), "--output_dir", str(tmp_path / "p")]) == 0
+    out = np.asarray(Image.open(tmp_path / "p" / "images" / "01-outputs.png"))
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
