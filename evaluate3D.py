@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
-import tempfile
+from io import StringIO
 from pathlib import Path
 
 from neuron3d import io
@@ -59,22 +58,16 @@ def format_report(scores):
 
 def write_scores(path, record):
     """Write ``record`` to .json or .csv atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            if path.suffix.lower() == ".json":
-                json.dump(record, handle, indent=2)
-                handle.write("\n")
-            else:
-                writer = csv.writer(handle)
-                writer.writerow(["key", "value"])
-                for key, value in record.items():
-                    writer.writerow([key, json.dumps(value) if isinstance(value, list) else value])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if Path(path).suffix.lower() == ".json":
+        text = json.dumps(record, indent=2) + "\n"
+    else:
+        buffer = StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["key", "value"])
+        for key, value in record.items():
+            writer.writerow([key, json.dumps(value) if isinstance(value, list) else value])
+        text = buffer.getvalue()
+    io.write_file(path, text)
 
 
 def check_output_path(output):

@@ -135,7 +135,7 @@ def write_options(path, options):
     path.write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
 
 
-def _save_png(path, image):
+def _save_image(path, image):
     from PIL import Image
 
     Image.fromarray(image).save(path)
@@ -282,7 +282,7 @@ def _display(out, step, inputs, outputs, targets, writer):
     for kind, batch in (("inputs", inputs), ("outputs", outputs), ("targets", targets)):
         image = D.to_uint8(np.asarray(batch[0], dtype=np.float32))
         name = f"{step:08d}-{kind}.png"
-        _save_png(images / name, image)
+        _save_image(images / name, image)
         row.append(f"images/{name}")
         with writer.as_default(step=step):
             tf.summary.image(kind, image[None], step=step)
@@ -351,7 +351,7 @@ def test(options):
         row = [name]
         for kind, image in (("inputs", a), ("outputs", output), ("targets", b)):
             file = f"{name}-{kind}{suffix}"
-            _save_png(images / file, image)
+            _save_image(images / file, image)
             row.append(f"images/{file}")
         rows.append(row)
         if count % 10 == 0 or count == len(names):

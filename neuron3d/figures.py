@@ -51,6 +51,16 @@ def synthetic_figure(em, labels, z=None):
     return panel_row([gray_rgb(em[z]), overlay, colorize(labels[z])])
 
 
+def _pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _axes_image(ax, image, title, cmap="gray"):
     ax.imshow(image, cmap=cmap, vmin=0, vmax=255 if image.ndim == 2 else None,
               interpolation="nearest")
@@ -72,10 +82,7 @@ def interleaved_section(cytoplasm, overlap, row, repeat=3):
 
 def workflow_figure(d, r, run, out, shot=None, z=None):
     """The thesis' workflow figure, drawn from a finished run's own data."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     from .io import read_binary, read_labels, read_stack
 
@@ -150,10 +157,7 @@ def metrics_table(report):
 
 
 def metrics_chart(report, out):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     names = ["cytoplasm {} / overlap {}".format(*(k.upper().replace("NN", "NN-")
                                                   for k in r["key"].split("_")))
@@ -191,10 +195,7 @@ def read_scalars(folder):
 
 
 def training_curves(run_dir, out):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     nets = sorted(p for p in Path(run_dir).glob("T*_*") if p.is_dir())
     fig, ax = plt.subplots(figsize=(8, 4.2), layout="constrained")

@@ -179,6 +179,22 @@ def prepare_output_dir(folder):
     return folder
 
 
+def _write_atomically(path, write, suffix="", expected="a file"):
+    """Call ``write(temporary_path)`` beside ``path``, then rename it into place."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output path is an existing folder, expected {expected}: {path}")
+    prepare_output_dir(path.parent)
+    tmp = _temporary_sibling(path, suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_tif(path, stack):
     """Write ``stack`` to the TIFF file ``path`` atomically.
 
@@ -192,18 +208,16 @@ def write_tif(path, stack):
     """
     import tifffile
 
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"output path is an existing folder, expected a .tif file: {path}")
-    prepare_output_dir(path.parent)
-    tmp = _temporary_sibling(path, ".tif")
-    try:
+    def write(tmp):
         tifffile.imwrite(tmp, np.ascontiguousarray(stack), photometric="minisblack")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+
+    return _write_atomically(path, write, ".tif", "a .tif file")
+
+
+def write_file(path, data):
+    """Write text (UTF-8) or bytes to ``path`` atomically, like :func:`write_tif`."""
+    payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    return _write_atomically(path, lambda tmp: tmp.write_bytes(payload))
 
 
 def slice_names(count, suffix=".png"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import read_binary, read_labels
+from .io import read_binary, read_labels, write_file
 from .metrics import evaluate
 from .reconstruct import reconstruct
 
@@ -90,10 +90,7 @@ def main(argv=None):
     parser.add_argument("--total_seconds", type=int)
     args = parser.parse_args(argv)
     report = build_report(args.run_dir, args.datasets, args.run, args.options, args.total_seconds)
-    path = Path(args.run_dir) / "report.json"
-    tmp = path.with_name(".report.json.part")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(path)
+    path = write_file(Path(args.run_dir) / "report.json", json.dumps(report, indent=2) + "\n")
     main_row = report["results"][0] if report["results"] else {}
     base = report["baselines"]
     print(f"report: adapted Rand error {main_row.get('adapted_rand_error', float('nan')):.4f} "

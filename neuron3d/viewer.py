@@ -9,9 +9,10 @@ from __future__ import annotations
 import shutil
 import socket
 import threading
-from pathlib import Path
 
 import numpy as np
+
+from .io import as_label_stack, write_file
 
 #: Browsers and drivers looked for by :func:`find_browser`.
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -23,13 +24,7 @@ INSTALL_HINT = ("install Debian's chromium and chromium-driver "
 
 def segmentation_dtype(labels, source="labels"):
     """Labels as uint32 (or uint64 when needed), as Neuroglancer segmentation expects."""
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer) and labels.dtype != bool:
-        raise ValueError(
-            f"segmentation must have an integer dtype, got {labels.dtype} from {source}"
-        )
-    if labels.size and np.issubdtype(labels.dtype, np.signedinteger) and labels.min() < 0:
-        raise ValueError(f"segmentation has negative IDs (min {labels.min()}) in {source}")
+    labels = as_label_stack(labels, source)
     top = int(labels.max()) if labels.size else 0
     return labels.astype(np.uint32 if top <= np.iinfo(np.uint32).max else np.uint64, copy=False)
 
@@ -181,9 +176,4 @@ def screenshot(viewer, path, size=(1200, 800), timeout=180.0):
         png = result["reply"].screenshot.image
     finally:
         driver.quit()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(png)
-    tmp.replace(path)
-    return path
+    return write_file(path, png)
