@@ -134,6 +134,27 @@ predict() {  # predict CHECKPOINT COMBINED OUTPUT
     translate --mode test --checkpoint "$R/$1" --input_dir "$2" --output_dir "$R/$3" --model pix2pix
 }
 
+# train_and_predict KEY NET PRED PAIRS: train NET on combined/PAIRS_<q>, q being the quadrant
+# NET's name ends with, then predict combined/PAIRS_c into PRED.
+train_and_predict() {
+    step "train_$1" train "$2" "$D/combined/$4_${2##*_}" "$NN45"
+    step "predict_$1_c" predict "$2" "$D/combined/$4_c" "$3"
+}
+# cytoplasm_net KEY NET PRED PAIRS NAME: also gather the outputs as $D/NAME.tif; sets CYTO_KEY.
+cytoplasm_net() {
+    train_and_predict "$@"
+    step "cytoplasm_predicted_$1_c" p3d --operation png_to_tif --input_dir "$R/$3/images/" \
+        --output_dir "$D/" --name "$5"
+    printf -v "CYTO_$1" '%s' "$D/$5.tif"
+}
+# overlap_net KEY NET PRED PAIRS NAME: also thin the outputs into $D/NAME; sets OVER_KEY.
+overlap_net() {
+    train_and_predict "$@"
+    step "eroskele_$1_c" p3d --operation eroskele --input_dir "$R/$3/images/" \
+        --output_dir "$D/$5" --erosions "$EROSIONS"
+    printf -v "OVER_$1" '%s' "$D/$5"
+}
+
 step split_em p3d --operation split --input_dir "$D/train-input.tif" --output_dir "$D/" --split em
 step split_label p3d --operation split --input_dir "$D/train-labels.tif" --output_dir "$D/" --split label
 for q in a b c; do
@@ -166,15 +187,8 @@ for q in b c; do
 done
 
 # ---- NN-4 and NN-5 on b's predicted membranes, predicted on c ----------------------------
-step train_nn4 train T4_membrane_cytoplasm_b "$D/combined/membrane_cytoplasm_b" "$NN45"
-step train_nn5 train T5_membrane_overlap_b "$D/combined/membrane_overlap_b" "$NN45"
-step predict_nn4_c predict T4_membrane_cytoplasm_b "$D/combined/membrane_cytoplasm_c" P4_membrane_cytoplasm_c
-step predict_nn5_c predict T5_membrane_overlap_b "$D/combined/membrane_overlap_c" P5_membrane_overlap_c
-step cytoplasm_predicted_nn4_c p3d --operation png_to_tif --input_dir "$R/P4_membrane_cytoplasm_c/images/" \
-    --output_dir "$D/" --name cytoplasm_predicted_c
-step eroskele_nn5_c p3d --operation eroskele --input_dir "$R/P5_membrane_overlap_c/images/" \
-    --output_dir "$D/overlap_predicted_c_eroskele" --erosions "$EROSIONS"
-CYTO_nn4="$D/cytoplasm_predicted_c.tif"; OVER_nn5="$D/overlap_predicted_c_eroskele"
+cytoplasm_net nn4 T4_membrane_cytoplasm_b P4_membrane_cytoplasm_c membrane_cytoplasm cytoplasm_predicted_c
+overlap_net nn5 T5_membrane_overlap_b P5_membrane_overlap_c membrane_overlap overlap_predicted_c_eroskele
 
 # ---- NN-1 and NN-2 (--paths all) --------------------------------------------------------
 COMBOS=("nn4 nn5")
@@ -184,15 +198,8 @@ if [[ $PATHS == all ]]; then
         step "combine_em_cytoplasm_$q" combine "$D/em_$q" "$D/cytoplasm_$q" "$D/combined/em_cytoplasm_$q"
         step "combine_em_overlap_$q" combine "$D/em_cons_$q" "$D/overlap_$q" "$D/combined/em_overlap_$q"
     done
-    step train_nn1 train T1_em_cytoplasm_a "$D/combined/em_cytoplasm_a" "$NN45"
-    step train_nn2 train T2_em_overlap_a "$D/combined/em_overlap_a" "$NN45"
-    step predict_nn1_c predict T1_em_cytoplasm_a "$D/combined/em_cytoplasm_c" P1_em_cytoplasm_c
-    step predict_nn2_c predict T2_em_overlap_a "$D/combined/em_overlap_c" P2_em_overlap_c
-    step cytoplasm_predicted_nn1_c p3d --operation png_to_tif --input_dir "$R/P1_em_cytoplasm_c/images/" \
-        --output_dir "$D/" --name cytoplasm_predicted_nn1_c
-    step eroskele_nn2_c p3d --operation eroskele --input_dir "$R/P2_em_overlap_c/images/" \
-        --output_dir "$D/overlap_predicted_nn2_c_eroskele" --erosions "$EROSIONS"
-    CYTO_nn1="$D/cytoplasm_predicted_nn1_c.tif"; OVER_nn2="$D/overlap_predicted_nn2_c_eroskele"
+    cytoplasm_net nn1 T1_em_cytoplasm_a P1_em_cytoplasm_c em_cytoplasm cytoplasm_predicted_nn1_c
+    overlap_net nn2 T2_em_overlap_a P2_em_overlap_c em_overlap overlap_predicted_nn2_c_eroskele
     COMBOS+=("nn1 nn2" "nn1 nn5" "nn4 nn2")
 fi
 
