@@ -6,56 +6,82 @@ folder of *slice files* named by their slice number (``00.png``, ``01.png``,
 ... or the image-translation trainer's ``00-outputs.png``).  Slice files are
 always ordered by their number, never by directory-listing order.
 
-Every writer is atomic: data goes to a temporary name in the target folder and
-is renamed into place only when complete, so a failed run leaves nothing
-half-written behind.
+Every writer is atomic: data goes to a hidden temporary name beside the target
+and is renamed into place only when complete, so a failed run leaves nothing
+half-written behind (:func:`write_file`, :func:`write_tif`, :func:`write_image`
+for files; :func:`write_folder`, :func:`write_slices` for folders).  Temporaries
+that a killed writer left are removed by the next write of the same target.
+Written files get mode 0666 and folders 0777, less the umask, like any file the
+user creates.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: Files that hold one image, by suffix (compared case-insensitively).
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 #: Slice files: a number, optionally the trainer's "-outputs" tag, an image suffix.
-SLICE_PATTERN = re.compile(r"^(\d+)(?:-outputs)?\.(png|tif|tiff|jpg|jpeg|bmp)$", re.IGNORECASE)
+SLICE_PATTERN = re.compile(
+    r"^(\d+)(?:-outputs)?\.(" + "|".join(s[1:] for s in IMAGE_SUFFIXES) + r")$", re.IGNORECASE)
 _WORKERS = min(8, os.cpu_count() or 1)
 
 
-def list_slice_files(folder, pattern=SLICE_PATTERN):
-    """Return the slice files of ``folder`` ordered by their slice number.
+def natural_key(path):
+    """Sort key that orders embedded numbers numerically (``a2.png`` before ``a10.png``)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", Path(path).name)]
+
+
+def list_slice_files(folder, pattern=SLICE_PATTERN, what="input folder"):
+    """Return the image files of ``folder`` in slice order, never in listing order.
 
     Parameters
     ----------
     folder : str or Path
-        Folder holding numbered slice files.
-    pattern : re.Pattern
-        Regular expression whose first group is the slice number.
+        Folder holding the images.
+    pattern : re.Pattern or None
+        Regular expression whose first group is the slice number; files that
+        do not match are ignored and the rest are ordered by that number (the
+        default takes ``00.png, 01.png, ...`` and the trainer's
+        ``00-outputs.png, ...``).  ``None`` takes every file with an image
+        suffix (:data:`IMAGE_SUFFIXES`) in natural order: embedded numbers
+        compare numerically, so ``a2.png`` comes before ``a10.png``.
+    what : str
+        How the folder is named in error messages (e.g. ``"--input_dir"``).
 
     Returns
     -------
     list of Path
-        Files in increasing numeric order (``2.png`` before ``10.png``).
+        The files, in increasing numeric (or natural) order.
 
     Raises
     ------
     FileNotFoundError
         If ``folder`` does not exist.
     ValueError
-        If it holds no slice files, or two files carry the same number.
+        If it is a file, holds no matching files, or two files carry the same
+        number.
     """
     folder = Path(folder)
     if not folder.exists():
-        raise FileNotFoundError(f"input folder does not exist: {folder}")
+        raise FileNotFoundError(f"{what} does not exist: {folder}")
     if not folder.is_dir():
-        raise ValueError(f"expected a folder of slice files, got a file: {folder}")
+        raise ValueError(f"{what} must be a folder of images, got a file: {folder}")
+    if pattern is None:
+        files = [p for p in folder.iterdir()
+                 if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        if not files:
+            kinds = ", ".join(s[1:] for s in IMAGE_SUFFIXES)
+            raise ValueError(f"{what} holds no images ({kinds}): {folder}")
+        return sorted(files, key=lambda p: (natural_key(p), p.name))
     numbered = {}
     for entry in folder.iterdir():
         match = pattern.match(entry.name)
@@ -70,7 +96,7 @@ def list_slice_files(folder, pattern=SLICE_PATTERN):
         numbered[number] = entry
     if not numbered:
         raise ValueError(
-            f"no slice files (00.png, 01.png, ... or 00-outputs.png, ...) in folder {folder}"
+            f"no slice files (00.png, 01.png, ... or 00-outputs.png, ...) in {what} {folder}"
         )
     return [numbered[k] for k in sorted(numbered)]
 
@@ -157,11 +183,87 @@ def read_stack(path, channel=None):
     return _select_channel(stack, channel, path)
 
 
-def _temporary_sibling(target, suffix=""):
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + suffix,
-                                dir=target.parent)
-    os.close(fd)
-    return Path(name)
+# Temporaries are hidden siblings of their target, ".<name>.<pid>-<hex>.part[<suffix>]",
+# created with mode 0666 (files) or 0777 (folders) so that the umask applies as it does
+# to any file the user creates.  The writer's process id lets a later write of the same
+# target remove what a killed writer left behind without touching a live writer's files.
+_TEMP_REST = re.compile(r"^(?:(\d+)-[0-9a-f]{8}|[A-Za-z0-9_]{8})\.part")
+
+
+def _temp_path(target, suffix=""):
+    return target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.part{suffix}"
+
+
+def _new_temp_file(target, suffix=""):
+    while True:
+        path = _temp_path(target, suffix)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+        return path
+
+
+def _new_temp_dir(target):
+    while True:
+        path = _temp_path(target)
+        try:
+            path.mkdir(mode=0o777)
+        except FileExistsError:  # pragma: no cover
+            continue
+        return path
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(target):
+    """Remove temporaries that killed writers of ``target`` left beside it.
+
+    A write of ``target`` goes through a hidden sibling named
+    ``.<name>.<pid>-<random>.part`` (plus the target's suffix); a writer killed
+    by SIGKILL or a power cut cannot remove it.  This removes such siblings,
+    files or folders, whose writing process no longer exists (and the
+    ``.<name>.<8 characters>.part*`` names of earlier versions).  Every atomic
+    writer of this module calls it before writing, so the next write of the
+    same target cleans up.
+
+    Parameters
+    ----------
+    target : str or Path
+        The file or folder whose temporaries are removed.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    target = Path(target)
+    prefix = f".{target.name}."
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for entry in target.parent.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        match = _TEMP_REST.match(entry.name[len(prefix):])
+        if not match or (match.group(1) and _process_alive(int(match.group(1)))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def prepare_output_dir(folder):
@@ -179,18 +281,40 @@ def prepare_output_dir(folder):
     return folder
 
 
+def _make_parents(folder):
+    """Create ``folder`` and missing parents; return those created, deepest last."""
+    folder = Path(folder)
+    missing = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    prepare_output_dir(folder)
+    return missing[::-1]
+
+
+def _remove_if_empty(folders):
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def _write_atomically(path, write, suffix="", expected="a file"):
     """Call ``write(temporary_path)`` beside ``path``, then rename it into place."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"output path is an existing folder, expected {expected}: {path}")
-    prepare_output_dir(path.parent)
-    tmp = _temporary_sibling(path, suffix)
+    created = _make_parents(path.parent)
+    remove_stale_temporaries(path)
+    tmp = _new_temp_file(path, suffix)
     try:
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        _remove_if_empty(created)
         raise
     return path
 
@@ -199,7 +323,8 @@ def write_tif(path, stack):
     """Write ``stack`` to the TIFF file ``path`` atomically.
 
     The parent folder is created if needed.  The data are written to a
-    temporary file beside ``path`` and renamed into place when complete.
+    temporary file beside ``path`` and renamed into place when complete; the
+    file's mode is 0666 less the umask.
 
     Raises
     ------
@@ -220,6 +345,84 @@ def write_file(path, data):
     return _write_atomically(path, lambda tmp: tmp.write_bytes(payload))
 
 
+def write_image(path, image):
+    """Write one (y, x) or (y, x, 3|4) image atomically, like :func:`write_tif`.
+
+    The format follows the suffix of ``path`` (``.png``, ``.tif``, ``.jpg``, ...).
+    """
+    path = Path(path)
+    return _write_atomically(path, lambda tmp: _write_image(tmp, np.asarray(image)),
+                             path.suffix, "an image file")
+
+
+def write_folder(folder, write, owned=None):
+    """Fill ``folder`` atomically: ``write`` fills a new temporary folder, then it is installed.
+
+    ``write(tmp)`` writes the new files into ``tmp``, a hidden folder beside
+    ``folder`` (same file system).  If ``write`` raises, or the process is
+    interrupted, the temporary folder is removed and ``folder`` is left as it
+    was (not even created, nor its missing parents).  Once ``write`` returns:
+
+    * if ``folder`` does not exist, the temporary folder is renamed to it (one
+      atomic rename);
+    * otherwise each new file is renamed over its namesake in ``folder``, then
+      the entries of ``folder`` that ``owned`` claims and that were not
+      rewritten are removed, so no stale output of an earlier run survives.
+      Other entries are kept.  These are renames within one file system: a
+      crash in the middle leaves complete files, never a partial one.
+
+    Temporaries of a killed earlier write are removed first
+    (:func:`remove_stale_temporaries`).  New folders get mode 0777 and files
+    0666, less the umask.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder.
+    write : callable
+        ``write(tmp: Path)``; writes plain files into ``tmp``.
+    owned : callable or None
+        ``owned(name) -> bool`` for the names of files in ``folder`` that
+        earlier runs of this writer wrote (removed when not rewritten).
+        ``None``: keep every file that is not rewritten.
+
+    Returns
+    -------
+    list of Path
+        The files installed, sorted by name.
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` is an existing file.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output path is an existing file, expected a folder: {folder}")
+    created = _make_parents(folder.parent)
+    remove_stale_temporaries(folder)
+    tmp = _new_temp_dir(folder)
+    try:
+        write(tmp)
+        names = sorted(p.name for p in tmp.iterdir())
+        if not folder.exists():
+            os.rename(tmp, folder)
+        else:
+            for name in names:
+                os.replace(tmp / name, folder / name)
+            if owned is not None:
+                new = set(names)
+                for old in folder.iterdir():
+                    if old.name not in new and owned(old.name) and old.is_file():
+                        old.unlink()
+            tmp.rmdir()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_if_empty(created)
+        raise
+    return [folder / name for name in names]
+
+
 def slice_names(count, suffix=".png"):
     """Names ``00.png, 01.png, ...`` zero-padded to at least two digits."""
     width = max(2, len(str(max(count - 1, 0))))
@@ -238,13 +441,15 @@ def _write_image(path, image):
 
 
 def write_slices(folder, stack, suffix=".png"):
-    """Write each z-slice of ``stack`` as a numbered image file in ``folder``.
+    """Write each z-slice of ``stack`` as a numbered image file in ``folder``, atomically.
 
     Parameters
     ----------
     folder : str or Path
         Output folder, created if missing.  Numbered slice files already in it
-        (from an earlier run) are replaced, so no stale slice survives.
+        (from an earlier run) are replaced, so no stale slice survives; other
+        files are kept.  Nothing is written if writing any slice fails (see
+        :func:`write_folder`).
     stack : numpy.ndarray
         (z, y, x) or (z, y, x, 3|4), dtype uint8 (or uint16 / bool for gray).
     suffix : str
@@ -268,26 +473,13 @@ def write_slices(folder, stack, suffix=".png"):
         raise ValueError(
             f"PNG slices hold uint8 or uint16 images, got {stack.dtype} for {folder}"
         )
-    prepare_output_dir(folder.parent)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"output path is an existing file, expected a folder: {folder}")
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".part", dir=folder.parent))
     names = slice_names(len(stack), suffix)
-    try:
+
+    def fill(tmp):
         with ThreadPoolExecutor(_WORKERS) as pool:
-            list(pool.map(_write_image, [tmpdir / n for n in names], stack))
-        if folder.exists():
-            for old in folder.iterdir():
-                if SLICE_PATTERN.match(old.name) and old.is_file():
-                    old.unlink()
-            for name in names:
-                os.replace(tmpdir / name, folder / name)
-            tmpdir.rmdir()
-        else:
-            os.rename(tmpdir, folder)
-    except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        raise
+            list(pool.map(_write_image, [tmp / n for n in names], stack))
+
+    write_folder(folder, fill, owned=lambda name: SLICE_PATTERN.match(name) is not None)
     return [folder / n for n in names]
 
 

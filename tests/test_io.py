@@ -1,4 +1,8 @@
-"""Stack I/O: numeric order, padding, channels, atomic writes, dtypes."""
+"""Stack I/O: numeric order, padding, channels, atomic writes, permissions, dtypes."""
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -83,3 +87,92 @@ def test_label_validation():
     ok = io.as_label_stack(np.array([[[3.0, 70000.0]]]), "x.tif", allow_integral_float=True)
     assert ok.dtype == np.uint32 and ok.tolist() == [[[3, 70000]]]
     assert io.as_label_stack(np.array([[[7]]], np.int64), "x").dtype == np.uint64
+
+
+def test_images_listed_in_natural_order_not_listing_order(tmp_path):
+    for name in ("b10.png", "b2.png", "a.TIF", "b1.jpg", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.png").mkdir()
+    names = [p.name for p in io.list_slice_files(tmp_path, pattern=None)]
+    assert names == ["a.TIF", "b1.jpg", "b2.png", "b10.png"]
+    with pytest.raises(ValueError, match=r"--b_dir holds no images \(png, tif.*\): .*sub.png"):
+        io.list_slice_files(tmp_path / "sub.png", pattern=None, what="--b_dir")
+    with pytest.raises(FileNotFoundError, match="--input_dir does not exist: .*nope"):
+        io.list_slice_files(tmp_path / "nope", pattern=None, what="--input_dir")
+    with pytest.raises(ValueError, match="--input_dir must be a folder of images, got a file"):
+        io.list_slice_files(tmp_path / "b2.png", what="--input_dir")
+
+
+def _mode(path):
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_written_files_and_folders_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        io.write_tif(tmp_path / "new" / "x.tif", np.zeros((1, 2, 2), np.uint8))
+        io.write_file(tmp_path / "t.json", "{}")
+        io.write_image(tmp_path / "i.png", np.zeros((2, 2), np.uint8))
+        io.write_slices(tmp_path / "slices", np.zeros((2, 2, 2), np.uint8))
+        io.write_slices(tmp_path / "slices", np.zeros((3, 2, 2), np.uint8))  # into an existing one
+    finally:
+        os.umask(old)
+    for file in (tmp_path / "new" / "x.tif", tmp_path / "t.json", tmp_path / "i.png",
+                 tmp_path / "slices" / "00.png", tmp_path / "slices" / "02.png"):
+        assert _mode(file) == 0o666 & ~umask, (file, oct(_mode(file)))
+    for folder in (tmp_path / "new", tmp_path / "slices"):
+        assert _mode(folder) == 0o777 & ~umask, (folder, oct(_mode(folder)))
+
+
+def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    stale = [tmp_path / f".x.tif.{dead.pid}-0123abcd.part.tif",  # a killed write_tif
+             tmp_path / ".x.tif.k2_9zq0a.part.tif",  # the names of earlier versions
+             tmp_path / f".out.{dead.pid}-89abcdef.part"]  # a killed write_slices (a folder)
+    stale[0].write_bytes(b"half")
+    stale[1].write_bytes(b"half")
+    stale[2].mkdir()
+    (stale[2] / "00.png").write_bytes(b"half")
+    live = tmp_path / f".x.tif.{os.getpid()}-00000000.part.tif"  # a writer still running
+    live.write_bytes(b"busy")
+    other = tmp_path / f".x.tif.tif.{dead.pid}-0123abcd.part"  # another target's temporary
+    other.write_bytes(b"")
+    io.write_tif(tmp_path / "x.tif", np.zeros((1, 2, 2), np.uint8))
+    io.write_slices(tmp_path / "out", np.zeros((1, 2, 2), np.uint8))
+    assert not any(p.exists() for p in stale)
+    assert live.exists() and other.exists()
+
+
+def test_write_folder_is_all_or_nothing(tmp_path):
+    target = tmp_path / "a" / "b" / "out"
+
+    def failing(tmp):
+        (tmp / "1.png").write_bytes(b"x")
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        io.write_folder(target, failing)
+    assert list(tmp_path.iterdir()) == []  # not even the missing parents
+    io.write_folder(target, lambda tmp: (tmp / "1.png").write_bytes(b"one"))
+    (target / "keep.txt").write_text("mine")
+    (target / "old.png").write_bytes(b"old")
+    with pytest.raises(ValueError):
+        io.write_folder(target, failing)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out"]
+    assert sorted(p.name for p in target.iterdir()) == ["1.png", "keep.txt", "old.png"]
+    files = io.write_folder(target, lambda tmp: (tmp / "2.png").write_bytes(b"two"),
+                            owned=lambda name: name.endswith(".png"))
+    assert files == [target / "2.png"]
+    assert sorted(p.name for p in target.iterdir()) == ["2.png", "keep.txt"]
+    with pytest.raises(ValueError, match="existing file, expected a folder"):
+        io.write_folder(target / "keep.txt", failing)
+
+
+def test_failed_file_write_leaves_nothing(tmp_path):
+    with pytest.raises(TypeError):
+        io.write_file(tmp_path / "new" / "x.txt", 3.5)
+    with pytest.raises((KeyError, ValueError)):  # tifffile cannot store objects
+        io.write_tif(tmp_path / "new" / "y.tif", np.zeros((1, 2, 2), object))
+    assert list(tmp_path.iterdir()) == []
