@@ -6,14 +6,24 @@
 
 from __future__ import annotations
 
-import argparse
+import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from .cli import ArgumentParser, run_cli
 from .labels import membrane
+
+
+def png_bytes(image):
+    """An RGB or gray uint8 image encoded as PNG bytes."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def colorize(labels, seed=0):
@@ -61,6 +71,16 @@ def _pyplot():
     return plt
 
 
+def save_figure(plt, fig, out, dpi=110):
+    """Write a matplotlib figure to the PNG file ``out`` atomically and close it."""
+    from .io import write_file
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return write_file(out, buffer.getvalue())
+
+
 def _axes_image(ax, image, title, cmap="gray"):
     ax.imshow(image, cmap=cmap, vmin=0, vmax=255 if image.ndim == 2 else None,
               interpolation="nearest")
@@ -80,21 +100,27 @@ def interleaved_section(cytoplasm, overlap, row, repeat=3):
     return np.repeat(rgb, repeat, axis=0)
 
 
-def workflow_figure(d, r, run, out, shot=None, z=None):
-    """The thesis' workflow figure, drawn from a finished run's own data."""
+def workflow_figure(layout, out, shot=None, z=None):
+    """The thesis' workflow figure, drawn from a finished run's own data.
+
+    ``layout`` is the run's :class:`neuron3d.experiment.Layout` (every file name).
+    """
     plt = _pyplot()
 
+    from .experiment import COMBOS, TEST_QUADRANT
     from .io import read_binary, read_labels, read_stack
 
-    em = read_stack(d / "em_c.tif")
+    L, q = layout, TEST_QUADRANT
+    cyto, over = COMBOS["thesis"][0]
+    em = read_stack(L.quadrant_tif("em", q))
     z = len(em) // 2 if z is None else min(z, len(em) - 2)
-    truth = {k: read_binary(d / f"{k}_c") for k in ("membrane", "cytoplasm", "overlap")}
-    pred = {"membrane": read_binary(d / "membrane_predicted_c.tif"),
-            "cytoplasm": read_binary(d / "cytoplasm_predicted_c.tif"),
-            "overlap": read_binary(r / "P5_membrane_overlap_c" / "images")}
-    thin = read_binary(d / "overlap_predicted_c_eroskele")
-    recon = read_labels(d / f"{run}.tif")
-    evaluation = read_labels(d / "evaluate_c.tif")
+    truth = {k: read_binary(L.images(k, q)) for k in ("membrane", "cytoplasm", "overlap")}
+    pred = {"membrane": read_binary(L.membrane_predicted(q)),
+            "cytoplasm": read_binary(L.cytoplasm_predicted(cyto, q)),
+            "overlap": read_binary(L.prediction(over, q) / "images")}
+    thin = read_binary(L.overlap_thinned(over, q))
+    recon = read_labels(L.reconstruction(cyto, over))
+    evaluation = read_labels(L.evaluation(q))
     fig = plt.figure(figsize=(17, 8.6), layout="constrained")
     grid = fig.add_gridspec(3, 6, height_ratios=[1, 1, 0.55], width_ratios=[1, 1, 1, 1, 1, 2])
     rows = (("ground truth", truth, evaluation, truth["overlap"]),
@@ -133,8 +159,7 @@ def workflow_figure(d, r, run, out, shot=None, z=None):
     ax.set_aspect("auto")
     fig.suptitle("neuron3d workflow on the run's own data: EM -> membrane -> cytoplasm / overlap "
                  "-> interleave -> 3D connected components", fontsize=11)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, out)
 
 
 METRICS = (("adapted_rand_error", "adapted Rand error"), ("voi_split", "VOI split (bits)"),
@@ -176,8 +201,7 @@ def metrics_chart(report, out):
             ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
     fig.suptitle(f"run {report['run']}: scores of each cytoplasm + overlap source on quadrant c",
                  fontsize=11)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, out)
 
 
 def read_scalars(folder):
@@ -214,40 +238,64 @@ def training_curves(run_dir, out):
     ax.set_ylabel("generator regression loss (Y_loss)")
     ax.set_title("training curves (TensorBoard logs; faint: per batch, bold: smoothed)")
     ax.legend(fontsize=8)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, out)
 
 
-def run_figures(run_dir, datasets, out, run=None, browser=True):
+def read_report(run_dir):
+    """(report dict, Layout) of a finished experiment_8.sh run folder.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        No ``report.json`` in ``run_dir``, or one without a layout (an older run: re-run it).
+    """
+    from .experiment import Layout
+
+    path = Path(run_dir) / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no report.json in {run_dir} (is it a finished "
+                                "experiment_8.sh run, results/<run>?)")
+    try:
+        report = json.loads(path.read_text())
+        return report, Layout.from_dict(report["layout"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} is not an experiment_8.sh report ({exc}); re-run "
+                         "experiment_8.sh to rewrite it") from None
+
+
+def run_figures(run_dir, out, browser=True):
     """All figures of a finished experiment_8.sh run into ``out``; returns the files written."""
-    run_dir, datasets, out = Path(run_dir), Path(datasets), Path(out)
-    report = json.loads((run_dir / "report.json").read_text())
-    run = run or report["run"]
+    from .experiment import COMBOS, TEST_QUADRANT
+    from .io import read_labels, read_stack, write_file
+
+    report, layout = read_report(run_dir)
+    run, out = layout.run, Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     shot = out / f"{run}_reconstruction_3d.png"
     if browser:
         try:
-            from .io import read_labels, read_stack
             from .viewer import build_viewer, screenshot, start_server
 
             start_server()
-            viewer = build_viewer(read_stack(datasets / "em_c.tif"), None,
-                                  read_labels(datasets / f"{run}.tif"), max_segments=60)
+            viewer = build_viewer(read_stack(layout.quadrant_tif("em", TEST_QUADRANT)), None,
+                                  read_labels(layout.reconstruction(*COMBOS["thesis"][0])),
+                                  max_segments=60)
             written.append(screenshot(viewer, shot, (900, 700)))
         except RuntimeError as exc:
             print(f"figures: no 3D view: {exc}", file=sys.stderr)
-    workflow_figure(datasets, run_dir, run, out / f"{run}_workflow.png", shot)
-    (out / f"{run}_metrics.md").write_text(metrics_table(report))
+    workflow_figure(layout, out / f"{run}_workflow.png", shot)
+    write_file(out / f"{run}_metrics.md", metrics_table(report))
     metrics_chart(report, out / f"{run}_metrics.png")
-    training_curves(run_dir, out / f"{run}_training.png")
+    training_curves(layout.run_dir, out / f"{run}_training.png")
     written += [out / f"{run}_{k}" for k in ("workflow.png", "metrics.md", "metrics.png",
                                             "training.png")]
     return written
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Draw the project's figures.")
+def build_parser():
+    parser = ArgumentParser(prog="python -m neuron3d.figures",
+                            description="Draw the project's figures.")
     sub = parser.add_subparsers(dest="figure", required=True)
     syn = sub.add_parser("synthetic", help="EM | membranes | IDs of a synthetic volume")
     syn.add_argument("output", help="PNG file to write")
@@ -255,22 +303,29 @@ def main(argv=None):
     syn.add_argument("--seed", type=int, default=0)
     run = sub.add_parser("run", help="workflow, metrics and training figures of a finished run")
     run.add_argument("run_dir", help="results/<run> of experiment_8.sh")
-    run.add_argument("--datasets", required=True, help="the run's datasets folder")
+    run.add_argument("--datasets", help="ignored: the run's report.json names its files "
+                     "(accepted so that older command lines still work)")
     run.add_argument("--out", default="documentation", help="output folder (documentation/)")
     run.add_argument("--no_browser", action="store_true", help="skip the 3D screenshot")
-    args = parser.parse_args(argv)
-    if args.figure == "synthetic":
-        from PIL import Image
+    return parser
 
-        from .synthetic import synthetic_volume
 
-        em, ids = synthetic_volume(tuple(args.shape), seed=args.seed)
-        Image.fromarray(synthetic_figure(em, ids)).save(args.output)
-        print(f"wrote {args.output}")
-        return 0
-    for path in run_figures(args.run_dir, args.datasets, args.out, browser=not args.no_browser):
-        print(f"wrote {path}")
-    return 0
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+
+    def body():
+        if args.figure == "synthetic":
+            from .io import write_file
+            from .synthetic import synthetic_volume
+
+            em, ids = synthetic_volume(tuple(args.shape), seed=args.seed)
+            write_file(args.output, png_bytes(synthetic_figure(em, ids)))
+            print(f"wrote {args.output}")
+            return
+        for path in run_figures(args.run_dir, args.out, browser=not args.no_browser):
+            print(f"wrote {path}")
+
+    return run_cli("neuron3d.figures", body)
 
 
 if __name__ == "__main__":

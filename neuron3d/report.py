@@ -1,29 +1,37 @@
-"""report.json for an experiment_8.sh run: every metric, baselines, timings, versions, options.
+"""report.json of an experiment_8.sh run: every score, baselines, steps, versions, options.
 
-    python -m neuron3d.report --run_dir results/demo --datasets datasets/demo --run demo
+``experiment_8.sh`` writes it at the end of every run.  To rebuild it from a finished run's
+files (e.g. after editing this module)::
+
+    python -m neuron3d.report results/demo
+
+The options and the commands in it are those the numbers came from: each step's record
+(``results/<run>/.steps/<step>.json``) holds the command that produced its outputs, and a step
+is only reused when that command equals the current one (see :mod:`neuron3d.experiment`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from .cli import ArgumentParser, run_cli
+from .experiment import COMBOS, NETWORKS, Layout, plan
 from .io import read_binary, read_labels, write_file
 from .metrics import evaluate
 from .reconstruct import reconstruct
 
-SOURCES = {"nn1": "NN-1 (EM -> cytoplasm)", "nn4": "NN-3 -> NN-4 (membrane -> cytoplasm)",
-           "nn2": "NN-2 (EM pair -> overlap)", "nn5": "NN-3 -> NN-5 (membrane pair -> overlap)"}
 PACKAGES = ("numpy", "scipy", "scikit-image", "tifffile", "connected-components-3d", "fastremap",
-            "tensorflow", "keras", "neuroglancer")
+            "waterz", "tensorflow", "keras", "neuroglancer")
 
 
 def versions():
+    """Python and the versions of the packages that compute the numbers."""
     found = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -45,58 +53,125 @@ def baselines(truth, cytoplasm):
     return {"all_one_object": evaluate(truth, one), "slices_separate": evaluate(truth, flat)}
 
 
-def read_timings(path):
-    timings = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            name, _, seconds = line.partition("\t")
-            if name:
-                timings[name] = int(seconds)  # the latest run of a step wins
-    return timings
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
 
 
-def build_report(run_dir, datasets, run, options="", total_seconds=None):
-    run_dir, datasets = Path(run_dir), Path(datasets)
+def results(layout, paths):
+    """One row per scored (cytoplasm, overlap) combination, the thesis' path first."""
     rows = []
-    for scores_file in sorted(run_dir.glob("scores_*_*.json")):
-        cyto, over = scores_file.stem.split("_")[1:3]
-        scores = json.loads(scores_file.read_text())
-        rows.append({"cytoplasm": SOURCES.get(cyto, cyto), "overlap": SOURCES.get(over, over),
-                     "key": f"{cyto}_{over}", **scores})
-    rows.sort(key=lambda r: r["key"] != "nn4_nn5")  # the thesis path first
-    truth = read_labels(datasets / "evaluate_c.tif")
-    cytoplasm = read_binary(datasets / "cytoplasm_predicted_c.tif")
-    parsed = dict(item.split("=", 1) for item in options.split() if "=" in item)
-    parsed["raw"] = options
-    timings = read_timings(run_dir / "timings.tsv")
+    for cyto, over in COMBOS[paths]:
+        scores = _read_json(layout.scores(cyto, over))
+        rows.append({"cytoplasm": NETWORKS[cyto].title, "overlap": NETWORKS[over].title,
+                     "key": f"{cyto}_{over}",
+                     "reconstruction": str(layout.reconstruction(cyto, over)), **scores})
+    return rows
+
+
+def networks(layout, steps):
+    """For each trained network: the trainer's recorded options (threads, determinism...)."""
+    found = {}
+    for step in steps:
+        if step.name.startswith("train_"):
+            key = step.name.removeprefix("train_")
+            options_file = layout.network(key) / "options.json"
+            if options_file.exists():
+                found[key] = {"title": NETWORKS[key].title, "folder": str(layout.network(key)),
+                              "trainer_options": _read_json(options_file)}
+    return found
+
+
+def build_report(layout, record, steps, records, ran, total_seconds=None):
+    """The report of a finished run.
+
+    Parameters
+    ----------
+    layout : neuron3d.experiment.Layout
+    record : dict
+        ``{"options": ..., "layout": ...}`` as :func:`neuron3d.experiment.options_record`.
+    steps : list of neuron3d.experiment.Step
+        The run's plan.
+    records : dict
+        {step name: its record} (command, input and output hashes, seconds).
+    ran : list of str
+        The steps run by the latest invocation (the others were reused).
+    total_seconds : float or None
+        Wall time of the latest invocation.
+    """
+    options = record["options"]
+    rows = results(layout, options["paths"])
+    truth = read_labels(layout.evaluation())
+    cytoplasm = read_binary(layout.cytoplasm_predicted("nn4"))
+    timings = {name: r.get("seconds") for name, r in records.items()}
     return {
-        "run": run,
+        "run": layout.run,
         "results": rows,
         "baselines": baselines(truth, cytoplasm),
+        "options": options,
+        "layout": record["layout"],
+        "commands": {s.name: s.shell() for s in steps},
+        "steps_run": list(ran),
+        "steps_reused": [s.name for s in steps if s.name not in ran],
+        "networks": networks(layout, steps),
         "timings_seconds": timings,
-        "steps_seconds": sum(timings.values()),  # over all (resumed) invocations
-        "total_seconds": total_seconds,  # wall time of the latest invocation
+        "steps_seconds": round(sum(t for t in timings.values() if t), 1),
+        "total_seconds": total_seconds,
         "versions": versions(),
-        "options": parsed,
     }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Write report.json for an experiment_8.sh run.")
-    parser.add_argument("--run_dir", required=True)
-    parser.add_argument("--datasets", required=True)
-    parser.add_argument("--run", required=True)
-    parser.add_argument("--options", default="")
-    parser.add_argument("--total_seconds", type=int)
-    args = parser.parse_args(argv)
-    report = build_report(args.run_dir, args.datasets, args.run, args.options, args.total_seconds)
-    path = write_file(Path(args.run_dir) / "report.json", json.dumps(report, indent=2) + "\n")
-    main_row = report["results"][0] if report["results"] else {}
+def summary_line(report):
+    """One line: the thesis path's adapted Rand error and the baselines'."""
+    main_row = report["results"][0]
     base = report["baselines"]
-    print(f"report: adapted Rand error {main_row.get('adapted_rand_error', float('nan')):.4f} "
-          f"(baselines: all one object {base['all_one_object']['adapted_rand_error']:.4f}, "
-          f"slices separate {base['slices_separate']['adapted_rand_error']:.4f}); wrote {path}")
-    return 0
+    return (f"report: adapted Rand error {main_row['adapted_rand_error']:.4f} "
+            f"(baselines: all one object {base['all_one_object']['adapted_rand_error']:.4f}, "
+            f"slices separate {base['slices_separate']['adapted_rand_error']:.4f})")
+
+
+def rebuild(run_dir):
+    """Rebuild ``report.json`` of a finished run from its files; returns (report, path)."""
+    run_dir = Path(run_dir)
+    from .experiment import Options
+
+    record = _read_json(run_dir / "options.json")
+    try:
+        layout = Layout.from_dict(record["layout"])
+        options = Options(**{**record["options"], "shape": tuple(record["options"]["shape"])
+                             if record["options"]["shape"] else None})
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{run_dir / 'options.json'} is not an experiment_8.sh options "
+                         f"record ({exc})") from None
+    from .experiment import Runner, volume_shape
+
+    steps = plan(options, layout, volume_shape(options, layout))
+    records = Runner(layout).records(steps)
+    old = _read_json(layout.report) if layout.report.exists() else {}
+    report = build_report(layout, record, steps, records, old.get("steps_run", []),
+                          old.get("total_seconds"))
+    return report, write_file(layout.report, json.dumps(report, indent=2) + "\n")
+
+
+def build_parser():
+    p = ArgumentParser(prog="python -m neuron3d.report",
+                       description="Rebuild report.json of a finished experiment_8.sh run.")
+    p.add_argument("run_dir", help="results/<run> of experiment_8.sh")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+
+    def body():
+        report, path = rebuild(args.run_dir)
+        print(f"{summary_line(report)}; wrote {path}", file=sys.stdout)
+
+    return run_cli("neuron3d.report", body)
 
 
 if __name__ == "__main__":

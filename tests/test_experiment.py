@@ -1,44 +1,221 @@
-"""experiment_8.sh end to end on a tiny synthetic volume (plumbing, a few training steps)."""
+"""experiment_8.sh: the recipe as data, the keyed runner, and end-to-end runs on tiny volumes."""
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from conftest import ROOT
 
+from neuron3d import experiment as E
 from neuron3d.io import read_labels
 from neuron3d.metrics import evaluate
 
-pytest.importorskip("tensorflow")
 
-
-def run_experiment(tmp_path, *args):
+def run_experiment(tmp_path, *args, **kwargs):
     return subprocess.run(["bash", str(ROOT / "experiment_8.sh"), "--datasets", str(tmp_path / "data"),
                            "--results", str(tmp_path / "results"), *args],
-                          capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=1200, cwd=tmp_path, **kwargs)
 
 
-def test_missing_data_says_what_to_download(tmp_path):
+def options(*argv):
+    return E.resolve(E.build_parser().parse_args(list(argv)))
+
+
+# ---- options and the recipe -------------------------------------------------------------------
+
+def test_missing_data_says_what_to_download_and_writes_nothing(tmp_path):
     r = run_experiment(tmp_path)
-    assert r.returncode == 2
+    assert r.returncode == 2, r.stderr
     assert "train-input.tif not found" in r.stderr and "SNEMI3D" in r.stderr and "--demo" in r.stderr
-    r = run_experiment(tmp_path, "--paths", "some")
-    assert r.returncode == 2 and "--paths must be thesis or all" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "results").exists()  # no empty results folder left behind
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--paths", "some"], "--paths"),
+    (["--datasets"], "--datasets: expected one argument"),
+    (["--demo", "--shape", "8", "96"], "--shape: expected 3 arguments"),
+    (["--erosions", "-1"], "--erosions must be >= 0, got -1"),
+    (["--steps", "x"], "--steps: invalid int value: 'x'"),
+    (["--steps", "0"], "--steps/--epochs must be >= 1"),
+    (["--steps", "3", "--epochs", "2"], "not allowed with argument"),
+    (["--shape", "8", "96", "96"], "--shape sets the synthetic volume of --demo"),
+    (["--demo", "--shape", "8", "6", "96"], "--shape must be at least 1 x 8 x 8 (quadrants of 4 x 4), got 8 x 6 x 96"),
+    (["--demo", "--run", "../x"], "--run must be a plain name"),
+    (["--demo", "--run", ""], "--run must be a plain name"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_bad_options_one_line_exit_2(tmp_path, args, fragment):
+    r = run_experiment(tmp_path, *args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], r.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()
+
+
+def test_read_only_data_folder_puts_derived_files_under_the_run(tmp_path, monkeypatch):
+    data = tmp_path / "ro"
+    assert E._writable(tmp_path / "new" / "folder")  # the nearest existing parent decides
+    (tmp_path / "file").write_text("")
+    assert not E._writable(tmp_path / "file" / "sub")
+    monkeypatch.setattr(E, "_writable", lambda folder: E.Path(folder) != data)
+    o = options("--datasets", str(data), "--results", str(tmp_path / "res"))
+    assert o.work == str(tmp_path / "res" / "experiment_8" / "datasets")
+    with pytest.raises(ValueError, match="not writable"):
+        options("--demo", "--datasets", str(data))
+
+
+def test_read_only_rule_by_option(tmp_path):
+    o = options("--datasets", str(tmp_path / "d"), "--work", str(tmp_path / "w"), "--run", "r")
+    layout = E.Layout.of(o)
+    assert layout.data == tmp_path / "d" and layout.work == tmp_path / "w"
+    assert layout.run_dir == E.Path("results") / "r"
+    assert layout.reconstruction("nn4", "nn5") == tmp_path / "w" / "r.tif"
+    assert layout.reconstruction("nn1", "nn5") == tmp_path / "w" / "r_nn1_nn5.tif"
+
+
+def test_plan_names_every_file_once_and_chains_steps():
+    o = options("--demo", "--shape", "8", "96", "96", "--paths", "all")
+    layout = E.Layout.of(o)
+    steps = E.plan(o, layout, o.shape)
+    names = [s.name for s in steps]
+    assert len(names) == len(set(names))
+    outputs = [p for s in steps for p in s.outputs]
+    assert len(outputs) == len(set(outputs)), "two steps write the same file"
+    produced = set()
+    for s in steps:  # every input exists before its step: made by an earlier step
+        for path in s.inputs:
+            assert path in produced, (s.name, path)
+        produced.update(s.outputs)
+    # The thesis' names, spelled by the layout.
+    by_name = {s.name: s for s in steps}
+    assert by_name["train_nn3"].outputs == (layout.run_dir / "T3_em_membrane_a",)
+    assert by_name["train_nn5"].inputs == (layout.work / "combined" / "membrane_overlap_b",)
+    assert by_name["reconstruct_nn4_nn5"].outputs == (layout.work / "demo.tif",)
+    assert by_name["reconstruct_nn1_nn2"].outputs == (layout.work / "demo_nn1_nn2.tif",)
+    assert by_name["eroskele_nn5_c"].argv[-2:] == ("--erosions", "10")
+    assert by_name["train_nn3"].resume[-2:] == ("--checkpoint", str(layout.network("nn3")))
+    assert by_name["predict_nn3_b"].shell().startswith("python imagetranslation/translate.py --mode test")
+
+
+def test_training_recipes():
+    quick = options("--demo", "--shape", "8", "96", "96")
+    args = E.training_args(quick, quick.shape, "nn3")
+    assert args[args.index("--crop_size") + 1] == "48" and args[args.index("--max_steps") + 1] == "1500"
+    assert E.training_args(quick, quick.shape, "nn5")[args.index("--max_steps") + 1] == "700"
+    assert E.quick_crop((100, 1024, 1024)) == 128 and E.quick_crop((5, 250, 250)) == 124
+    thesis = options("--epochs", "3", "--seed", "7", "--deterministic")
+    args = E.training_args(thesis, (10, 64, 64), "nn4")
+    assert args[:len(E.THESIS_TRAIN)] == list(E.THESIS_TRAIN)
+    assert args[-5:] == ["--max_epochs", "3", "--seed", "7", "--deterministic"]
+
+
+# ---- the keyed runner -------------------------------------------------------------------------
+
+COPY = """import sys, time
+from pathlib import Path
+src, dst, suffix = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+time.sleep(float(sys.argv[4]) if len(sys.argv) > 4 else 0)
+dst.write_text(Path(src).read_text() + suffix)
+"""
+
+
+def runner_setup(tmp_path):
+    script = tmp_path / "copy.py"
+    script.write_text(COPY)
+    layout = E.Layout(tmp_path, tmp_path, tmp_path / "run", "r")
+    (tmp_path / "in.txt").write_text("x")
+
+    def steps(first="1", second="2"):
+        a, b, c = (tmp_path / n for n in ("in.txt", "mid.txt", "out.txt"))
+        return [E.Step("first", (str(script), str(a), str(b), first), (a,), (b,)),
+                E.Step("second", (str(script), str(b), str(c), second), (b,), (c,))]
+
+    return layout, steps
+
+
+def run_all(layout, steps, **kwargs):
+    runner = E.Runner(layout, out=open(os.devnull, "w"), **kwargs)
+    for step in steps:
+        runner.run(step)
+    return runner
+
+
+def test_runner_reruns_exactly_what_changed(tmp_path):
+    layout, steps = runner_setup(tmp_path)
+    assert run_all(layout, steps()).ran == ["first", "second"]
+    assert (tmp_path / "out.txt").read_text() == "x12"
+    assert run_all(layout, steps()).ran == []  # same commands, same inputs
+    assert run_all(layout, steps(second="3")).ran == ["second"]  # only the changed step
+    assert (tmp_path / "out.txt").read_text() == "x13"
+    r = run_all(layout, steps(first="9", second="3"))  # upstream change: downstream follows
+    assert r.ran == ["first", "second"] and (tmp_path / "out.txt").read_text() == "x93"
+    (tmp_path / "in.txt").write_text("y")  # the data changed
+    assert run_all(layout, steps(first="9", second="3")).ran == ["first", "second"]
+    (tmp_path / "out.txt").write_text("tampered")  # an output changed behind the runner's back
+    assert run_all(layout, steps(first="9", second="3")).ran == ["second"]
+    (tmp_path / "mid.txt").unlink()
+    assert run_all(layout, steps(first="9", second="3")).ran == ["first"]  # same content again
+    assert run_all(layout, steps(first="9", second="3"), force=True).ran == ["first", "second"]
+    record = json.loads((layout.steps_dir / "second.json").read_text())
+    assert record["command"][-1] == "3" and str(tmp_path / "mid.txt") in record["inputs"]
+
+
+def test_runner_failure_names_the_log_and_leaves_no_record(tmp_path):
+    layout, steps = runner_setup(tmp_path)
+    bad = E.Step("bad", (str(tmp_path / "copy.py"), str(tmp_path / "missing"), str(tmp_path / "o"), "1"),
+                 (), (tmp_path / "o",))
+    with pytest.raises(E.StepFailed, match=r"step 'bad' failed \(exit 1\); its log: .*bad\.log"):
+        run_all(layout, [bad])
+    assert not (layout.steps_dir / "bad.json").exists()
+
+
+def test_runner_cleans_temporaries_and_survives_a_kill(tmp_path):
+    layout, steps = runner_setup(tmp_path)
+    leftover = tmp_path / ".mid.txt.abc123.part"
+    leftover.write_text("half")
+    slow = steps(first="1")
+    slow[0] = E.Step("first", slow[0].argv + ("5",), slow[0].inputs, slow[0].outputs)
+    code = ("import sys; from neuron3d import experiment as E; from pathlib import Path\n"
+            f"E.Runner(E.Layout(Path({str(tmp_path)!r}), Path({str(tmp_path)!r}), "
+            f"Path({str(tmp_path / 'run')!r}), 'r')).run(E.Step('first', {slow[0].argv!r}, "
+            f"(Path({str(tmp_path / 'in.txt')!r}),), (Path({str(tmp_path / 'mid.txt')!r}),)))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.5)  # the step's child dies with its parent (PR_SET_PDEATHSIG)
+    assert not (tmp_path / "mid.txt").exists()
+    assert not (layout.steps_dir / "first.json").exists()
+    assert run_all(layout, steps()).ran == ["first", "second"]
+    assert not leftover.exists()
+    assert (tmp_path / "out.txt").read_text() == "x12"
+
+
+# ---- end to end -------------------------------------------------------------------------------
+
+def ran(stdout):
+    return {line[3:].split(" (")[0] for line in stdout.splitlines()
+            if line.startswith("== ") and ": done before" not in line}
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_and_resume(tmp_path):
-    r = run_experiment(tmp_path, "--demo", "--shape", "6", "64", "64", "--steps", "2")
+def test_demo_end_to_end_rerun_with_other_options(tmp_path):
+    pytest.importorskip("tensorflow")
+    tiny = ("--demo", "--shape", "6", "64", "64", "--steps", "2")
+    r = run_experiment(tmp_path, *tiny)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     run = tmp_path / "results" / "demo"
     report = json.loads((run / "report.json").read_text())
-    steps = report["timings_seconds"]
     for name in ("synthetic", "split_em", "train_nn3", "predict_nn3_b", "predict_nn3_c",
                  "train_nn4", "train_nn5", "predict_nn4_c", "predict_nn5_c", "eroskele_nn5_c",
                  "reconstruct_nn4_nn5", "evaluate_nn4_nn5", "evaluation_c"):
-        assert name in steps, name
-    # The report's numbers are evaluate3D's numbers for the files on disk.
+        assert name in report["timings_seconds"], name
     row = report["results"][0]
     assert row["key"] == "nn4_nn5"
     truth = read_labels(tmp_path / "data" / "evaluate_c.tif")
@@ -47,13 +224,83 @@ def test_demo_end_to_end_and_resume(tmp_path):
     for key, value in expected.items():
         assert row[key] == pytest.approx(value, abs=1e-12), key
     assert set(report["baselines"]) == {"all_one_object", "slices_separate"}
-    assert report["versions"]["tensorflow"] and report["options"]["paths"] == "thesis"
+    assert report["versions"]["tensorflow"]
+    assert report["options"]["paths"] == "thesis" and report["options"]["erosions"] == 10
+    assert report["options"]["steps"] == 2 and report["options"]["shape"] == [6, 64, 64]
+    assert report["commands"]["eroskele_nn5_c"].endswith("--erosions 10")
     assert "Evaluation results:" in r.stdout and "Adjusted Rand Index" in r.stdout
     assert predicted.shape == (6, 32, 32)
     ids = np.unique(predicted[predicted > 0])
     assert np.array_equal(ids, np.arange(1, len(ids) + 1))  # IDs 1..K
-    # A re-run resumes: every step is skipped.
-    r = run_experiment(tmp_path, "--demo", "--shape", "6", "64", "64", "--steps", "2")
+    assert set(report["networks"]) == {"nn3", "nn4", "nn5"}
+
+    # The same command again: every step reused.
+    r = run_experiment(tmp_path, *tiny)
+    assert r.returncode == 0 and ran(r.stdout) == set(), r.stdout
+    assert "== train_nn3: done before (same command, same inputs), skipped" in r.stdout
+
+    # Other erosions: eroskele re-runs, and what reads its output if it changed; no training.
+    before = (tmp_path / "data" / "overlap_predicted_c_eroskele")
+    before_files = {p.name: p.read_bytes() for p in before.iterdir()}
+    r = run_experiment(tmp_path, *tiny, "--erosions", "0")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    changed = before_files != {p.name: p.read_bytes() for p in before.iterdir()}
+    expected_ran = {"eroskele_nn5_c"} | ({"reconstruct_nn4_nn5", "evaluate_nn4_nn5"} if changed else set())
+    assert ran(r.stdout) == expected_ran, r.stdout
+    report = json.loads((run / "report.json").read_text())
+    assert report["options"]["erosions"] == 0
+    assert report["commands"]["eroskele_nn5_c"].endswith("--erosions 0")
+    assert report["steps_run"] == sorted(expected_ran, key=list(report["commands"]).index)
+    expected = evaluate(truth, read_labels(tmp_path / "data" / "demo.tif"))
+    assert report["results"][0]["adapted_rand_error"] == pytest.approx(
+        expected["adapted_rand_error"], abs=1e-12)
+
+    # Other training steps: training and everything downstream of it re-run; the data do not.
+    r = run_experiment(tmp_path, *tiny[:-1], "3", "--erosions", "0")
     assert r.returncode == 0
-    assert "== train_nn3: done before, skipped" in r.stdout
-    assert "== train_nn3\n" not in r.stdout
+    again = ran(r.stdout)
+    assert {"train_nn3", "train_nn4", "train_nn5", "predict_nn3_c"} <= again
+    assert not again & {"synthetic", "split_em", "membrane_a", "evaluation_c", "combine_em_membrane_a"}
+    assert json.loads((run / "report.json").read_text())["options"]["steps"] == 3
+
+    # Another seed changes the data: everything re-runs.
+    r = run_experiment(tmp_path, *tiny, "--seed", "1", "--dry_run")
+    assert r.returncode == 0 and "== synthetic (its command changed)" in r.stdout
+
+
+def scores_of(run_dir):
+    return json.loads((run_dir / "report.json").read_text())["results"][0]
+
+
+def temporaries(*folders):
+    return sorted(str(p) for f in folders for p in f.rglob(".*") if ".part" in p.name)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_scores(tmp_path):
+    pytest.importorskip("tensorflow")
+    tiny = ("--demo", "--shape", "6", "64", "64", "--steps", "40")
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    r = run_experiment(reference, *tiny)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    want = scores_of(reference / "results" / "demo")
+
+    # Kill the whole run (SIGKILL) once in the middle of NN-3's training, once in a write.
+    for moment in ("== train_nn3", "== membrane_predicted_c"):
+        proc = subprocess.Popen(["bash", str(ROOT / "experiment_8.sh"), "--datasets",
+                                 str(tmp_path / "data"), "--results", str(tmp_path / "results"),
+                                 *tiny], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+        for line in proc.stdout:
+            if line.startswith(moment):
+                time.sleep(3.0 if "train" in moment else 0.3)
+                break
+        proc.kill()
+        proc.wait()
+        time.sleep(0.5)
+    r = run_experiment(tmp_path, *tiny)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    got = scores_of(tmp_path / "results" / "demo")
+    for key in ("adapted_rand_error", "adjusted_rand_index", "splits", "merges", "voi_split"):
+        assert got[key] == want[key], key
+    assert temporaries(tmp_path / "data", tmp_path / "results") == []
