@@ -233,6 +233,12 @@ def test_demo_end_to_end_rerun_with_other_options(tmp_path):
     ids = np.unique(predicted[predicted > 0])
     assert np.array_equal(ids, np.arange(1, len(ids) + 1))  # IDs 1..K
     assert set(report["networks"]) == {"nn3", "nn4", "nn5"}
+    # The figures find every file through the report's layout.
+    r = subprocess.run([sys.executable, "-m", "neuron3d.figures", "run", str(run), "--out",
+                        str(tmp_path / "figs"), "--no_browser"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "demo_metrics.md", "demo_metrics.png", "demo_training.png", "demo_workflow.png"]
 
     # The same command again: every step reused.
     r = run_experiment(tmp_path, *tiny)

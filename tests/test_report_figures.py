@@ -1,0 +1,92 @@
+"""report.json and the figures, on tiny hand-made runs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from PIL import Image
+
+from neuron3d import figures, report
+from neuron3d.experiment import Layout, Step
+from neuron3d.io import write_tif
+from neuron3d.metrics import evaluate
+
+
+def tiny_run(tmp_path):
+    """A finished run's files for the thesis path: evaluation volume, cytoplasm, scores."""
+    layout = Layout(tmp_path / "data", tmp_path / "work", tmp_path / "results" / "r", "r")
+    truth = np.zeros((2, 4, 4), np.uint16)
+    truth[:, :, :2], truth[:, :, 2:] = 1, 2
+    cytoplasm = np.zeros((2, 4, 4), np.uint8)
+    cytoplasm[0, :, :1] = cytoplasm[1, :, 3:] = 255
+    write_tif(layout.evaluation(), truth)
+    write_tif(layout.cytoplasm_predicted("nn4"), cytoplasm)
+    predicted = truth.copy()
+    predicted[1] = 3  # the second slice split off as its own object
+    layout.run_dir.mkdir(parents=True)
+    layout.scores("nn4", "nn5").write_text(json.dumps(evaluate(truth, predicted)))
+    return layout, truth, predicted
+
+
+def test_build_report_exact_rows_and_baselines(tmp_path):
+    layout, truth, predicted = tiny_run(tmp_path)
+    record = {"options": {"paths": "thesis", "erosions": 4}, "layout": layout.as_dict()}
+    steps = [Step("evaluate_nn4_nn5", ("evaluate3D.py", "--x"), (), ())]
+    got = report.build_report(layout, record, steps, {"evaluate_nn4_nn5": {"seconds": 1.5}},
+                              ["evaluate_nn4_nn5"], total_seconds=2.0)
+    row = got["results"][0]
+    assert row["key"] == "nn4_nn5" and row["cytoplasm"].startswith("NN-3 -> NN-4")
+    assert row["adapted_rand_error"] == evaluate(truth, predicted)["adapted_rand_error"]
+    assert row["reconstruction"] == str(layout.work / "r.tif")
+    one = got["baselines"]["all_one_object"]
+    assert one["adjusted_rand_index"] == 0.0 and one["merges"] == 1 and one["splits"] == 0
+    # No overlaps: each slice's 2D cytoplasm component is its own object (2 objects).
+    assert got["baselines"]["slices_separate"]["predicted_objects"] == 2
+    assert got["options"] == {"paths": "thesis", "erosions": 4}
+    assert got["commands"] == {"evaluate_nn4_nn5": "python evaluate3D.py --x"}
+    assert got["steps_run"] == ["evaluate_nn4_nn5"] and got["steps_reused"] == []
+    assert got["timings_seconds"] == {"evaluate_nn4_nn5": 1.5} and got["steps_seconds"] == 1.5
+    assert got["versions"]["numpy"] == np.__version__
+    assert report.summary_line(got).startswith(
+        f"report: adapted Rand error {row['adapted_rand_error']:.4f} (baselines: all one object")
+
+
+def test_metrics_table_exact():
+    scores = {"adapted_rand_error": 0.25, "adjusted_rand_index": 0.5, "splits": 3, "merges": 1,
+              "voi_split": 0.125, "voi_merge": 2.0, "true_objects": 4, "predicted_objects": 6}
+    rep = {"results": [{"cytoplasm": "C", "overlap": "O", **scores}],
+           "baselines": {"all_one_object": scores}}
+    lines = figures.metrics_table(rep).splitlines()
+    assert lines[2] == "| C | O | 0.2500 | 0.5000 | 3 | 1 | 0.125 | 2.000 | 4 / 6 |"
+    assert lines[3].startswith("| baseline | all one object | 0.2500 |")
+    assert len(lines) == 4
+
+
+def test_metrics_chart_writes_a_png(tmp_path):
+    scores = {"adapted_rand_error": 0.25, "adjusted_rand_index": 0.5, "voi_split": 0.1,
+              "voi_merge": 0.2}
+    rep = {"run": "r", "results": [{"key": "nn4_nn5", **scores}],
+           "baselines": {"all_one_object": scores}}
+    figures.metrics_chart(rep, tmp_path / "m.png")
+    with Image.open(tmp_path / "m.png") as image:
+        assert image.format == "PNG" and image.size[0] > 400
+    assert [p.name for p in tmp_path.iterdir()] == ["m.png"]  # no temporary left
+
+
+@pytest.mark.parametrize("module, args, fragment", [
+    ("neuron3d.report", ["{tmp}/nothing"], "cannot read {tmp}/nothing/options.json"),
+    ("neuron3d.figures", ["run", "{tmp}/nothing"], "no report.json in {tmp}/nothing"),
+    ("neuron3d.figures", ["run", "{tmp}"], "is not an experiment_8.sh report"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, module, args, fragment):
+    (tmp_path / "report.json").write_text("{not json")
+    args = [a.format(tmp=tmp_path) for a in args]
+    r = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert fragment.format(tmp=tmp_path) in lines[0]
