@@ -3,6 +3,12 @@
 Prints the thesis' block (splits, merges, adjusted Rand index, foreground recall
 and precision), then the field's standard scores: SNEMI3D adapted Rand error with
 its precision and recall, variation of information (bits) and object counts.
+
+The thesis scores against the evaluation volume (--true evaluate_c.tif: membranes
+are background 0); the field scores against the ground-truth labels.  With
+--labels label_c.tif both are computed and printed, one block each; --output then
+holds the --true scores at the top level (as without --labels) and the --labels
+scores under "labels_scores".
 """
 
 from __future__ import annotations
@@ -15,13 +21,20 @@ from pathlib import Path
 
 from neuron3d import io
 from neuron3d.cli import ArgumentParser, run_cli
-from neuron3d.metrics import evaluate
+from neuron3d.metrics import check_min_overlap, evaluate_references
 
 
 def build_parser():
-    parser = ArgumentParser(prog="evaluate3D.py", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="evaluate3D.py", description=__doc__.split("\n\n")[0],
+                            epilog=__doc__.split("\n\n", 2)[2], either_spelling=True)
     parser.add_argument("--predicted", required=True, help="predicted label stack (.tif or folder)")
-    parser.add_argument("--true", required=True, help="ground-truth label stack (.tif or folder)")
+    parser.add_argument("--true", required=True,
+                        help="reference label stack (.tif or folder); the thesis used the "
+                             "evaluation volume, e.g. datasets/evaluate_c.tif")
+    parser.add_argument("--labels", metavar="LABELS",
+                        help="optional second reference: the ground-truth labels, e.g. "
+                             "datasets/label_c.tif; scored and printed after --true, written "
+                             "under \"labels_scores\" in --output")
     parser.add_argument("--output", help="also write every number to FILE.json or FILE.csv")
     parser.add_argument("--min_overlap", type=int, default=10,
                         help="ignore contingency entries of this many voxels or fewer for "
@@ -32,10 +45,10 @@ def build_parser():
     return parser
 
 
-def format_report(scores):
+def format_report(scores, title="Evaluation results:"):
     """The thesis' block followed by the standard scores, as printed text."""
     return "\n".join([
-        "Evaluation results:",
+        title,
         "",
         f"Splits                   = {scores['splits']}",
         f"Merges                   = {scores['merges']}",
@@ -56,15 +69,62 @@ def format_report(scores):
     ])
 
 
+def score(predicted, true, labels=None, min_overlap=10):
+    """Read the volumes, score ``predicted`` against ``true`` (and ``labels``).
+
+    Parameters
+    ----------
+    predicted, true : str or Path
+        Label stacks (.tif or folder of slice files) of equal shape.
+    labels : str or Path, optional
+        A second reference (the ground-truth labels) of the same shape.
+    min_overlap : int
+        Passed to :func:`neuron3d.metrics.evaluate`.
+
+    Returns
+    -------
+    dict
+        The record written by ``--output``: ``predicted``, ``true``, ``shape``,
+        ``min_overlap`` and the scores against ``true`` at the top level; with
+        ``labels``, also ``labels`` (the path) and ``labels_scores`` (a dict of
+        the same score keys against it).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        On unreadable or invalid stacks, different shapes or empty volumes,
+        naming the file.
+    """
+    pred = io.read_labels(predicted, allow_integral_float=True)
+    references = {"true": (io.read_labels(true, allow_integral_float=True), true)}
+    if labels is not None:
+        references["labels"] = (io.read_labels(labels, allow_integral_float=True), labels)
+    scores = evaluate_references(pred, references, min_overlap, predicted)
+    record = {"predicted": str(predicted), "true": str(true), "shape": list(pred.shape),
+              "min_overlap": min_overlap, **scores["true"]}
+    if labels is not None:
+        record["labels"] = str(labels)
+        record["labels_scores"] = scores["labels"]
+    return record
+
+
+def _flat(record, prefix=""):
+    for key, value in record.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
 def write_scores(path, record):
-    """Write ``record`` to .json or .csv atomically."""
+    """Write ``record`` to .json or .csv atomically (nested keys as ``outer.inner`` in CSV)."""
     if Path(path).suffix.lower() == ".json":
         text = json.dumps(record, indent=2) + "\n"
     else:
         buffer = StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["key", "value"])
-        for key, value in record.items():
+        for key, value in _flat(record):
             writer.writerow([key, json.dumps(value) if isinstance(value, list) else value])
         text = buffer.getvalue()
     io.write_file(path, text)
@@ -83,21 +143,19 @@ def check_output_path(output):
 def run(args):
     if args.output:
         check_output_path(args.output)
-    if args.min_overlap < 0:
-        raise ValueError(f"--min_overlap must be >= 0, got {args.min_overlap}")
+    check_min_overlap(args.min_overlap, "--min_overlap")
     if args.threshold is not None:
         print("evaluate3D.py: --threshold is ignored (the thesis' script never used it)",
               file=sys.stderr)
-    pred = io.read_labels(args.predicted, allow_integral_float=True)
-    true = io.read_labels(args.true, allow_integral_float=True)
-    if pred.shape != true.shape:
-        raise ValueError(f"shapes differ: predicted {args.predicted} is {pred.shape}, "
-                         f"true {args.true} is {true.shape}")
-    scores = evaluate(true, pred, args.min_overlap)
-    print(format_report(scores))
+    record = score(args.predicted, args.true, args.labels, args.min_overlap)
+    if args.labels is None:
+        print(format_report(record))
+    else:
+        print(format_report(record, f"Evaluation results against --true {args.true}:"))
+        print()
+        print(format_report(record["labels_scores"],
+                            f"Evaluation results against --labels {args.labels}:"))
     if args.output:
-        record = {"predicted": str(args.predicted), "true": str(args.true),
-                  "shape": list(pred.shape), "min_overlap": args.min_overlap, **scores}
         write_scores(args.output, record)
         print(f"\nwrote {args.output}")
 

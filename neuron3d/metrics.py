@@ -2,7 +2,7 @@
 
 Everything derives from one sparse contingency table of (true, predicted)
 label pairs, computed once per volume pair (see :func:`contingency`).
-Definitions follow GUIDE §3.
+Volumes are (z, y, x) integer label arrays of equal shape; 0 is background.
 """
 
 from __future__ import annotations
@@ -43,21 +43,44 @@ def _compact(labels):
     return indices, values
 
 
-def contingency(true, pred):
+def check_min_overlap(min_overlap, name="min_overlap"):
+    """Return ``min_overlap`` as an int; raise ValueError naming ``name`` unless it is >= 0."""
+    if isinstance(min_overlap, bool) or not isinstance(min_overlap, (int, np.integer)) \
+            or min_overlap < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {min_overlap!r}")
+    return int(min_overlap)
+
+
+def contingency(true, pred, true_source="true", pred_source="predicted"):
     """Contingency table of two label volumes of equal shape.
 
     Labels are renumbered to compact indices (``fastremap``); pairs are
     counted with a dense ``bincount`` when the table has at most 2**24 cells,
     with ``fastremap.unique`` of 64-bit pair keys otherwise.
 
+    Parameters
+    ----------
+    true, pred : numpy.ndarray
+        Label volumes of equal shape, any integer dtype.
+    true_source, pred_source : str or Path
+        Where the volumes came from (a file name), for error messages.
+
+    Returns
+    -------
+    Contingency
+
     Raises
     ------
     ValueError
-        If the shapes differ.
+        If the shapes differ or the volumes hold no voxel.
     """
     true, pred = np.asarray(true), np.asarray(pred)
     if true.shape != pred.shape:
-        raise ValueError(f"shapes differ: true {true.shape}, predicted {pred.shape}")
+        raise ValueError(f"shapes differ: predicted {pred_source} is {pred.shape}, "
+                         f"true {true_source} is {true.shape}")
+    if true.size == 0:
+        raise ValueError(f"no voxels to score: predicted {pred_source} and true {true_source} "
+                         f"have shape {true.shape}")
     ti, tvals = _compact(true)
     pi, pvals = _compact(pred)
     n_pred = len(pvals)
@@ -108,6 +131,7 @@ def splits_merges(table, min_overlap=10):
     splits = sum over true i > 0 of max(#kept predicted j > 0 in row i - 1, 0);
     merges likewise over predicted columns j > 0.
     """
+    min_overlap = check_min_overlap(min_overlap)
     kept = (table.counts > min_overlap) & (table.true > 0) & (table.pred > 0)
 
     def excess(keys):
@@ -130,15 +154,60 @@ def foreground_recall_precision(table):
 
 
 def adapted_rand(table):
-    """SNEMI3D adapted Rand error (Arganda-Carreras et al. 2015), GUIDE §3.
+    """SNEMI3D adapted Rand error, precision and recall, as the challenge computes them.
 
-    Rows are true labels > 0; predicted 0 inside the true foreground counts as
-    singletons.
+    Rows of the contingency table are the true labels > 0 (voxels with true
+    label 0 are ignored); columns are the predicted labels.  Predicted 0 inside
+    the true foreground is handled with the challenge script's correction term
+    (see Notes), which is *not* the same as counting each such voxel as its own
+    singleton segment.
+
+    Parameters
+    ----------
+    table : Contingency
+        From :func:`contingency`.
 
     Returns
     -------
     dict
-        ``error`` (1 - F1), ``precision``, ``recall``.
+        ``error`` (1 - F1 of precision and recall), ``precision``, ``recall``;
+        each in [0, 1].  0.0 precision / recall when their denominator is 0.
+
+    Notes
+    -----
+    With ``p_ij`` the number of voxels with true label ``i > 0`` and predicted
+    label ``j > 0``, ``c_i`` the number of voxels with true label ``i`` and
+    predicted label 0, and ``n`` the number of voxels in the volume (all of
+    them, true 0 included)::
+
+        A  = sum_i (sum_j p_ij + c_i)^2
+        B  = sum_j (sum_i p_ij)^2 + (sum_i c_i) / n
+        AB = sum_ij p_ij^2        + (sum_i c_i) / n
+
+        precision = AB / B,   recall = AB / A,
+        error     = 1 - 2 * precision * recall / (precision + recall)
+
+    The ``(sum_i c_i) / n`` term is the one in the SNEMI3D challenge's
+    evaluation script, which published SNEMI3D scores use; it is kept for
+    comparability.  It is much smaller than counting every predicted-0 voxel as
+    a singleton segment (which would add ``sum_i c_i`` to both ``B`` and
+    ``AB``).  Example: 4 voxels, all true label 1, all predicted 0: ``A = 16``,
+    ``B = AB = 4 / 4 = 1``, so precision 1, recall 1/16 and error 15/17
+    (singletons would give recall 4/16 = 1/4).
+
+    ``skimage.metrics.adapted_rand_error`` differs in three ways: it counts
+    unordered pairs of distinct voxels (``x * (x - 1)`` instead of ``x^2``, i.e.
+    it subtracts the number of scored voxels from ``A``, ``B`` and ``AB``), it
+    treats predicted 0 as an ordinary segment, and its precision and recall are
+    swapped relative to these (its precision compares with ``A``, the true
+    sizes, i.e. with the recall here).
+
+    References
+    ----------
+    .. [1] I. Arganda-Carreras, S. C. Turaga, D. R. Berger, et al.,
+       "Crowdsourcing the creation of image segmentation algorithms for
+       connectomics", Frontiers in Neuroanatomy 9:142, 2015.
+       doi:10.3389/fnana.2015.00142
     """
     n = table.total
     rows = table.true > 0
@@ -147,9 +216,10 @@ def adapted_rand(table):
     c_sum = float(table.counts[rows & (table.pred == 0)].sum())
     a = _sums(table.true[rows], table.counts[rows]).astype(np.float64)
     b = _sums(table.pred[fg_pred], table.counts[fg_pred]).astype(np.float64)
+    correction = c_sum / n if n else 0.0
     sum_a = float((a * a).sum())
-    sum_b = float((b * b).sum()) + c_sum / n
-    sum_ab = float((p * p).sum()) + c_sum / n
+    sum_b = float((b * b).sum()) + correction
+    sum_ab = float((p * p).sum()) + correction
     precision = sum_ab / sum_b if sum_b else 0.0
     recall = sum_ab / sum_a if sum_a else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
@@ -175,16 +245,18 @@ def variation_of_information(table):
     return float(max(h_ij - h_i, 0.0)), float(max(h_ij - h_j, 0.0))
 
 
-def evaluate(true, pred, min_overlap=10):
+def evaluate(true, pred, min_overlap=10, true_source="true", pred_source="predicted"):
     """All scores for a predicted segmentation against the truth.
 
     Parameters
     ----------
     true, pred : numpy.ndarray
-        Label volumes of equal shape (any integer dtype; 0 = background).
+        (z, y, x) label volumes of equal shape (any integer dtype; 0 = background).
     min_overlap : int
         Contingency entries with this many voxels or fewer are ignored for
         splits and merges (the thesis used 10).
+    true_source, pred_source : str or Path
+        Where the volumes came from (file names), for error messages.
 
     Returns
     -------
@@ -192,8 +264,14 @@ def evaluate(true, pred, min_overlap=10):
         splits, merges, adjusted_rand_index, recall, precision,
         adapted_rand_error, adapted_rand_precision, adapted_rand_recall,
         voi_split, voi_merge, true_objects, predicted_objects.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, the volumes are empty or ``min_overlap`` is negative.
     """
-    table = contingency(true, pred)
+    min_overlap = check_min_overlap(min_overlap)
+    table = contingency(true, pred, true_source, pred_source)
     splits, merges = splits_merges(table, min_overlap)
     recall, precision = foreground_recall_precision(table)
     arand = adapted_rand(table)
@@ -212,3 +290,39 @@ def evaluate(true, pred, min_overlap=10):
         "true_objects": int(len(np.unique(table.true[table.true > 0]))),
         "predicted_objects": int(len(np.unique(table.pred[table.pred > 0]))),
     }
+
+
+def evaluate_references(pred, references, min_overlap=10, pred_source="predicted"):
+    """Score one prediction against several references, e.g. the thesis' and the field's.
+
+    The thesis scores a reconstruction against the *evaluation volume*
+    (membranes are background 0, which the adapted Rand error ignores); the
+    field scores it against the *ground-truth labels*, where every labelled voxel
+    counts.  This gives both with one call.
+
+    Parameters
+    ----------
+    pred : numpy.ndarray
+        (z, y, x) predicted labels.
+    references : dict
+        ``{name: (volume, source)}``: each reference volume (same shape as
+        ``pred``) with where it came from (a file name, for messages), in the
+        order they should be reported.
+    min_overlap : int
+        As in :func:`evaluate`.
+    pred_source : str or Path
+        Where ``pred`` came from, for error messages.
+
+    Returns
+    -------
+    dict
+        ``{name: scores}`` with the scores of :func:`evaluate`, in the order of
+        ``references``.
+
+    Raises
+    ------
+    ValueError
+        As :func:`evaluate`, naming the reference whose shape differs.
+    """
+    return {name: evaluate(volume, pred, min_overlap, source, pred_source)
+            for name, (volume, source) in references.items()}

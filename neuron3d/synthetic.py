@@ -231,10 +231,49 @@ def synthetic_em(labels, seed=0):
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
+def check_shape(shape, name="shape"):
+    """Return ``shape`` as a tuple of three ints >= 1; raise ValueError naming ``name``."""
+    try:
+        values = tuple(shape)
+    except TypeError:
+        values = (shape,)
+    if len(values) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                               or v < 1 for v in values):
+        raise ValueError(f"{name} must be three whole numbers >= 1 (z, y, x), got "
+                         f"{' '.join(map(str, values))}")
+    return tuple(int(v) for v in values)
+
+
+def check_seed(seed, name="seed"):
+    """Return ``seed`` as an int; raise ValueError naming ``name`` unless it is >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {seed!r}")
+    return int(seed)
+
+
 def synthetic_volume(shape=(64, 512, 512), seed=0):
-    """EM and labels in SNEMI3D's format: ``(em uint8, labels uint32)``, both (z, y, x)."""
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"shape must be three positive sizes (z, y, x), got {shape}")
+    """EM and labels in SNEMI3D's format.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (z, y, x) sizes, each >= 1.
+    seed : int
+        Random seed >= 0; the same seed gives the same bytes.
+
+    Returns
+    -------
+    em : numpy.ndarray
+        (z, y, x) uint8.
+    labels : numpy.ndarray
+        (z, y, x) uint32 dense IDs 1..K (no 0).
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` or ``seed`` is invalid (see :func:`check_shape`, :func:`check_seed`).
+    """
+    shape = check_shape(shape)
+    seed = check_seed(seed)
     ids = synthetic_labels(shape, seed)
     return synthetic_em(ids, seed), ids

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,8 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 VIEW_3D = [0.35, -0.25, -0.1, 0.9]
 INSTALL_HINT = ("install Debian's chromium and chromium-driver "
                 "(apt-get install -y chromium chromium-driver)")
+#: Largest segment ID Neuroglancer holds (uint64).
+MAX_ID = int(np.iinfo(np.uint64).max)
 
 
 def segmentation_dtype(labels, source="labels"):
@@ -40,19 +43,119 @@ def largest_segments(labels, count):
     return [int(i) for i in ids[order]]
 
 
-def check_shapes(volumes):
-    """All (name, array) pairs must share a (z, y, x) shape; raises ValueError naming them."""
-    shapes = {name: tuple(v.shape[:3]) for name, v in volumes.items()}
-    if len(set(shapes.values())) > 1:
-        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
-        raise ValueError(f"input shapes differ: {listed}")
+def check_shapes(volumes, sources=None):
+    """All (name, array) pairs must share a (z, y, x) shape with at least one voxel.
+
+    Parameters
+    ----------
+    volumes : dict
+        ``{name: array}``, e.g. ``{"em": ..., "label": ...}``.
+    sources : dict, optional
+        ``{name: file}`` where each came from, named in messages.
+
+    Raises
+    ------
+    ValueError
+        Naming the volumes (and files) whose shapes differ, that are not 3-D or are empty.
+    """
+    sources = sources or {}
+
+    def label(name):
+        return f"{name} ({sources[name]})" if sources.get(name) else name
+
     for name, volume in volumes.items():
         if volume.ndim != 3:
-            raise ValueError(f"{name} must be a 3-D (z, y, x) stack, got shape {volume.shape}")
+            raise ValueError(f"{label(name)} must be a 3-D (z, y, x) stack, got shape "
+                             f"{volume.shape}")
+        if volume.size == 0:
+            raise ValueError(f"{label(name)} is empty, shape {volume.shape}")
+    shapes = {name: tuple(v.shape[:3]) for name, v in volumes.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{label(name)} {shape}" for name, shape in shapes.items())
+        raise ValueError(f"input shapes differ: {listed}")
+
+
+def check_segments(segments, name="segments"):
+    """Segment IDs as a list of ints in 0..2**64-1 (Neuroglancer's uint64), or None.
+
+    Raises
+    ------
+    ValueError
+        For an ID that is not a whole number in that range; the message names
+        ``name`` and the ID.
+    """
+    if segments is None:
+        return None
+    ids = []
+    for value in segments:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                or not 0 <= int(value) <= MAX_ID:
+            raise ValueError(f"{name}: segment ID {value!r} is not a whole number in "
+                             f"0..{MAX_ID} (uint64)")
+        ids.append(int(value))
+    return ids
+
+
+def check_max_segments(max_segments, name="max_segments"):
+    """Return ``max_segments`` if it is a whole number >= 1; raise ValueError naming ``name``."""
+    if isinstance(max_segments, bool) or not isinstance(max_segments, (int, np.integer)) \
+            or max_segments < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {max_segments!r}")
+    return int(max_segments)
+
+
+def check_voxel_size(voxel_size, name="voxel_size"):
+    """(x, y, z) voxel size in nm as three positive finite floats.
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` and the values.
+    """
+    values = tuple(float(v) for v in voxel_size)
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"{name} must be three positive sizes in nm (x y z), got "
+                         f"{' '.join(f'{v:g}' for v in values)}")
+    return values
+
+
+def check_screenshot(path, size, path_name="screenshot", size_name="size"):
+    """Check a screenshot's file name and (width, height) before anything is rendered.
+
+    Returns
+    -------
+    tuple of int
+        ``(width, height)``.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` does not end in ``.png`` or is a folder, or a size
+        is not a whole number in 1..16384; messages name ``path_name`` / ``size_name``.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path_name} must name a .png file, got {path}")
+    if path.is_dir():
+        raise ValueError(f"{path_name} is an existing folder, expected a .png file: {path}")
+    values = tuple(size)
+    if len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                               or not 1 <= v <= 16384 for v in values):
+        raise ValueError(f"{size_name} must be two whole numbers (width height) in 1..16384 "
+                         f"pixels, got {' '.join(map(str, values))}")
+    return tuple(int(v) for v in values)
+
+
+def check_port(port, name="port"):
+    """Return ``port`` if it is 0 (any free port) .. 65535; raise ValueError naming ``name``."""
+    if isinstance(port, bool) or not isinstance(port, (int, np.integer)) \
+            or not 0 <= port <= 65535:
+        raise ValueError(f"{name} must be 0..65535 (0: a free port), got {port!r}")
+    return int(port)
 
 
 def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), segments=None,
-                 max_segments=200):
+                 max_segments=200, sources=None):
     """A neuroglancer.Viewer showing the given volumes.
 
     Parameters
@@ -64,11 +167,21 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
     voxel_size : tuple of float
         (x, y, z) in nm; SNEMI3D's is 6 x 6 x 30.
     segments : list of int, optional
-        IDs to show; default all, or the ``max_segments`` largest when there are more.
+        IDs to show (each in 0..2**64-1); default all, or the ``max_segments``
+        largest when there are more.
+    max_segments : int
+        At least 1.
+    sources : dict, optional
+        ``{"em": file, "label": file, "predicted": file}``, named in error messages.
 
     Returns
     -------
     neuroglancer.Viewer
+
+    Raises
+    ------
+    ValueError
+        If no volume is given, the shapes differ or are empty, or an option is invalid.
     """
     import neuroglancer
 
@@ -76,10 +189,11 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
                if v is not None}
     if not volumes:
         raise ValueError("no layer given: pass at least one of --em, --label, --predicted")
-    check_shapes(volumes)
-    vx, vy, vz = (float(v) for v in voxel_size)
-    if min(vx, vy, vz) <= 0:
-        raise ValueError(f"voxel size must be positive, got {voxel_size}")
+    volumes = {k: np.asarray(v) for k, v in volumes.items()}
+    check_shapes(volumes, sources)
+    vx, vy, vz = check_voxel_size(voxel_size)
+    segments = check_segments(segments)
+    max_segments = check_max_segments(max_segments)
     data_space = neuroglancer.CoordinateSpace(names=["z", "y", "x"], units="nm",
                                               scales=[vz, vy, vx])
     depth, height, width = next(iter(volumes.values())).shape
@@ -93,7 +207,7 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
         for name in ("label", "predicted"):
             if name not in volumes:
                 continue
-            ids = segmentation_dtype(volumes[name], name)
+            ids = segmentation_dtype(volumes[name], (sources or {}).get(name) or name)
             shown = segments
             if shown is None:
                 shown = largest_segments(ids, max_segments)
@@ -110,10 +224,18 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
     return viewer
 
 
-def start_server(bind_address="127.0.0.1", port=0, static_content_url=None):
-    """Configure Neuroglancer's web server; raises ValueError if the port is taken."""
+def start_server(bind_address="127.0.0.1", port=0, static_content_url=None, port_name="port"):
+    """Configure Neuroglancer's web server.
+
+    Raises
+    ------
+    ValueError
+        If ``port`` is outside 0..65535 (the message names ``port_name``) or the
+        address and port cannot be bound (e.g. the port is in use).
+    """
     import neuroglancer
 
+    port = check_port(port, port_name)
     if port:
         with socket.socket(socket.AF_INET6 if ":" in bind_address else socket.AF_INET) as probe:
             try:

@@ -1,5 +1,7 @@
 """Label-image operations: exact values on tiny stacks, cross-checks, real-data invariants."""
 
+import re
+
 import numpy as np
 import pytest
 from conftest import random_labels
@@ -100,15 +102,69 @@ def test_eroskele_matches_scipy_and_skimage():
     np.testing.assert_array_equal(L.eroskele(masks, erosions=2), expected)
 
 
-def test_split_quadrants_layout_and_odd_sizes():
+def test_split_quadrants_layout_even():
     stack = np.arange(2 * 4 * 6).reshape(2, 4, 6)
     q = L.split_quadrants(stack)
     np.testing.assert_array_equal(q["a"], stack[:, 2:, 3:])
     np.testing.assert_array_equal(q["b"], stack[:, :2, 3:])
     np.testing.assert_array_equal(q["c"], stack[:, :2, :3])
     np.testing.assert_array_equal(q["d"], stack[:, 2:, :3])
-    with pytest.raises(ValueError, match="must be even, got 5 x 6"):
-        L.split_quadrants(np.zeros((1, 5, 6)))
+
+
+def test_split_quadrants_odd_sizes_exact():
+    # 5 x 7: h = 2, w = 3; row 4 and column 6 are dropped, all quadrants 2 x 3.
+    stack = np.arange(5 * 7).reshape(1, 5, 7)
+    # [[ 0  1  2  3  4  5  6]
+    #  [ 7  8  9 10 11 12 13]
+    #  [14 15 16 17 18 19 20]
+    #  [21 22 23 24 25 26 27]
+    #  [28 29 30 31 32 33 34]]
+    q = L.split_quadrants(stack)
+    np.testing.assert_array_equal(q["c"], [[[0, 1, 2], [7, 8, 9]]])
+    np.testing.assert_array_equal(q["b"], [[[3, 4, 5], [10, 11, 12]]])
+    np.testing.assert_array_equal(q["d"], [[[14, 15, 16], [21, 22, 23]]])
+    np.testing.assert_array_equal(q["a"], [[[17, 18, 19], [24, 25, 26]]])
+    # 3 x 2 with a channel axis: h = 1, w = 1.
+    rgb = np.arange(3 * 2 * 3).reshape(1, 3, 2, 3)
+    q = L.split_quadrants(rgb)
+    np.testing.assert_array_equal(q["c"], [[[[0, 1, 2]]]])
+    np.testing.assert_array_equal(q["b"], [[[[3, 4, 5]]]])
+    np.testing.assert_array_equal(q["d"], [[[[6, 7, 8]]]])
+    np.testing.assert_array_equal(q["a"], [[[[9, 10, 11]]]])
+    assert {v.shape for v in q.values()} == {(1, 1, 1, 3)}
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 6), (2, 6, 1), (1, 1, 1)])
+def test_split_quadrants_refuses_a_dimension_of_one(shape):
+    with pytest.raises(ValueError, match=r"cannot split x\.tif into quadrants: height and width "
+                       r"must be at least 2, got \d x \d \(shape " + re.escape(str(shape))):
+        L.split_quadrants(np.zeros(shape), "x.tif")
+
+
+@pytest.mark.parametrize("shape,what", [((0, 4, 4), "no slices"), ((2, 0, 4), "empty slices"),
+                                        ((2, 4, 0), "empty slices")])
+def test_empty_stacks_name_the_source(shape, what):
+    empty = np.zeros(shape, np.uint8)
+    for function in (L.membrane, L.cytoplasm, L.overlap, L.consecutive, L.eroskele,
+                     L.split_quadrants):
+        with pytest.raises(ValueError, match=f"{what}.*{re.escape(str(shape))}.*in e\\.tif"):
+            function(empty, source="e.tif")
+    with pytest.raises(ValueError, match=f"{what}.*e\\.tif"):
+        evaluation_volume(empty, source="e.tif")
+    with pytest.raises(ValueError, match="must be 3-D.*\\(4, 4\\) from e.tif"):
+        L.membrane(np.zeros((4, 4)), source="e.tif")
+
+
+def test_single_slice_gives_empty_pair_stacks():
+    one = np.full((1, 3, 3), 7, np.uint8)
+    assert L.consecutive(one).shape == (0, 3, 3, 3)
+    assert L.overlap(one).shape == (0, 3, 3)
+
+
+@pytest.mark.parametrize("erosions", [-1, 1.5, True])
+def test_eroskele_refuses_bad_erosions(erosions):
+    with pytest.raises(ValueError, match=f"erosions must be a whole number >= 0, got {erosions!r}"):
+        L.eroskele(np.ones((1, 3, 3), bool), erosions)
 
 
 def _check_real_invariants(labels):

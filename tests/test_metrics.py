@@ -1,19 +1,24 @@
 """Scores: exact against sklearn / skimage / a naive formula, hand-computed splits and merges."""
 
+import re
 from collections import Counter
 
 import numpy as np
 import pytest
 from conftest import random_labels
-from skimage.metrics import variation_of_information
+from skimage.metrics import adapted_rand_error, variation_of_information
 from sklearn.metrics import adjusted_rand_score
 
-from neuron3d.metrics import contingency, evaluate
+from neuron3d.metrics import adapted_rand, contingency, evaluate, evaluate_references
 from neuron3d.reconstruct import evaluation_volume
 
 
 def naive_adapted_rand(true, pred):
-    """GUIDE §3's formula written out directly with a Counter of voxel pairs."""
+    """The SNEMI3D formula (see adapted_rand's Notes) written out with a Counter of voxel pairs.
+
+    It transcribes the same formula as the implementation; the definition itself is
+    pinned independently by the hand case and the scikit-image comparison below.
+    """
     true, pred = true.ravel().tolist(), pred.ravel().tolist()
     n = len(true)
     pairs = Counter(zip(true, pred))
@@ -92,8 +97,100 @@ def test_edge_cases():
     assert scores["adjusted_rand_index"] == 1.0 and scores["adapted_rand_error"] == 0.0
     empty = np.zeros((2, 3, 3), np.uint8)
     assert evaluate(empty, empty)["splits"] == 0
-    with pytest.raises(ValueError, match=r"shapes differ: true \(1, 1, 1\), predicted \(2, 3, 3\)"):
-        contingency(one, empty)
+    with pytest.raises(ValueError, match=r"shapes differ: predicted p\.tif is \(2, 3, 3\), "
+                                         r"true t\.tif is \(1, 1, 1\)"):
+        contingency(one, empty, "t.tif", "p.tif")
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 4), (2, 0, 3), (0, 0, 0)])
+def test_zero_size_volumes_are_refused(shape):
+    empty = np.zeros(shape, np.uint8)
+    with pytest.raises(ValueError, match=r"no voxels to score: predicted p\.tif and true t\.tif "
+                                         r"have shape " + re.escape(str(shape))):
+        evaluate(empty, empty, true_source="t.tif", pred_source="p.tif")
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, None])
+def test_min_overlap_is_checked_by_the_library(bad):
+    one = np.ones((1, 2, 2), np.uint8)
+    with pytest.raises(ValueError, match=f"min_overlap must be a whole number >= 0, got {bad!r}"):
+        evaluate(one, one, min_overlap=bad)
+
+
+def test_adapted_rand_hand_case_predicted_zero():
+    # 4 voxels of one true neuron, all predicted 0.  SNEMI3D's script: A = 4^2 = 16,
+    # B = AB = 0 + (sum_i c_i) / n = 4 / 4 = 1 -> precision 1, recall 1/16, F1 = 2/17.
+    # (Counting predicted 0 as 4 singletons would give recall 4/16 = 1/4 instead.)
+    true = np.ones((1, 2, 2), np.uint8)
+    pred = np.zeros((1, 2, 2), np.uint8)
+    scores = adapted_rand(contingency(true, pred))
+    assert scores["precision"] == 1.0
+    assert scores["recall"] == 1 / 16
+    assert scores["error"] == pytest.approx(15 / 17, abs=1e-15)
+    # The same voxels predicted as 4 singletons (no predicted 0): recall 4/16.
+    singles = np.arange(1, 5, dtype=np.uint8).reshape(1, 2, 2)
+    scores = adapted_rand(contingency(true, singles))
+    assert (scores["precision"], scores["recall"]) == (1.0, 0.25)
+    assert scores["error"] == pytest.approx(1 - 2 * 0.25 / 1.25, abs=1e-15)
+
+
+def test_adapted_rand_hand_case_with_true_background():
+    # Row 0 (true background) is ignored; n still counts all 6 voxels.
+    true = np.array([[[1, 1, 2, 2, 0, 0]]], np.uint8)
+    pred = np.array([[[5, 5, 5, 0, 5, 7]]], np.uint8)
+    # p: (1,5)=2, (2,5)=1; c_2 = 1.  A = 2^2 + 2^2 = 8; B = 3^2 + 1/6; AB = 2^2 + 1^2 + 1/6.
+    scores = adapted_rand(contingency(true, pred))
+    assert scores["precision"] == pytest.approx((5 + 1 / 6) / (9 + 1 / 6), abs=1e-15)
+    assert scores["recall"] == pytest.approx((5 + 1 / 6) / 8, abs=1e-15)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_adapted_rand_against_scikit_image(seed):
+    """scikit-image counts unordered pairs (x * (x - 1)) and swaps precision and recall.
+
+    With no predicted 0 both use the same contingency table, so with N the number of
+    voxels with true > 0, A = sum of squared true sizes and B = sum of squared
+    predicted sizes (computed here with np.unique, independently of neuron3d):
+    ours recall = P / A and precision = P / B; skimage precision = (P - N) / (A - N)
+    and recall = (P - N) / (B - N).
+    """
+    rng = np.random.default_rng(seed)
+    shape = (3, 30, 27)
+    true = random_labels(rng, shape, 6)                      # includes true 0 (ignored)
+    pred = np.where(rng.random(shape) < 0.7, true + 1, random_labels(rng, shape, 9) + 1)
+    assert (pred > 0).all()
+    ours = adapted_rand(contingency(true, pred))
+    sk_error, sk_precision, sk_recall = adapted_rand_error(true, pred)
+    fg = true > 0
+    n = int(fg.sum())
+    a = float((np.unique(true[fg], return_counts=True)[1].astype(float) ** 2).sum())
+    b = float((np.unique(pred[fg], return_counts=True)[1].astype(float) ** 2).sum())
+    p = ours["recall"] * a
+    assert (p - n) / (a - n) == pytest.approx(sk_precision, abs=1e-12)   # swapped:
+    assert (ours["precision"] * b - n) / (b - n) == pytest.approx(sk_recall, abs=1e-12)
+    assert ours["precision"] * b == pytest.approx(p, rel=1e-12)  # the same P
+    # Swapped, and close for large segments (the -N terms are small): ours recall is
+    # near skimage's precision, not its recall.
+    assert abs(ours["recall"] - sk_precision) < abs(ours["recall"] - sk_recall)
+    assert abs(ours["precision"] - sk_recall) < abs(ours["precision"] - sk_precision)
+
+
+def test_evaluate_references_scores_both_side_by_side():
+    true_labels = np.array([[[1, 1, 2, 2]]], np.uint8)
+    evaluation = np.array([[[1, 0, 0, 2]]], np.uint8)       # membranes as 0
+    pred = np.array([[[3, 3, 4, 4]]], np.uint8)
+    both = evaluate_references(pred, {"true": (evaluation, "evaluate_c.tif"),
+                                      "labels": (true_labels, "label_c.tif")})
+    assert list(both) == ["true", "labels"]
+    assert both["labels"]["adapted_rand_error"] == 0.0
+    assert both["labels"] == evaluate(true_labels, pred)
+    assert both["true"] == evaluate(evaluation, pred)
+    assert both["true"]["precision"] == 0.5  # foreground precision: 2 of 4 predicted
+    with pytest.raises(ValueError, match=r"predicted p\.tif is \(1, 1, 4\), true label_c\.tif "
+                                         r"is \(1, 1, 3\)"):
+        evaluate_references(pred, {"true": (evaluation, "e.tif"),
+                                   "labels": (true_labels[..., :3], "label_c.tif")},
+                            pred_source="p.tif")
 
 
 def test_many_labels_sparse_path():
