@@ -10,36 +10,9 @@ sees exactly the examples an uninterrupted run would.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-def natural_key(path):
-    """Sort key that orders embedded numbers numerically (``2.png`` before ``10.png``)."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", Path(path).name)]
-
-
-def list_images(folder):
-    """Image files of ``folder`` in natural order.
-
-    Raises
-    ------
-    FileNotFoundError, ValueError
-        Missing folder, or no image files in it.
-    """
-    folder = Path(folder)
-    if not folder.exists():
-        raise FileNotFoundError(f"input_dir does not exist: {folder}")
-    if not folder.is_dir():
-        raise ValueError(f"input_dir must be a folder of images, got a file: {folder}")
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    if not files:
-        raise ValueError(f"input_dir holds no images (png, jpg, tif): {folder}")
-    return sorted(files, key=natural_key)
+from neuron3d.io import list_slice_files
 
 
 def read_rgb(path):
@@ -64,15 +37,20 @@ def split_pair(image, path, direction="AtoB"):
     return (a, b) if direction == "AtoB" else (b, a)
 
 
-def load_pairs(folder, direction="AtoB"):
+def load_pairs(folder, direction="AtoB", what="--input_dir"):
     """All pairs of ``folder``: (inputs, targets, names), uint8 arrays (n, y, x, 3).
+
+    The images are taken in natural order (``2.png`` before ``10.png``); see
+    :func:`neuron3d.io.list_slice_files`.  ``what`` names the folder in messages.
 
     Raises
     ------
+    FileNotFoundError
+        If ``folder`` does not exist.
     ValueError
-        If an image is not a pair or the images differ in size.
+        If it holds no images, an image is not a pair, or the images differ in size.
     """
-    files = list_images(folder)
+    files = list_slice_files(folder, pattern=None, what=what)
     inputs, targets = [], []
     for path in files:
         a, b = split_pair(read_rgb(path), path, direction)
@@ -84,13 +62,17 @@ def load_pairs(folder, direction="AtoB"):
     return np.stack(inputs), np.stack(targets), [p.stem for p in files]
 
 
-def to_float(images):
-    """uint8 -> float32 in [-1, 1]."""
-    return images.astype(np.float32) / 127.5 - 1.0
+def to_model_range(images):
+    """uint8 images (0..255) to the networks' value range: float32 in [-1, 1]."""
+    return np.asarray(images).astype(np.float32) / 127.5 - 1.0
 
 
-def to_uint8(images):
-    """[-1, 1] -> uint8, rounded and clipped."""
+def from_model_range(images):
+    """The networks' value range [-1, 1] back to uint8 0..255, rounded and clipped.
+
+    The inverse of :func:`to_model_range` (``neuron3d.labels.to_uint8`` is a
+    different conversion: it clips values already on the 0..255 scale).
+    """
     return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 

@@ -31,8 +31,8 @@ def _deconv(x, filters, size=4, stride=2):
                                   kernel_initializer=_init())(x)
 
 
-def _output(x, channels):
-    # Output kept in float32 under mixed precision.
+def _output(x):
+    """tanh to [-1, 1], kept in float32 under mixed precision."""
     return layers.Activation("tanh", dtype="float32", name="output")(x)
 
 
@@ -61,7 +61,7 @@ def resnet_generator(channels_in=3, channels_out=3, ngf=32, n_res_blocks=9,
     for filters in (2 * ngf, ngf):
         x = layers.ReLU()(_bn(_deconv(x, filters)))
     x = _conv(x, channels_out, 7)
-    return keras.Model(inputs, _output(x, channels_out), name="resnet_generator")
+    return keras.Model(inputs, _output(x), name="resnet_generator")
 
 
 def unet_generator(channels_in=3, channels_out=3, ngf=64, depth=8):
@@ -83,7 +83,7 @@ def unet_generator(channels_in=3, channels_out=3, ngf=64, depth=8):
             x = layers.Dropout(0.5)(x, training=True)
         x = layers.Concatenate()([x, skips[i]])
     x = _deconv(layers.ReLU()(x), channels_out)
-    return keras.Model(inputs, _output(x, channels_out), name="unet_generator")
+    return keras.Model(inputs, _output(x), name="unet_generator")
 
 
 def patch_discriminator(channels_in=3, channels_out=3, ndf=64, n_layers=3, sigmoid=True):

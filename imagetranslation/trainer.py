@@ -3,9 +3,17 @@
 Train: loss = classic_weight x Y_loss(output, target) + gan_weight x GAN loss,
 Adam for generator and discriminator; with ``gan_weight == 0`` the
 discriminator is never built (the thesis setting: a supervised fully
-convolutional regressor).  Outputs in ``output_dir``: ``options.json``,
-checkpoints (``tf.train.CheckpointManager``), TensorBoard event files and,
-with ``display_freq``, ``images/`` and ``index.html``.
+convolutional regressor).  Outputs in ``output_dir``: ``options.json`` (the
+options the run used and the TensorFlow settings in effect, see
+:func:`runtime_settings`), checkpoints (``tf.train.CheckpointManager``),
+TensorBoard event files and, with ``display_freq``, ``images/`` and
+``index.html``.  Every file this module writes itself goes through the atomic
+writers of :mod:`neuron3d.io`.
+
+Data safety: training refuses an output folder that already holds a run unless
+it resumes from that folder (``checkpoint == output_dir``) or ``force`` starts
+over; test and export refuse to write into a training run's folder; Ctrl-C
+saves a checkpoint at the current step before stopping.
 """
 
 from __future__ import annotations
@@ -13,14 +21,20 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import re
+import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
+from neuron3d.io import write_file, write_folder, write_image
+from neuron3d.progress import StepProgress
+
 from . import data as D
 from .models import build_generator, patch_discriminator, stride_of
+from .options import check_values
 
 #: Options that define the network; test mode takes them from the checkpoint.
 ARCH_KEYS = ("which_direction", "model", "generator", "ngf", "ndf", "n_res_blocks", "u_depth",
@@ -30,10 +44,113 @@ ARCH_KEYS = ("which_direction", "model", "generator", "ngf", "ndf", "n_res_block
 NETWORK_KEYS = ("which_direction", "generator", "ngf", "ndf", "n_res_blocks", "u_depth",
                 "encoder_activation", "loss", "mixed_precision")
 EPS = 1e-12
+PROG = "translate.py"
+
+#: Files of a run folder that mark it as holding a run (checkpoints, options).
+_RUN_MARKERS = re.compile(r"^(checkpoint|ckpt-\d+.*|options\.json)$")
+#: Files a training run writes into its folder (``--force`` removes them), including
+#: TensorFlow's temporaries of a killed save (``ckpt-N_temp``, ``checkpoint.tmp...``).
+_RUN_FILES = re.compile(r"^(checkpoint|checkpoint\.tmp.*|ckpt-\d+.*|events\.out\.tfevents\..*"
+                        r"|options\.json|index\.html)$")
+#: Images that training (display_freq) and test write into ``images/``.
+_RUN_IMAGES = re.compile(r"^.+-(inputs|outputs|targets)\.(png|jpeg)$")
+#: Temporaries TensorFlow leaves when killed while saving a checkpoint.
+_TF_TEMPORARIES = re.compile(r"^(ckpt-\d+_temp.*|checkpoint\.tmp[0-9a-f]+)$")
+
+
+def configure_runtime(deterministic=False, threads=None):
+    """Apply translate.py's ``--deterministic`` and ``--threads`` to TensorFlow.
+
+    Must run before TensorFlow executes its first operation in this process
+    (thread pools are fixed then).
+
+    Parameters
+    ----------
+    deterministic : bool
+        Enable TensorFlow's op determinism
+        (``tf.config.experimental.enable_op_determinism``): every op gives the
+        same result for the same inputs, on the same hardware and software.
+        Combined with a fixed ``threads`` (1 when None) so that reductions are
+        split the same way on machines with different core counts.
+    threads : int or None
+        Intra- and inter-op thread pool sizes; None keeps TensorFlow's choice
+        (one thread per core) unless ``deterministic``.
+
+    Raises
+    ------
+    ValueError
+        If TensorFlow already runs with other thread pool sizes in this process.
+    """
+    import tensorflow as tf
+
+    if deterministic and threads is None:
+        threads = 1
+    if threads is not None:
+        pools = (("intra", tf.config.threading.get_intra_op_parallelism_threads,
+                  tf.config.threading.set_intra_op_parallelism_threads),
+                 ("inter", tf.config.threading.get_inter_op_parallelism_threads,
+                  tf.config.threading.set_inter_op_parallelism_threads))
+        for kind, get, set_ in pools:
+            if get() == threads:
+                continue
+            try:
+                set_(threads)
+            except RuntimeError:
+                raise ValueError(
+                    f"--threads {threads}: TensorFlow already runs with {get() or 'default'} "
+                    f"{kind}-op threads in this process; start translate.py in a new process"
+                ) from None
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def runtime_settings():
+    """The TensorFlow settings in effect that decide a run's numbers.
+
+    The same seed gives the same numbers only with the same settings (and the
+    same hardware and TensorFlow build); runs record these in their
+    ``options.json`` under ``"runtime"``, and reports can quote them.
+
+    Returns
+    -------
+    dict
+        ``tensorflow`` (version), ``op_determinism`` (bool),
+        ``intra_op_threads`` and ``inter_op_threads`` (0 means TensorFlow's
+        default, one per core), ``cpus`` (cores this process may use),
+        ``onednn`` (whether oneDNN's CPU kernels are on; their results depend
+        on the CPU's instruction set; None if unknown), ``device``.
+    """
+    import tensorflow as tf
+
+    try:
+        from tensorflow.python.framework import config as _config
+
+        determinism = bool(_config.is_op_determinism_enabled())
+    except (ImportError, AttributeError):  # pragma: no cover - private API moved
+        determinism = os.environ.get("TF_DETERMINISTIC_OPS", "0") not in ("", "0", "false")
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        onednn = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # pragma: no cover
+        onednn = None
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cpus = os.cpu_count()
+    return {
+        "tensorflow": tf.__version__,
+        "op_determinism": determinism,
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "cpus": cpus,
+        "onednn": onednn,
+        "device": device_summary(),
+    }
 
 
 def configure(options):
-    """Seeds, mixed precision and device logging for a run."""
+    """Seeds and mixed precision for a run."""
     import keras
 
     keras.utils.set_random_seed(int(options["seed"]))
@@ -103,6 +220,7 @@ class Model:
         self.checkpoint = tf.train.Checkpoint(**tracked)
 
     def train_step_fn(self):
+        """A ``tf.function`` that trains one batch and adds 1 to the step counter."""
         import tensorflow as tf
 
         o = self.options
@@ -125,24 +243,23 @@ class Model:
             grads = tape.gradient(loss, gen.trainable_variables)
             self.g_opt.apply_gradients(zip(grads, gen.trainable_variables))
             del tape
+            # The step counter moves in the same graph call as the weights, so an
+            # interrupt (Ctrl-C) never separates them.
+            step = self.step.assign_add(1)
             return {"gen_loss_classic": classic, "gen_loss_GAN": gan, "discrim_loss": d_loss,
-                    "outputs": outputs}
+                    "outputs": outputs, "step": step}
 
         return tf.function(step, jit_compile=bool(o.get("xla")), reduce_retracing=True)
 
 
 def write_options(path, options):
-    path.write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
-
-
-def _save_image(path, image):
-    from PIL import Image
-
-    Image.fromarray(image).save(path)
+    """Write ``options`` (plus :func:`runtime_settings` as ``"runtime"``) to ``path`` atomically."""
+    record = {**options, "runtime": runtime_settings()}
+    write_file(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _index_html(path, header, rows):
-    """A simple table of images; rows are lists of cells (text or image file names)."""
+    """Write a table of images atomically; rows are lists of cells (text or image file names)."""
     cells = []
     for row in rows:
         parts = []
@@ -153,167 +270,365 @@ def _index_html(path, header, rows):
                 parts.append(f"<td>{html.escape(str(cell))}</td>")
         cells.append("<tr>" + "".join(parts) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    path.write_text(f"<html><body><table border=1>\n<tr>{head}</tr>\n" + "\n".join(cells)
-                    + "\n</table></body></html>\n")
+    write_file(path, f"<html><body><table border=1>\n<tr>{head}</tr>\n" + "\n".join(cells)
+               + "\n</table></body></html>\n")
 
 
-class Progress:
-    """tqdm bar on a terminal; plain lines every ``every`` steps otherwise."""
+def _same_folder(a, b):
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
-    def __init__(self, start, total, every):
-        self.start, self.total, self.every = start, total, max(1, every)
-        self.t0 = time.perf_counter()
-        self.bar = None
-        if sys.stderr.isatty():
-            from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=start, unit="step", file=sys.stderr)
+def _holds_run(folder):
+    """Whether ``folder`` holds a run (checkpoints or an options.json)."""
+    folder = Path(folder)
+    return folder.is_dir() and any(_RUN_MARKERS.match(p.name) for p in folder.iterdir())
 
-    def update(self, step, losses):
-        text = " ".join(f"{k}={v:.4g}" for k, v in losses.items())
-        if self.bar is not None:
-            self.bar.update(1)
-            if step % self.every == 0:
-                self.bar.set_postfix_str(text)
-            return
-        if step % self.every and step != self.total:
-            return
-        rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-        left = (self.total - step) / rate if rate else float("nan")
-        print(f"step {step}/{self.total}  {text}  {rate:.2f} steps/s  {left:.0f} s left",
-              file=sys.stderr, flush=True)
 
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+def _holds_checkpoints(folder):
+    folder = Path(folder)
+    return folder.is_dir() and any(p.name == "checkpoint" or p.name.endswith(".index")
+                                   for p in folder.iterdir())
+
+
+def check_train_output(options):
+    """Refuse to train into a folder holding another run, unless resuming it or ``force``.
+
+    Raises
+    ------
+    ValueError
+        If ``output_dir`` holds checkpoints or an options.json and is not the
+        ``checkpoint`` folder being resumed and ``force`` is not set; or if
+        ``force`` would remove the checkpoint being resumed.
+    """
+    out, checkpoint = Path(options["output_dir"]), options.get("checkpoint")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output_dir {out} is an existing file, expected a folder")
+    resuming_here = checkpoint is not None and _same_folder(checkpoint, out)
+    if options.get("force") and resuming_here:
+        raise ValueError(f"--force would remove the checkpoints of --checkpoint {checkpoint} "
+                         f"(the same folder as --output_dir {out}): pass one of them")
+    if _holds_run(out) and not resuming_here and not options.get("force"):
+        raise ValueError(f"--output_dir {out} already holds a run (checkpoints/options.json): "
+                         f"pass --checkpoint {out} to resume it or --force to start over")
+
+
+def remove_run_files(folder):
+    """Remove what a run wrote into ``folder``: checkpoints, events, options, images.
+
+    Other files are kept.  Returns the paths removed.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if _RUN_FILES.match(entry.name):
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    images = folder / "images"
+    if images.is_dir():
+        for entry in images.iterdir():
+            if _RUN_IMAGES.match(entry.name) and entry.is_file():
+                entry.unlink()
+                removed.append(entry)
+        if not any(images.iterdir()):
+            images.rmdir()
+    return removed
+
+
+def _remove_tf_temporaries(folder):
+    """Remove the temporaries a checkpoint save killed by SIGKILL left in ``folder``."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if _TF_TEMPORARIES.match(entry.name):
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def check_sizes(options, height, width):
+    """Check that the crop fits the (scaled) ``height`` x ``width`` images and the networks.
+
+    Raises
+    ------
+    ValueError
+        If ``crop_size`` is larger than the scaled images, not a multiple of
+        the generator's stride, or too small for the PatchGAN discriminator.
+    """
+    height, width = D.scaled_size(height, width, options["scale_size"])
+    crop = options["crop_size"]
+    if crop > min(height, width):
+        raise ValueError(f"--crop_size {crop} is larger than the scaled image "
+                         f"({height} x {width}) from {options['input_dir']}")
+    if crop % stride_of(options):
+        raise ValueError(f"--crop_size {crop} must be a multiple of "
+                         f"{stride_of(options)} for the {options['generator']} generator")
+    if options["gan_weight"] > 0 and crop < 32:
+        raise ValueError(f"--crop_size {crop} is too small for the PatchGAN "
+                         "discriminator (needs >= 32; or train with --gan_weight 0)")
+
+
+def resume_options(options):
+    """Options for a run resumed from ``options["checkpoint"]`` (a new dict).
+
+    The checkpoint's network options (:data:`NETWORK_KEYS`) replace the given
+    ones, since the weights have their shapes.
+
+    Returns
+    -------
+    options : dict
+        The merged options.
+    saved_with_gan : bool
+        Whether the checkpoint was trained with a discriminator.
+    """
+    saved, source = _saved_options(options["checkpoint"])
+    changed = {k: saved[k] for k in NETWORK_KEYS if k in saved and saved[k] != options.get(k)}
+    if changed:
+        print(f"{PROG}: resuming with the network options of {source}: {changed}",
+              file=sys.stderr)
+    return {**options, **changed}, saved.get("gan_weight", 0) > 0
+
+
+def _latest_checkpoint(folder):
+    import tensorflow as tf
+
+    try:
+        latest = tf.train.latest_checkpoint(str(folder))
+    except tf.errors.OpError as exc:
+        raise ValueError(f"cannot read the checkpoint list {Path(folder) / 'checkpoint'}: "
+                         f"{_first_line(exc)}") from None
+    if latest is None:
+        raise ValueError(f"no checkpoint files in {folder} (nothing to resume or load; "
+                         f"is it the output_dir of a training run?)")
+    return latest
+
+
+def _first_line(exc):
+    text = str(getattr(exc, "message", "") or exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+
+
+def restore(checkpoint, folder, partial=False):
+    """Restore ``checkpoint`` (a ``tf.train.Checkpoint``) from the latest save in ``folder``.
+
+    Parameters
+    ----------
+    partial : bool
+        Allow objects missing from the saved checkpoint (a discriminator that
+        joins a generator trained without one; inference needs only the generator).
+
+    Returns
+    -------
+    str
+        The checkpoint prefix restored (``<folder>/ckpt-<step>``).
+
+    Raises
+    ------
+    ValueError
+        Naming the checkpoint files if they cannot be read (corrupt or
+        truncated) or do not match the network.
+    """
+    import tensorflow as tf
+
+    latest = _latest_checkpoint(folder)
+    try:
+        status = checkpoint.restore(latest)
+        if partial:
+            status.expect_partial()
+        else:
+            status.assert_existing_objects_matched()
+    except tf.errors.OpError as exc:
+        raise ValueError(f"cannot read checkpoint {latest} ({Path(latest).name}.index, "
+                         f"{Path(latest).name}.data-*): corrupt or truncated? "
+                         f"{_first_line(exc)}") from None
+    except AssertionError:
+        raise ValueError(f"checkpoint {latest} does not match the network being "
+                         "trained") from None
+    return latest
 
 
 def train(options):
-    """Train a model; returns the final losses.  ``options`` as translate.py makes them."""
-    import tensorflow as tf
+    """Train a model as ``translate.py --mode train`` does.
 
-    configure(options)
-    out = Path(options["output_dir"])
+    Parameters
+    ----------
+    options : dict
+        As :func:`imagetranslation.translate.resolve` makes them; not modified.
+
+    Returns
+    -------
+    dict
+        ``options`` (the options the run used, as written to options.json,
+        ``max_steps`` resolved and a resumed checkpoint's network options
+        applied), ``step`` (the step reached) and ``losses`` (the last step's).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Bad input data, sizes, output folder or checkpoint; nothing is written then.
+    KeyboardInterrupt
+        On Ctrl-C, after saving a checkpoint at the step reached.
+    """
+    options = dict(options)
+    check_values(options)
+    configure_runtime(options.get("deterministic", False), options.get("threads"))
+    check_train_output(options)
     inputs, targets, _ = D.load_pairs(options["input_dir"], options["which_direction"])
-    height, width = D.scaled_size(*inputs.shape[1:3], options["scale_size"])
-    if options["crop_size"] > min(height, width):
-        raise ValueError(f"crop_size {options['crop_size']} is larger than the scaled image "
-                         f"({height} x {width}) from {options['input_dir']}")
-    if options["crop_size"] % stride_of(options):
-        raise ValueError(f"crop_size {options['crop_size']} must be a multiple of "
-                         f"{stride_of(options)} for the {options['generator']} generator")
-    if options["gan_weight"] > 0 and options["crop_size"] < 32:
-        raise ValueError(f"crop_size {options['crop_size']} is too small for the PatchGAN "
-                         "discriminator (needs >= 32; or train with --gan_weight 0)")
+    check_sizes(options, *inputs.shape[1:3])
     steps_per_epoch = math.ceil(len(inputs) / options["batch_size"])
     if options.get("max_steps") is None:
         options["max_steps"] = options["max_epochs"] * steps_per_epoch
-    resumed_with_gan = None
+    saved_with_gan = None
     if options.get("checkpoint"):
-        saved = _saved_options(options["checkpoint"])
-        changed = {k: saved[k] for k in NETWORK_KEYS if k in saved and saved[k] != options[k]}
-        if changed:
-            print(f"translate.py: resuming with the checkpoint's network options {changed}",
-                  file=sys.stderr)
-            options.update(changed)
-        resumed_with_gan = saved.get("gan_weight", 0) > 0
+        options, saved_with_gan = resume_options(options)
+    configure(options)
     model = Model(options)
-    start = 0
     if options.get("checkpoint"):
-        latest = tf.train.latest_checkpoint(options["checkpoint"])
-        if latest is None:
-            raise ValueError(f"no checkpoint to resume from in {options['checkpoint']}")
-        status = model.checkpoint.restore(latest)
-        if resumed_with_gan or model.discriminator is None:
-            try:
-                status.assert_existing_objects_matched()
-            except AssertionError:
-                raise ValueError(f"checkpoint {latest} does not match the network being "
-                                 "trained") from None
-        else:  # a discriminator joins a generator trained without one
-            status.expect_partial()
-        start = int(model.step.numpy())
-    out.mkdir(parents=True, exist_ok=True)
+        restore(model.checkpoint, options["checkpoint"],
+                partial=not saved_with_gan and model.discriminator is not None)
+    out = Path(options["output_dir"])
+    if options.get("force"):
+        remove_run_files(out)
+    _remove_tf_temporaries(out)
     write_options(out / "options.json", options)
+    start = int(model.step.numpy())
+    print(f"{PROG}: training {options['generator']} (ngf {options['ngf']}) on "
+          f"{len(inputs)} images, steps {start}..{options['max_steps']} "
+          f"({steps_per_epoch} per epoch), device {device_summary()}", file=sys.stderr)
+    dataset = D.training_dataset(inputs, targets, options, start)
+    step, losses = fit(model, dataset, options, start)
+    print(f"{PROG}: trained to step {step}; checkpoint, options.json and TensorBoard logs "
+          f"in {out}", file=sys.stderr)
+    return {"options": options, "step": step, "losses": losses}
+
+
+def fit(model, dataset, options, start):
+    """Run the training loop from step ``start``; returns (step reached, last losses).
+
+    Writes checkpoints every ``save_freq`` steps and at the end, TensorBoard
+    scalars every ``summary_freq`` steps, display images every
+    ``display_freq`` steps, progress lines every ``progress_freq`` steps.  On
+    Ctrl-C it saves a checkpoint at the step reached, then re-raises.
+    """
+    import tensorflow as tf
+
+    out = Path(options["output_dir"])
     manager = tf.train.CheckpointManager(model.checkpoint, str(out), max_to_keep=3)
     writer = tf.summary.create_file_writer(str(out))
     total = options["max_steps"]
-    print(f"translate.py: training {options['generator']} (ngf {options['ngf']}) on "
-          f"{len(inputs)} images, steps {start}..{total} ({steps_per_epoch} per epoch), "
-          f"device {device_summary()}", file=sys.stderr)
-    dataset = D.training_dataset(inputs, targets, options, start)
     step_fn = model.train_step_fn()
-    progress = Progress(start, total, options["progress_freq"])
-    display_rows = []
-    losses = {}
-    step = start
-    for batch_inputs, batch_targets in dataset:
-        result = step_fn(batch_inputs, batch_targets)
-        step = int(model.step.assign_add(1).numpy())
-        losses = {k: float(v) for k, v in result.items() if k != "outputs"}
-        if model.discriminator is None:
-            losses = {"gen_loss_classic": losses["gen_loss_classic"]}
-        if options["summary_freq"] and step % options["summary_freq"] == 0 or step == total:
-            with writer.as_default(step=step):
-                for key, value in losses.items():
-                    tf.summary.scalar(key, value)
-        if options["display_freq"] and step % options["display_freq"] == 0:
-            display_rows.append(_display(out, step, batch_inputs, result["outputs"],
-                                         batch_targets, writer))
-            _index_html(out / "index.html", ["step", "input", "output", "target"], display_rows)
-        if options["save_freq"] and step % options["save_freq"] == 0:
+    progress = StepProgress(total, start, desc=PROG, every_steps=options["progress_freq"],
+                            final_line=True, unit="step")
+    losses, step, saved = {}, start, None
+
+    def save():
+        nonlocal saved
+        if saved != step:
             manager.save(checkpoint_number=step)
-        progress.update(step, losses)
-    progress.close()
-    if step > start or manager.latest_checkpoint is None:
-        manager.save(checkpoint_number=step)
+            saved = step
+
+    try:
+        for batch_inputs, batch_targets in dataset:
+            result = step_fn(batch_inputs, batch_targets)
+            step = int(result["step"])
+            losses = {k: float(v) for k, v in result.items() if k not in ("outputs", "step")}
+            if model.discriminator is None:
+                losses = {"gen_loss_classic": losses["gen_loss_classic"]}
+            if options["summary_freq"] and step % options["summary_freq"] == 0 or step == total:
+                with writer.as_default(step=step):
+                    for key, value in losses.items():
+                        tf.summary.scalar(key, value)
+            if options["display_freq"] and step % options["display_freq"] == 0:
+                _display(out, step, batch_inputs, result["outputs"], batch_targets, writer)
+            if options["save_freq"] and step % options["save_freq"] == 0:
+                save()
+            progress.update(step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
+        progress.close()
+        if step > start or manager.latest_checkpoint is None:
+            save()
+    except KeyboardInterrupt:
+        progress.close()
+        step = int(model.step.numpy())
+        save()
+        writer.flush()
+        print(f"{PROG}: interrupted at step {step}; saved checkpoint {manager.latest_checkpoint} "
+              f"(resume with --checkpoint {out})", file=sys.stderr)
+        raise
     writer.flush()
-    print(f"translate.py: trained to step {step}; checkpoint, options.json and TensorBoard logs "
-          f"in {out}", file=sys.stderr)
-    return losses
+    return step, losses
 
 
 def _display(out, step, inputs, outputs, targets, writer):
+    """Save the first image of the batch to images/ and TensorBoard; rewrite index.html."""
     import tensorflow as tf
 
-    images = out / "images"
-    images.mkdir(exist_ok=True)
-    row = [step]
     for kind, batch in (("inputs", inputs), ("outputs", outputs), ("targets", targets)):
-        image = D.to_uint8(np.asarray(batch[0], dtype=np.float32))
-        name = f"{step:08d}-{kind}.png"
-        _save_image(images / name, image)
-        row.append(f"images/{name}")
+        image = D.from_model_range(np.asarray(batch[0], dtype=np.float32))
+        write_image(out / "images" / f"{step:08d}-{kind}.png", image)
         with writer.as_default(step=step):
             tf.summary.image(kind, image[None], step=step)
-    return row
+    rows = []
+    for path in sorted((out / "images").glob("*-inputs.png")):
+        number = path.name.split("-")[0]
+        if number.isdigit():
+            rows.append([int(number)] + [f"images/{number}-{kind}.png"
+                                         for kind in ("inputs", "outputs", "targets")])
+    _index_html(out / "index.html", ["step", "input", "output", "target"], rows)
 
 
 def _saved_options(checkpoint_dir):
-    """The options.json of a training output folder."""
+    """The options.json of a training output folder, and its path.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder does not exist.
+    ValueError
+        If it has no options.json, or the file is not a JSON object of valid options.
+    """
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
-        raise FileNotFoundError(f"checkpoint folder does not exist: {checkpoint_dir}")
+        raise FileNotFoundError(f"--checkpoint folder does not exist: {checkpoint_dir}")
     options_file = checkpoint_dir / "options.json"
     if not options_file.exists():
-        raise ValueError(f"checkpoint folder {checkpoint_dir} has no options.json "
+        raise ValueError(f"--checkpoint folder {checkpoint_dir} has no options.json "
                          "(is it the output_dir of a training run?)")
-    return json.loads(options_file.read_text())
+    try:
+        saved = json.loads(options_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot parse {options_file}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{options_file} must hold a JSON object of options, "
+                         f"got {type(saved).__name__}")
+    check_values({k: saved[k] for k in ARCH_KEYS if k in saved}, source=options_file)
+    return saved, options_file
 
 
 def load_for_inference(checkpoint_dir, overrides=None):
-    """Generator restored from ``checkpoint_dir`` with its saved architecture options."""
+    """Generator restored from ``checkpoint_dir`` with its saved architecture options.
+
+    Returns
+    -------
+    generator : keras.Model
+    options : dict
+        ``overrides`` (not modified) with the checkpoint's :data:`ARCH_KEYS`.
+    """
     import tensorflow as tf
 
-    saved = _saved_options(checkpoint_dir)
+    saved, _ = _saved_options(checkpoint_dir)
     options = dict(overrides or {})
     options.update({k: saved[k] for k in ARCH_KEYS if k in saved})
     configure({"seed": options.get("seed", 0), "mixed_precision": options.get("mixed_precision")})
     generator = build_generator(options)
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
-    if latest is None:
-        raise ValueError(f"no checkpoint files in {checkpoint_dir}")
-    tf.train.Checkpoint(generator=generator).restore(latest).expect_partial()
+    restore(tf.train.Checkpoint(generator=generator), checkpoint_dir, partial=True)
     return generator, options
 
 
@@ -327,49 +642,87 @@ def predict(generator, image, stride):
     return output[:height, :width]
 
 
+def check_inference_output(options):
+    """Refuse a test/export ``output_dir`` that is a training run's folder.
+
+    Raises
+    ------
+    ValueError
+        If ``output_dir`` is the ``checkpoint`` folder or holds checkpoints:
+        the outputs would overwrite that run's options.json.
+    """
+    out, checkpoint = Path(options["output_dir"]), options["checkpoint"]
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output_dir {out} is an existing file, expected a folder")
+    if _same_folder(out, checkpoint) or _holds_checkpoints(out):
+        what = (f"the --checkpoint folder {checkpoint}" if _same_folder(out, checkpoint)
+                else "a training run's folder (it holds checkpoints)")
+        raise ValueError(f"--output_dir {out} is {what}: --mode {options.get('mode', 'test')} "
+                         "would overwrite its options.json; choose another --output_dir")
+
+
 def test(options):
-    """Translate every combined image of input_dir; writes images/ and index.html."""
+    """Translate every combined image of input_dir (``translate.py --mode test``).
+
+    Writes ``images/<name>-{inputs,outputs,targets}.<png|jpeg>``, then
+    ``index.html`` and ``options.json`` into ``output_dir``.  ``images/`` is
+    written atomically (:func:`neuron3d.io.write_folder`): on any error nothing
+    is written, not even an empty ``output_dir``.  Returns the number of images.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Bad checkpoint, input folder, or an ``output_dir`` that is a training
+        run's folder (see :func:`check_inference_output`).
+    """
     from PIL import Image
 
+    options = dict(options)
+    check_values(options)
+    check_inference_output(options)
     generator, options = load_for_inference(options["checkpoint"], options)
     inputs, targets, names = D.load_pairs(options["input_dir"], options["which_direction"])
     out = Path(options["output_dir"])
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    write_options(out / "options.json", options)
     size = (options.get("image_height") or inputs.shape[1], options.get("image_width")
             or inputs.shape[2])
     stride = stride_of(options)
     suffix = "." + options.get("output_filetype", "png")
     rows = []
-    t0 = time.perf_counter()
-    for count, (a, b, name) in enumerate(zip(inputs, targets, names), 1):
-        if a.shape[:2] != size:
-            a = np.asarray(Image.fromarray(a).resize(size[::-1], Image.BILINEAR))
-            b = np.asarray(Image.fromarray(b).resize(size[::-1], Image.BILINEAR))
-        output = D.to_uint8(predict(generator, D.to_float(a), stride))
-        row = [name]
-        for kind, image in (("inputs", a), ("outputs", output), ("targets", b)):
-            file = f"{name}-{kind}{suffix}"
-            _save_image(images / file, image)
-            row.append(f"images/{file}")
-        rows.append(row)
-        if count % 10 == 0 or count == len(names):
-            rate = count / (time.perf_counter() - t0)
-            print(f"translate.py: {count}/{len(names)} images ({rate:.1f}/s)", file=sys.stderr)
+
+    def fill(tmp):
+        progress = StepProgress(len(names), desc=PROG, every_seconds=10.0, final_line=True,
+                                unit="image")
+        with progress:
+            for count, (a, b, name) in enumerate(zip(inputs, targets, names), 1):
+                if a.shape[:2] != size:
+                    a = np.asarray(Image.fromarray(a).resize(size[::-1], Image.BILINEAR))
+                    b = np.asarray(Image.fromarray(b).resize(size[::-1], Image.BILINEAR))
+                output = D.from_model_range(predict(generator, D.to_model_range(a), stride))
+                row = [name]
+                for kind, image in (("inputs", a), ("outputs", output), ("targets", b)):
+                    file = f"{name}-{kind}{suffix}"
+                    Image.fromarray(image).save(tmp / file)
+                    row.append(f"images/{file}")
+                rows.append(row)
+                progress.update(count)
+
+    write_folder(out / "images", fill, owned=lambda name: _RUN_IMAGES.match(name) is not None)
     _index_html(out / "index.html", ["name", "input", "output", "target"], rows)
-    print(f"translate.py: wrote {len(rows)} outputs to {images}", file=sys.stderr)
+    write_options(out / "options.json", options)
+    print(f"{PROG}: wrote {len(rows)} outputs to {out / 'images'}", file=sys.stderr)
     return len(rows)
 
 
 def export(options):
-    """Write a TensorFlow SavedModel that predicts without this code."""
+    """Write a TensorFlow SavedModel that predicts without this code (``--mode export``)."""
+    options = dict(options)
+    check_inference_output(options)
     generator, options = load_for_inference(options["checkpoint"], options)
     out = Path(options["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     target = out / "saved_model"
     generator.export(str(target), format="tf_saved_model", verbose=False)
     write_options(out / "options.json", options)
-    print(f"translate.py: exported SavedModel to {target} (input: float32 (batch, y, x, 3) in "
+    print(f"{PROG}: exported SavedModel to {target} (input: float32 (batch, y, x, 3) in "
           f"[-1, 1], sizes multiple of {stride_of(options)})", file=sys.stderr)
     return target

@@ -10,6 +10,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+from imagetranslation.options import check_values
 from neuron3d.cli import ArgumentParser, run_cli
 
 
@@ -61,26 +65,36 @@ def build_parser():
     p.add_argument("--output_filetype", choices=["png", "jpeg"], default="png")
     p.add_argument("--mixed_precision", choices=["bf16", "fp16"], help="mixed-precision training")
     p.add_argument("--xla", action="store_true", help="compile the training step with XLA")
+    p.add_argument("--force", action="store_true",
+                   help="train: start over in an --output_dir that holds a run (its checkpoints, "
+                        "events, options.json and display images are removed first)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="reproducible numbers: TensorFlow op determinism, fixed thread counts "
+                        "(--threads, default 1) and oneDNN's CPU kernels off (slower)")
+    p.add_argument("--threads", type=int,
+                   help="TensorFlow intra- and inter-op threads (default: one per core; "
+                        "1 with --deterministic)")
     return p
 
 
 def resolve(args):
-    """Validated options dict from parsed arguments."""
+    """Validated options dict from parsed arguments.
+
+    Raises
+    ------
+    ValueError
+        Naming the flag and its value (see
+        :func:`imagetranslation.options.check_values`), or a flag the mode needs.
+    """
     options = vars(args).copy()
     if options["ngf"] == 0:
         options["ngf"] = 32 if options["generator"] == "resnet" else 64
-    positive = ("ngf", "ndf", "crop_size", "batch_size", "scale_size", "u_depth")
-    for key in positive:
-        if options[key] is not None and options[key] < 1:
-            raise ValueError(f"--{key} must be positive, got {options[key]}")
+    check_values(options)
     if args.mode in ("train", "test") and not args.input_dir:
         raise ValueError(f"--mode {args.mode} needs --input_dir")
     if args.mode == "train":
         if args.max_epochs is None and args.max_steps is None:
             raise ValueError("--mode train needs --max_epochs or --max_steps")
-        for key in ("max_epochs", "max_steps"):
-            if options[key] is not None and options[key] < 0:
-                raise ValueError(f"--{key} must be >= 0, got {options[key]}")
     elif not args.checkpoint:
         raise ValueError(f"--mode {args.mode} needs --checkpoint (a training output folder)")
     return options
@@ -88,6 +102,10 @@ def resolve(args):
 
 def run(args):
     options = resolve(args)
+    if options["deterministic"] and "tensorflow" not in sys.modules:
+        # oneDNN's CPU kernels differ by instruction set (AVX2, AVX-512, ...); TensorFlow reads
+        # this when it starts, so it only takes effect in a fresh process.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     from imagetranslation import trainer
 
     if args.mode == "train":

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_user_error, run_script
 from PIL import Image
 
 from imagetranslation import translate
@@ -52,7 +53,39 @@ def test_combine_gray_rgba_and_errors(tmp_path, capsys):
     assert combine_cli.main(["--operation", "combine", "--input_dir", str(tmp_path / "a"),
                              "--b_dir", str(tmp_path / "b"), "--output_dir", str(tmp_path / "d")]) == 2
     _one_error_line(capsys, "sizes differ", "2.png")
-    assert not list((tmp_path / "d").iterdir())
+    assert not (tmp_path / "d").exists()  # no empty output folder after a failed combine
+
+
+def test_combine_refuses_to_overwrite_its_inputs_and_replaces_stale_pairs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder, value in (("a", 1), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        for name in ("x1", "x10", "x2"):
+            Image.fromarray(np.full((2, 3), value, np.uint8)).save(tmp_path / folder / f"{name}.png")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.png")}
+    for flag, same in (("--input_dir", "a/"), ("--input_dir", str(tmp_path / "b" / ".." / "a")),
+                       ("--b_dir", str(tmp_path / "b"))):
+        r = run_script("imagetranslation/tools/process.py", "--operation", "combine",
+                       "--input_dir", "a", "--b_dir", "b", "--output_dir", same, cwd=tmp_path)
+        assert_user_error(r, f"--output_dir {same}", "is the same folder as", flag,
+                          "choose another --output_dir")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.png")} == before
+    # A re-run with fewer pairs leaves no stale pair; other files stay; no temporaries.
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "notes.txt").write_text("mine")
+    (tmp_path / "c" / "old.png").write_bytes(b"stale")
+    (tmp_path / "a" / "x10.png").unlink()
+    assert combine_cli.main(["--operation", "combine", "--input_dir", "a", "--b_dir", "b",
+                             "--output_dir", "c"]) == 0
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["notes.txt", "x1.png", "x2.png"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert np.asarray(Image.open(tmp_path / "c" / "x2.png"))[..., 0].tolist() == [[1, 1, 1, 2, 2, 2]] * 2
+    # Two images with one base name are ambiguous partners.
+    Image.fromarray(np.zeros((2, 3), np.uint8)).save(tmp_path / "b" / "x1.tif")
+    r = run_script("imagetranslation/tools/process.py", "--operation", "combine",
+                   "--input_dir", "a", "--b_dir", "b", "--output_dir", "d", cwd=tmp_path)
+    assert_user_error(r, "two images in --b_dir share the base name 'x1'")
+    assert not (tmp_path / "d").exists()
 
 
 def test_resnet_parameter_count_by_hand():
