@@ -22,6 +22,7 @@ from neuron3d.reconstruct import (
     CONNECTIVITIES,
     THRESHOLDS,
     check_connectivity,
+    check_planes,
     check_threshold,
     reconstruct,
 )
@@ -68,7 +69,8 @@ def run(args):
         print(f"reconstruct3D.py: {len(over)} overlap slices for {len(cyto)} cytoplasm slices; "
               "ignoring the last overlap slice", file=sys.stderr)
         over = over[:-1]
-    print(f"reconstruct3D.py: labelling {max(2 * len(cyto) - 1, 0)} interleaved planes of "
+    cyto, over = check_planes(cyto, over, cyto_path, over_path)
+    print(f"reconstruct3D.py: labelling {2 * len(cyto) - 1} interleaved planes of "
           f"{cyto.shape[1]} x {cyto.shape[2]} ({connectivity}-connected)", file=sys.stderr)
     start = time.perf_counter()
     labels = reconstruct(cyto, over, connectivity, cyto_path, over_path)

@@ -39,6 +39,47 @@ def check_connectivity(connectivity, name="connectivity"):
     return int(connectivity)
 
 
+def check_planes(cytoplasm_masks, overlap_masks, cytoplasm_source="cytoplasm",
+                 overlap_source="overlap"):
+    """Check that N >= 1 cytoplasm and N - 1 overlap masks of one slice size fit together.
+
+    Parameters
+    ----------
+    cytoplasm_masks : numpy.ndarray
+        (N, y, x), N >= 1, slices of at least 1 x 1.
+    overlap_masks : numpy.ndarray
+        (N - 1, y, x).
+    cytoplasm_source, overlap_source : str or Path
+        Where the masks came from (files or folders), for error messages.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Both as bool arrays.
+
+    Raises
+    ------
+    ValueError
+        If a stack is not 3-D, there is no cytoplasm slice, or the counts or the
+        slice sizes do not fit; the message names the sources and the numbers.
+    """
+    cyto = check_stack(cytoplasm_masks, cytoplasm_source, "cytoplasm stack").astype(
+        bool, copy=False)
+    over = check_stack(overlap_masks, overlap_source, "overlap stack", min_slices=0).astype(
+        bool, copy=False)
+    if len(over) != len(cyto) - 1:
+        raise ValueError(
+            f"{len(cyto)} cytoplasm slices ({cytoplasm_source}) need {len(cyto) - 1} overlap "
+            f"slices, got {len(over)} ({overlap_source})"
+        )
+    if cyto.shape[1:] != over.shape[1:]:
+        raise ValueError(
+            f"cytoplasm slices ({cytoplasm_source}) are {cyto.shape[1:]} but overlap slices "
+            f"({overlap_source}) are {over.shape[1:]}"
+        )
+    return cyto, over
+
+
 def interleave(cytoplasm_masks, overlap_masks, cytoplasm_source="cytoplasm",
                overlap_source="overlap"):
     """Interleave N cytoplasm planes with N - 1 overlap planes.
@@ -60,23 +101,9 @@ def interleave(cytoplasm_masks, overlap_masks, cytoplasm_source="cytoplasm",
     Raises
     ------
     ValueError
-        If a stack is not 3-D, there is no cytoplasm slice, or the counts or the
-        slice sizes do not fit; the message names the sources.
+        As :func:`check_planes`.
     """
-    cyto = check_stack(cytoplasm_masks, cytoplasm_source, "cytoplasm stack").astype(
-        bool, copy=False)
-    over = check_stack(overlap_masks, overlap_source, "overlap stack", min_slices=0).astype(
-        bool, copy=False)
-    if len(over) != len(cyto) - 1:
-        raise ValueError(
-            f"{len(cyto)} cytoplasm slices ({cytoplasm_source}) need {len(cyto) - 1} overlap "
-            f"slices, got {len(over)} ({overlap_source})"
-        )
-    if cyto.shape[1:] != over.shape[1:]:
-        raise ValueError(
-            f"cytoplasm slices ({cytoplasm_source}) are {cyto.shape[1:]} but overlap slices "
-            f"({overlap_source}) are {over.shape[1:]}"
-        )
+    cyto, over = check_planes(cytoplasm_masks, overlap_masks, cytoplasm_source, overlap_source)
     planes = np.empty((2 * len(cyto) - 1,) + cyto.shape[1:], dtype=bool)
     planes[0::2] = cyto
     planes[1::2] = over

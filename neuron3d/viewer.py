@@ -60,18 +60,18 @@ def check_shapes(volumes, sources=None):
     """
     sources = sources or {}
 
-    def label(name):
-        return f"{name} ({sources[name]})" if sources.get(name) else name
+    def origin(name):
+        return f" from {sources[name]}" if sources.get(name) else ""
 
     for name, volume in volumes.items():
         if volume.ndim != 3:
-            raise ValueError(f"{label(name)} must be a 3-D (z, y, x) stack, got shape "
-                             f"{volume.shape}")
+            raise ValueError(f"{name} must be a 3-D (z, y, x) stack, got shape "
+                             f"{volume.shape}{origin(name)}")
         if volume.size == 0:
-            raise ValueError(f"{label(name)} is empty, shape {volume.shape}")
+            raise ValueError(f"{name} is empty, shape {volume.shape}{origin(name)}")
     shapes = {name: tuple(v.shape[:3]) for name, v in volumes.items()}
     if len(set(shapes.values())) > 1:
-        listed = ", ".join(f"{label(name)} {shape}" for name, shape in shapes.items())
+        listed = ", ".join(f"{name} {shape}{origin(name)}" for name, shape in shapes.items())
         raise ValueError(f"input shapes differ: {listed}")
 
 

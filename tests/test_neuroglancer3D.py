@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import ROOT, assert_user_error, run_script
+from test_cli import main_error
 
+import neuroglancer3D
 from neuron3d.synthetic import synthetic_volume
-from neuron3d.viewer import BROWSERS, segmentation_dtype
+from neuron3d.viewer import (
+    BROWSERS,
+    build_viewer,
+    check_segments,
+    check_shapes,
+    segmentation_dtype,
+)
 
 pytest.importorskip("neuroglancer")
 
@@ -110,3 +118,60 @@ def test_screenshot_shows_em_and_coloured_segments(stacks, tmp_path):
     assert len(hues) > 10
     # 3D panel: coloured meshes on black.
     assert (right.max(axis=2) > 40).mean() > 0.1 and (saturation[:, 320:] > 60).mean() > 0.05
+
+
+@pytest.mark.parametrize("spelling", ["dashes", "underscores"])
+def test_both_flag_spellings(spelling):
+    argv = ["--bind_address", "::1", "--max_segments", "7", "--voxel_size", "4", "4", "40",
+            "--static_content_url", "http://x"]
+    if spelling == "dashes":
+        argv = [a.replace("_", "-") if a.startswith("--") else a for a in argv]
+    args = neuroglancer3D.build_parser().parse_args(argv)
+    assert (args.bind_address, args.max_segments, args.voxel_size, args.static_content_url) == \
+        ("::1", 7, [4.0, 4.0, 40.0], "http://x")
+    text = neuroglancer3D.build_parser().format_help()
+    assert "--bind_address" in text and "--max_segments" in text and "--voxel_size" in text
+    assert "--bind-address" in text  # the docstring says the dashed spelling works too
+
+
+@pytest.mark.parametrize("argv,fragments", [
+    (["--segments", "5", "-1"], ("--segments", "-1", "uint64")),
+    (["--segments", str(2**64)], ("--segments", str(2**64))),
+    (["--max_segments", "0"], ("--max_segments", "0", ">= 1")),
+    (["--max-segments", "-3"], ("--max_segments", "-3")),
+    (["--voxel-size", "0", "6", "30"], ("--voxel_size", "0 6 30")),
+    (["--port", "70000"], ("--port", "70000")),
+    (["--screenshot", "x.jpg"], ("--screenshot", "x.jpg", ".png")),
+    (["--screenshot", "x.png", "--size", "0", "10"], ("--size", "0 10")),
+])
+def test_bad_options_are_one_line_before_reading(tmp_path, capsys, argv, fragments):
+    # The EM path does not exist: options are checked before any file is read.
+    main_error(neuroglancer3D.main, ["--em", tmp_path / "missing.tif", *argv], capsys, *fragments)
+
+
+def test_negative_segment_id_subprocess_has_no_traceback(stacks):
+    r = run_script("neuroglancer3D.py", "--label", stacks / "label.tif", "--segments", "-1")
+    assert_user_error(r, "--segments", "-1")
+
+
+def test_library_checks_name_the_sources():
+    assert check_segments([0, 2**64 - 1]) == [0, 2**64 - 1]
+    with pytest.raises(ValueError, match=r"segments: segment ID -1 is not a whole number"):
+        check_segments([-1])
+    with pytest.raises(ValueError, match=r"label is empty, shape \(0, 4, 4\) from l\.tif"):
+        check_shapes({"label": np.zeros((0, 4, 4))}, {"label": "l.tif"})
+    with pytest.raises(ValueError, match=r"input shapes differ: em \(1, 2, 2\) from e\.tif, "
+                                         r"label \(1, 2, 3\) from l\.tif"):
+        check_shapes({"em": np.zeros((1, 2, 2)), "label": np.zeros((1, 2, 3))},
+                     {"em": "e.tif", "label": "l.tif"})
+    with pytest.raises(ValueError, match=r"segments: segment ID 1\.5"):
+        build_viewer(label=np.ones((1, 2, 2), np.uint8), segments=[1.5])
+    with pytest.raises(ValueError, match="no layer given"):
+        build_viewer()
+
+
+@pytest.mark.filterwarnings("ignore:.*zero-size array")
+def test_zero_size_volume_is_one_line(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "z.tif", np.zeros((0, 4, 4), np.uint32), photometric="minisblack")
+    main_error(neuroglancer3D.main, ["--label", tmp_path / "z.tif"], capsys,
+               "label", "z.tif", "empty", "(0, 4, 4)")

@@ -5,6 +5,7 @@ import pytest
 import tifffile
 from conftest import assert_user_error, run_script
 from PIL import Image
+from test_cli import main_error
 from test_labels import TINY, TINY_CYTOPLASM, TINY_MEMBRANE, TINY_OVERLAP
 
 import process3D
@@ -159,9 +160,9 @@ def test_bad_inputs(tmp_path):
     tifffile.imwrite(tmp_path / "neg.tif", np.full((2, 4, 4), -3, np.int16), photometric="minisblack")
     r = run_script("process3D.py", "--operation", "membrane", "--input_dir", tmp_path / "neg.tif", "--output_dir", out)
     assert_user_error(r, "neg.tif", "negative", "-3")
-    tifffile.imwrite(tmp_path / "odd.tif", np.zeros((2, 5, 4), np.uint8))
-    r = run_script("process3D.py", "--operation", "split", "--input_dir", tmp_path / "odd.tif", "--output_dir", out, "--split", "em")
-    assert_user_error(r, "odd.tif", "even", "5 x 4")
+    tifffile.imwrite(tmp_path / "thin.tif", np.zeros((2, 1, 4), np.uint8), photometric="minisblack")
+    r = run_script("process3D.py", "--operation", "split", "--input_dir", tmp_path / "thin.tif", "--output_dir", out, "--split", "em")
+    assert_user_error(r, "thin.tif", "at least 2", "1 x 4", "(2, 1, 4)")
     (tmp_path / "sizes").mkdir()
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "sizes" / "00.png")
     Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "sizes" / "01.png")
@@ -175,3 +176,84 @@ def test_bad_inputs(tmp_path):
     assert_user_error(r, "explode", "invalid choice")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_split_odd_sizes_through_cli(tmp_path):
+    stack = np.arange(2 * 5 * 7, dtype=np.uint8).reshape(2, 5, 7)
+    tifffile.imwrite(tmp_path / "odd.tif", stack, photometric="minisblack")
+    assert process3D.main(["--operation", "split", "--input_dir", str(tmp_path / "odd.tif"),
+                           "--output_dir", str(tmp_path / "q"), "--split", "em"]) == 0
+    expected = {"c": stack[:, 0:2, 0:3], "b": stack[:, 0:2, 3:6],
+                "d": stack[:, 2:4, 0:3], "a": stack[:, 2:4, 3:6]}
+    np.testing.assert_array_equal(expected["a"][0], [[17, 18, 19], [24, 25, 26]])
+    for q, part in expected.items():
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / "q" / f"em_{q}.tif"), part)
+
+
+ALL_INPUT_OPERATIONS = ["split", "membrane", "cytoplasm", "overlap", "consecutive", "eroskele",
+                        "tif_to_png", "png_to_tif", "evaluation"]
+
+
+@pytest.mark.filterwarnings("ignore:.*zero-size array")
+@pytest.mark.parametrize("shape,what", [((0, 4, 4), "no slices"), ((2, 0, 4), "empty slices"),
+                                        ((2, 4, 0), "empty slices")])
+def test_zero_size_stacks_fail_for_every_operation(tmp_path, capsys, shape, what):
+    tifffile.imwrite(tmp_path / "e.tif", np.zeros(shape, np.uint8), photometric="minisblack")
+    for op in ALL_INPUT_OPERATIONS:
+        out = tmp_path / f"out_{op}"
+        main_error(process3D.main, ["--operation", op, "--input_dir", tmp_path / "e.tif",
+                                    "--output_dir", out, "--split", "em", "--name", "x"],
+                   capsys, what, "e.tif", str(shape))
+        assert not out.exists(), op
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.tif"]
+
+
+@pytest.mark.filterwarnings("ignore:.*zero-size array")
+def test_zero_size_stack_subprocess_has_no_traceback(tmp_path):
+    tifffile.imwrite(tmp_path / "e.tif", np.zeros((0, 4, 4), np.uint8), photometric="minisblack")
+    r = run_script("process3D.py", "--operation", "membrane", "--input_dir", tmp_path / "e.tif",
+                   "--output_dir", tmp_path / "out")
+    assert_user_error(r, "no slices", "e.tif", "(0, 4, 4)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv,fragments", [
+    (["--operation", "png_to_tif", "--name", ""], ("--name", "''")),
+    (["--operation", "png_to_tif", "--name", "sub/x"], ("--name", "'sub/x'", "folder")),
+    (["--operation", "evaluation", "--name", ".x"], ("--name", "'.x'", "hidden")),
+    (["--operation", "split", "--split", ""], ("--split", "''")),
+    (["--operation", "split", "--split", "a/b"], ("--split", "'a/b'")),
+    (["--operation", "eroskele", "--erosions", "-1"], ("--erosions", "-1", ">= 0")),
+    (["--operation", "synthetic", "--seed", "-1"], ("--seed", "-1", ">= 0")),
+    (["--operation", "synthetic", "--shape", "0", "8", "8"], ("--shape", "0 8 8", ">= 1")),
+    (["--operation", "synthetic", "--shape", "2", "-8", "8"], ("--shape", "2 -8 8")),
+])
+def test_options_are_checked_before_anything_is_read_or_written(tmp_path, capsys, argv,
+                                                                fragments):
+    labels = np.ones((2, 4, 4), np.uint8)
+    tifffile.imwrite(tmp_path / "label_c.tif", labels, photometric="minisblack")
+    io.write_slices(tmp_path / "slices", labels * 255)
+    source = tmp_path / ("slices" if "png_to_tif" in argv or "eroskele" in argv else "label_c.tif")
+    out = tmp_path / "new" / "out"
+    main_error(process3D.main, argv + ["--input_dir", source, "--output_dir", out], capsys,
+               *fragments)
+    assert not (tmp_path / "new").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_one_slice_pairs_are_empty_folders_not_errors(tmp_path):
+    tifffile.imwrite(tmp_path / "one.tif", np.full((1, 4, 4), 200, np.uint8),
+                     photometric="minisblack")
+    for op in ("overlap", "consecutive"):
+        assert process3D.main(["--operation", op, "--input_dir", str(tmp_path / "one.tif"),
+                               "--output_dir", str(tmp_path / op)]) == 0
+        assert (tmp_path / op).is_dir() and not list((tmp_path / op).iterdir())
+
+
+def test_help_is_self_contained(capsys):
+    with pytest.raises(SystemExit):
+        process3D.main(["--help"])
+    text = capsys.readouterr().out
+    assert "GUIDE" not in text and "§" not in text
+    assert "h = H // 2" in text and "a = [:, h:2h, w:2w]" in text
+    assert "m_z == m_(z+1) and m_z > 0" in text

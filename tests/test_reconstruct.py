@@ -7,6 +7,7 @@ import pytest
 import tifffile
 from conftest import assert_user_error, run_script
 from scipy import ndimage
+from test_cli import main_error
 
 import evaluate3D
 import process3D
@@ -149,7 +150,7 @@ def test_bad_inputs(tmp_path):
     io.write_slices(over, np.full((2, 6, 6), 255, np.uint8))
     r = run_script("reconstruct3D.py", "--input_dir_cytoplasm", cyto, "--input_dir_overlap", over,
                    "--output_dir", tmp_path / "out", "--name", "x")
-    assert_user_error(r, "4 cytoplasm slices", "need 3 overlap slices, got 2")
+    assert_user_error(r, "4 cytoplasm slices", "need 3 overlap slices, got 2", str(cyto), str(over))
     io.write_slices(over, np.full((3, 6, 7), 255, np.uint8))
     r = run_script("reconstruct3D.py", "--input_dir_cytoplasm", cyto, "--input_dir_overlap", over,
                    "--output_dir", tmp_path / "out", "--name", "x")
@@ -161,4 +162,133 @@ def test_bad_inputs(tmp_path):
     r = run_script("reconstruct3D.py", "--input_dir_cytoplasm", tmp_path / "gone",
                    "--input_dir_overlap", over, "--output_dir", tmp_path / "out", "--name", "x")
     assert_user_error(r, "gone", "does not exist")
-    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+    assert not (tmp_path / "out").exists()  # no empty output folder after failed runs
+
+
+@pytest.fixture
+def planes(tmp_path):
+    cyto, over = tmp_path / "cyto", tmp_path / "over"
+    io.write_slices(cyto, np.full((3, 5, 5), 255, np.uint8))
+    io.write_slices(over, np.full((2, 5, 5), 255, np.uint8))
+    return cyto, over
+
+
+def _rec(cyto, over, out, *extra):
+    return ["--input_dir_cytoplasm", cyto, "--input_dir_overlap", over, "--output_dir", out,
+            "--name", "x", *extra]
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "256", "1000"])
+def test_threshold_outside_1_to_255_is_refused(planes, tmp_path, capsys, value):
+    out = tmp_path / "new" / "out"
+    main_error(reconstruct3D.main, _rec(*planes, out, "--threshold", value), capsys,
+               "--threshold", value, "1..255")
+    assert not (tmp_path / "new").exists()
+
+
+def test_threshold_range_ends_work(planes, tmp_path):
+    for value in ("1", "255"):
+        assert reconstruct3D.main([str(a) for a in _rec(*planes, tmp_path / value,
+                                                          "--threshold", value)]) == 0
+        assert tifffile.imread(tmp_path / value / "x.tif").max() == 1
+
+
+@pytest.mark.parametrize("name,fragment", [("", "''"), ("a/b", "'a/b'"), (".x", "hidden")])
+def test_bad_name_is_refused_before_anything_is_written(planes, tmp_path, capsys, name,
+                                                       fragment):
+    out = tmp_path / "out"
+    argv = _rec(*planes, out)
+    argv[-1] = name
+    main_error(reconstruct3D.main, argv, capsys, "--name", fragment)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.filterwarnings("ignore:.*zero-size array")
+def test_zero_slice_and_empty_slice_inputs(planes, tmp_path):
+    cyto, over = planes
+    tifffile.imwrite(tmp_path / "zero.tif", np.zeros((0, 5, 5), np.uint8), photometric="minisblack")
+    r = run_script("reconstruct3D.py", *_rec(tmp_path / "zero.tif", over, tmp_path / "out"))
+    assert_user_error(r, "cytoplasm stack has no slices", "zero.tif", "(0, 5, 5)")
+    tifffile.imwrite(tmp_path / "flat.tif", np.zeros((3, 0, 5), np.uint8), photometric="minisblack")
+    r = run_script("reconstruct3D.py", *_rec(tmp_path / "flat.tif", over, tmp_path / "out"))
+    assert_user_error(r, "empty slices", "flat.tif")
+    r = run_script("reconstruct3D.py", *_rec(cyto, over, tmp_path / "out", "--connectivity", "7"))
+    assert_user_error(r, "--connectivity", "7")
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_that_is_a_file(planes, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    main_error(reconstruct3D.main, _rec(*planes, tmp_path / "afile"), capsys,
+               "--output_dir", "existing file", "afile")
+
+
+def test_interleave_messages_name_the_sources():
+    with pytest.raises(ValueError, match=r"3 cytoplasm slices \(c\.tif\) need 2 overlap slices, "
+                                         r"got 1 \(o\.tif\)"):
+        interleave(np.ones((3, 2, 2), bool), np.ones((1, 2, 2), bool), "c.tif", "o.tif")
+    with pytest.raises(ValueError, match=r"cytoplasm slices \(c\.tif\) are \(2, 2\) but overlap "
+                                         r"slices \(o\.tif\) are \(2, 3\)"):
+        interleave(np.ones((2, 2, 2), bool), np.ones((1, 2, 3), bool), "c.tif", "o.tif")
+    with pytest.raises(ValueError, match=r"connectivity must be one of 6, 18, 26, got 4"):
+        reconstruct(np.ones((1, 2, 2), bool), np.ones((0, 2, 2), bool), 4)
+
+
+@pytest.mark.filterwarnings("ignore:.*zero-size array")
+def test_evaluate_zero_size_volume_is_one_line(tmp_path):
+    tifffile.imwrite(tmp_path / "z.tif", np.zeros((0, 4, 4), np.uint16), photometric="minisblack")
+    r = run_script("evaluate3D.py", "--predicted", tmp_path / "z.tif", "--true", tmp_path / "z.tif")
+    assert_user_error(r, "no voxels to score", "z.tif", "(0, 4, 4)")
+    a = tmp_path / "a.tif"
+    tifffile.imwrite(a, np.ones((1, 2, 2), np.uint8), photometric="minisblack")
+    r = run_script("evaluate3D.py", "--predicted", a, "--true", a, "--min_overlap", "-1")
+    assert_user_error(r, "--min_overlap", "-1")
+
+
+def test_evaluate_against_evaluation_volume_and_labels(tmp_path, capsys):
+    labels = np.zeros((2, 8, 8), np.uint16)
+    labels[:, :, :4] = 3
+    labels[:, :, 4:] = 5
+    evaluation = np.where(labels == 3, 1, 2).astype(np.uint16)
+    evaluation[:, :, 3:5] = 0                       # membranes as background
+    pred = np.where(labels == 3, 7, 9).astype(np.uint16)
+    pred[1] = 7                                     # one merge in slice 1
+    for name, volume in (("label_c", labels), ("evaluate_c", evaluation), ("rec", pred)):
+        tifffile.imwrite(tmp_path / f"{name}.tif", volume, photometric="minisblack")
+    paths = {k: str(tmp_path / f"{k}.tif") for k in ("label_c", "evaluate_c", "rec")}
+    assert evaluate3D.main(["--predicted", paths["rec"], "--true", paths["evaluate_c"],
+                            "--labels", paths["label_c"], "--output",
+                            str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Evaluation results against --true {paths['evaluate_c']}:\n\nSplits")
+    assert f"\nEvaluation results against --labels {paths['label_c']}:\n\nSplits" in out
+    record = json.loads((tmp_path / "s.json").read_text())
+    from neuron3d.metrics import evaluate
+
+    expected_true = evaluate(evaluation, pred)
+    expected_labels = evaluate(labels, pred)
+    assert expected_true != expected_labels
+    assert {k: record[k] for k in expected_true} == expected_true    # top level: --true
+    assert record["labels"] == paths["label_c"]
+    assert record["labels_scores"] == expected_labels
+    assert record["true"] == paths["evaluate_c"] and record["shape"] == [2, 8, 8]
+    # Without --labels the record is as before: no labels keys.
+    assert evaluate3D.main(["--predicted", paths["rec"], "--true", paths["evaluate_c"],
+                            "--output", str(tmp_path / "t.json")]) == 0
+    plain = json.loads((tmp_path / "t.json").read_text())
+    assert "labels" not in plain and "labels_scores" not in plain
+    assert capsys.readouterr().out.startswith("Evaluation results:\n\nSplits")
+    # CSV: nested keys flattened.
+    assert evaluate3D.main(["--predicted", paths["rec"], "--true", paths["evaluate_c"],
+                            "--labels", paths["label_c"], "--output",
+                            str(tmp_path / "s.csv")]) == 0
+    rows = dict(line.split(",", 1) for line in (tmp_path / "s.csv").read_text().splitlines())
+    assert float(rows["labels_scores.adapted_rand_error"]) == pytest.approx(
+        expected_labels["adapted_rand_error"])
+    assert float(rows["adapted_rand_error"]) == pytest.approx(expected_true["adapted_rand_error"])
+    # A --labels volume of another shape names the file.
+    tifffile.imwrite(tmp_path / "small.tif", labels[:1], photometric="minisblack")
+    main_error(evaluate3D.main, ["--predicted", paths["rec"], "--true", paths["evaluate_c"],
+                                 "--labels", tmp_path / "small.tif"], capsys,
+               "shapes differ", "small.tif", "(1, 8, 8)", "(2, 8, 8)")
