@@ -38,7 +38,7 @@ def build_parser():
     parser.add_argument("--output", help="also write every number to FILE.json or FILE.csv")
     parser.add_argument("--min_overlap", type=int, default=10,
                         help="ignore contingency entries of this many voxels or fewer for "
-                             "splits/merges (default 10, the thesis' constant)")
+                             "splits/merges, >= 0 (default 10, the thesis' constant)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="accepted for compatibility with the thesis' script, which parsed "
                              "and never used it; it is ignored and changes no result")
