@@ -501,10 +501,11 @@ def plan(options, layout, shape):
             "--input_dir_overlap", L.overlap_thinned(over), "--output_dir", f"{L.work}/",
             "--name", recon.stem),
             [L.cytoplasm_predicted(cyto), L.overlap_thinned(over)], [recon])
+        truth = L.quadrant_tif("label", TEST_QUADRANT)
         step(f"evaluate_{cyto}_{over}", _command(
-            "evaluate3D.py", "--predicted", recon, "--true", L.evaluation(),
+            "evaluate3D.py", "--predicted", recon, "--true", L.evaluation(), "--labels", truth,
             "--output", L.scores(cyto, over)),
-            [recon, L.evaluation()], [L.scores(cyto, over)])
+            [recon, L.evaluation(), truth], [L.scores(cyto, over)])
     return steps
 
 
