@@ -35,6 +35,10 @@ SCORINGS = {
     "median_max": "OneMinus<HistogramQuantileAffinity<RegionGraphType,50,ScoreValue,256,true>>",
 }
 
+#: The merge threshold the demo's sweep on its held-out quadrant d supports (see
+#: documentation/agglomeration.md); experiment_8.sh chooses its own on d.
+DEFAULT_THRESHOLD = 0.6
+
 #: Bins of waterz's histograms (the median is the centre of one of these bins).
 BINS = 256
 
@@ -138,7 +142,11 @@ def affinities(membrane, overlap):
     ValueError
         See :func:`check_inputs`.
     """
-    membrane, overlap = check_inputs(membrane, overlap)
+    return _affinities(*check_inputs(membrane, overlap))
+
+
+def _affinities(membrane, overlap):
+    """:func:`affinities` of checked float32 stacks."""
     affs = np.zeros((3,) + membrane.shape, dtype=np.float32)
     affs[0, 1:] = overlap
     np.maximum(membrane[:, 1:], membrane[:, :-1], out=affs[1, :, 1:])
@@ -196,7 +204,7 @@ def _map(function, items, workers):
         return list(pool.map(function, items))
 
 
-def fragments(membrane, seed_threshold=0.3, sigma=1.0, min_distance=3, workers=None):
+def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=None):
     """Over-segment each slice with a watershed of its membrane probability.
 
     In each slice, seeds are the maxima of the distance transform of
@@ -351,8 +359,9 @@ def _check_thresholds(thresholds):
     return values
 
 
-def agglomerate(membrane, overlap, thresholds, scoring="median", seed_threshold=0.3,
-                sigma=1.0, min_distance=3, z_threshold=0.5, fragment_ids=None, workers=None):
+def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="median",
+                seed_threshold=0.2, sigma=0.0, min_distance=5, z_threshold=0.3, fragment_ids=None,
+                workers=None):
     """Reconstruct neurons by agglomerating watershed fragments (GUIDE §7).
 
     1. fragments: :func:`fragments` of the membrane (per-slice watershed);
@@ -364,6 +373,12 @@ def agglomerate(membrane, overlap, thresholds, scoring="median", seed_threshold=
     4. waterz merges the pair of neighbouring regions with the lowest score,
        ``1 - statistic`` of the affinities on their common boundary (the
        median by default), until no score is below the threshold.
+
+    The defaults (median scoring, ``z_threshold=0.3``, fragments seeded below
+    0.2 with ``sigma=0`` and ``min_distance=5``, threshold 0.6) were chosen on
+    the held-out quadrant d of the demo and of the gala FIB-SEM crop, never on
+    the quadrant that is reported; documentation/agglomeration.md has the
+    sweeps.  uint8 inputs (the networks' PNG outputs) are scaled by 1/255.
 
     Parameters
     ----------
@@ -385,7 +400,8 @@ def agglomerate(membrane, overlap, thresholds, scoring="median", seed_threshold=
         Membrane probability below which (in both slices) a pixel's overlap
         counts for the edge between two slices' fragments.
     fragment_ids : numpy.ndarray, optional
-        (z, y, x) fragments (IDs 1..F, no 0) to use instead of :func:`fragments`.
+        (z, y, x) integer fragments (no 0) to use instead of :func:`fragments`;
+        left unchanged.
     workers : int, optional
         Threads for the per-slice steps (default: the CPUs available); the
         result does not depend on it.
@@ -424,8 +440,11 @@ def agglomerate(membrane, overlap, thresholds, scoring="median", seed_threshold=
             )
         if frags.size and frags.min() == 0:
             raise ValueError("fragments must not contain 0 (waterz ignores it)")
+        # waterz makes a node for every ID up to the largest: make them 1..F
+        frags = np.ascontiguousarray(fastremap.renumber(frags, in_place=True)[0],
+                                     dtype=np.uint64)
     top = int(frags.max()) if frags.size else 0
-    affs = affinities(membrane, overlap)
+    affs = _affinities(membrane, overlap)
     if z_threshold is not None and len(frags) > 1:
         _rim_fill(affs, frags, membrane, z_threshold, scoring, workers)
     order = sorted(set(values))
@@ -442,3 +461,32 @@ def agglomerate(membrane, overlap, thresholds, scoring="median", seed_threshold=
                 smallest_uint(max(count, np.iinfo(np.uint16).max)), copy=False
             )
     return [results[t] for t in values]
+
+
+def small_objects(labels, min_size=100):
+    """How many objects are smaller than ``min_size`` voxels, and their share of voxels.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (z, y, x) integer labels; 0 is background and not an object.
+    min_size : int
+        Objects with fewer voxels count as small.
+
+    Returns
+    -------
+    dict
+        ``objects`` (count of labels > 0), ``small_objects``, ``small_voxel_share``
+        (voxels of small objects / all voxels).
+    """
+    import fastremap
+
+    labels = np.asarray(labels)
+    ids, counts = fastremap.unique(labels, return_counts=True)
+    counts = counts[ids != 0]
+    small = counts < min_size
+    return {
+        "objects": int(len(counts)),
+        "small_objects": int(small.sum()),
+        "small_voxel_share": float(counts[small].sum() / labels.size) if labels.size else 0.0,
+    }

@@ -219,6 +219,24 @@ def test_given_fragments_are_used_and_left_alone():
     assert len(np.unique(result[0, :, :5])) == 1
 
 
+def test_given_fragment_ids_may_be_sparse(noisy_inputs):
+    frags = A.fragments(noisy_inputs[0])
+    compact = A.agglomerate(*noisy_inputs, 0.5, fragment_ids=frags)[0]
+    sparse = A.agglomerate(*noisy_inputs, 0.5, fragment_ids=frags * np.uint64(10**12))[0]
+    np.testing.assert_array_equal(sparse, compact)
+    np.testing.assert_array_equal(A.agglomerate(*noisy_inputs, 0.5)[0], compact)
+
+
+def test_small_objects():
+    labels = np.zeros((2, 10, 10), np.uint32)
+    labels[0] = 1  # 100 voxels: not small
+    labels[1, :5] = 2  # 50
+    labels[1, 5:, :2] = 7  # 10; the rest (40) is background
+    assert A.small_objects(labels) == {"objects": 3, "small_objects": 2,
+                                       "small_voxel_share": 60 / 200}
+    assert A.small_objects(labels, min_size=10)["small_objects"] == 0
+
+
 def test_more_than_65535_objects_get_uint32():
     membrane = np.ones((1, 512, 512), np.float32)
     membrane[0, 1::2, 1::2] = 0  # 65536 one-pixel cells
