@@ -70,8 +70,10 @@ def configure_runtime(deterministic=False, threads=None):
         Enable TensorFlow's op determinism
         (``tf.config.experimental.enable_op_determinism``): every op gives the
         same result for the same inputs, on the same hardware and software.
-        Combined with a fixed ``threads`` (1 when None) so that reductions are
-        split the same way on machines with different core counts.
+        Combined with a fixed ``threads`` (1 when None) so that work is split
+        the same way on machines with different core counts.  (translate.py
+        also caps oneDNN's instruction set, which must happen before
+        TensorFlow starts; see ``translate.run``.)
     threads : int or None
         Intra- and inter-op thread pool sizes; None keeps TensorFlow's choice
         (one thread per core) unless ``deterministic``.
@@ -118,7 +120,8 @@ def runtime_settings():
         ``intra_op_threads`` and ``inter_op_threads`` (0 means TensorFlow's
         default, one per core), ``cpus`` (cores this process may use),
         ``onednn`` (whether oneDNN's CPU kernels are on; their results depend
-        on the CPU's instruction set; None if unknown), ``device``.
+        on the CPU's instruction set; None if unknown), ``onednn_max_cpu_isa``
+        (the ``ONEDNN_MAX_CPU_ISA`` cap, None if not set), ``cpu_model``, ``device``.
     """
     import tensorflow as tf
 
@@ -145,8 +148,23 @@ def runtime_settings():
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
         "cpus": cpus,
         "onednn": onednn,
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        "cpu_model": _cpu_model(),
         "device": device_summary(),
     }
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or None
 
 
 def configure(options):
@@ -398,13 +416,30 @@ def resume_options(options):
 
 
 def _latest_checkpoint(folder):
+    """The newest checkpoint prefix listed in ``folder/checkpoint``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file if the list is missing, unreadable, or names files
+        that are not there.
+    """
     import tensorflow as tf
 
+    listing = Path(folder) / "checkpoint"
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")  # the reasons are given below, once
     try:
         latest = tf.train.latest_checkpoint(str(folder))
     except tf.errors.OpError as exc:
-        raise ValueError(f"cannot read the checkpoint list {Path(folder) / 'checkpoint'}: "
+        raise ValueError(f"cannot read the checkpoint list {listing}: "
                          f"{_first_line(exc)}") from None
+    finally:
+        logger.setLevel(level)
+    if latest is None and listing.exists():
+        raise ValueError(f"the checkpoint list {listing} is unreadable or names checkpoint "
+                         "files that are missing (corrupt or truncated?)")
     if latest is None:
         raise ValueError(f"no checkpoint files in {folder} (nothing to resume or load; "
                          f"is it the output_dir of a training run?)")
@@ -445,7 +480,8 @@ def restore(checkpoint, folder, partial=False):
             status.expect_partial()
         else:
             status.assert_existing_objects_matched()
-    except tf.errors.OpError as exc:
+    except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as exc:
+        # DataLossError and friends; a truncated data file gives IndexError.
         raise ValueError(f"cannot read checkpoint {latest} ({Path(latest).name}.index, "
                          f"{Path(latest).name}.data-*): corrupt or truncated? "
                          f"{_first_line(exc)}") from None

@@ -13,8 +13,12 @@ from __future__ import annotations
 import os
 import sys
 
+from imagetranslation import quiet_tensorflow_start
 from imagetranslation.options import check_values
 from neuron3d.cli import ArgumentParser, run_cli
+
+#: oneDNN instruction set used with --deterministic (unless ONEDNN_MAX_CPU_ISA is set).
+DETERMINISTIC_CPU_ISA = "AVX2"
 
 
 def build_parser():
@@ -69,8 +73,9 @@ def build_parser():
                    help="train: start over in an --output_dir that holds a run (its checkpoints, "
                         "events, options.json and display images are removed first)")
     p.add_argument("--deterministic", action="store_true",
-                   help="reproducible numbers: TensorFlow op determinism, fixed thread counts "
-                        "(--threads, default 1) and oneDNN's CPU kernels off (slower)")
+                   help="the same numbers for the same seed on other machines: TensorFlow op "
+                        "determinism, fixed thread counts (--threads, default 1) and oneDNN's "
+                        "CPU kernels capped at AVX2 (ONEDNN_MAX_CPU_ISA)")
     p.add_argument("--threads", type=int,
                    help="TensorFlow intra- and inter-op threads (default: one per core; "
                         "1 with --deterministic)")
@@ -103,11 +108,14 @@ def resolve(args):
 def run(args):
     options = resolve(args)
     if options["deterministic"] and "tensorflow" not in sys.modules:
-        # oneDNN's CPU kernels differ by instruction set (AVX2, AVX-512, ...); TensorFlow reads
-        # this when it starts, so it only takes effect in a fresh process.
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    from imagetranslation import trainer
+        # oneDNN (TensorFlow's CPU convolutions and matrix products) picks its kernels by the
+        # CPU's instruction set (AVX2, AVX-512, ...), and they round differently: cap it at
+        # AVX2, which nearly every x86-64 machine has.  Read at start-up: a fresh process only.
+        os.environ.setdefault("ONEDNN_MAX_CPU_ISA", DETERMINISTIC_CPU_ISA)
+    with quiet_tensorflow_start():
+        from imagetranslation import trainer
 
+        trainer.device_summary()  # TensorFlow probes its devices here
     if args.mode == "train":
         trainer.train(options)
     elif args.mode == "test":
