@@ -1,15 +1,24 @@
-"""reconstruct3D.py: label neurons from predicted cytoplasm and overlap images.
+"""reconstruct3D.py: label neurons from predicted images, by the thesis' method or by agglomeration.
 
-Binarizes the images (foreground: first channel >= --threshold), interleaves the
-N cytoplasm planes with the N-1 overlap planes (C0, O0, C1, ..., C(N-1)), labels
+--method thesis (default): binarizes the images (foreground: first channel >= --threshold),
+interleaves the N cytoplasm planes with the N-1 overlap planes (C0, O0, C1, ..., C(N-1)), labels
 the foreground's 3D connected components (6-connected, i.e. face neighbours, by
 default) and keeps the cytoplasm planes: ``<output_dir>/<name>.tif`` holds IDs
 1..K, background 0, in the smallest unsigned dtype (at least 16 bits) that holds K.
+
+--method agglomerate: reads the predicted membrane probabilities (N slices) and the predicted
+overlap probabilities before thinning (N-1), cuts each slice into fragments (a watershed of the
+membrane), builds the affinity graph (in-plane 1 - max(membrane[p], membrane[q]), between
+slices the overlap at the same (y, x)) and merges fragments with waterz while the median
+boundary score is below --merge_threshold. Every voxel gets a label. One output per threshold:
+<name>.tif for one, <name>_<threshold>.tif for several.
+
 Nothing is written (no folder created) when the input is invalid.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -17,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from neuron3d import io
+from neuron3d.agglomerate import DEFAULT_THRESHOLD, SCORINGS
 from neuron3d.cli import ArgumentParser, check_name, check_output_dir, run_cli
 from neuron3d.reconstruct import (
     CONNECTIVITIES,
@@ -30,12 +40,29 @@ from neuron3d.reconstruct import (
 
 def build_parser():
     parser = ArgumentParser(prog="reconstruct3D.py", description=__doc__.replace("``", ""),
-                            either_spelling=True)
-    parser.add_argument("--input_dir_cytoplasm", required=True,
-                        help="cytoplasm images: folder of slice files or .tif stack (N slices)")
+                            either_spelling=True,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=["thesis", "agglomerate"], default="thesis",
+                        help="thesis: connected components of interleaved cytoplasm and "
+                             "(thinned) overlap planes (default); agglomerate: watershed "
+                             "fragments of the membrane merged by boundary affinity (waterz)")
+    parser.add_argument("--input_dir_cytoplasm",
+                        help="thesis: cytoplasm images, folder of slice files or .tif stack "
+                             "(N slices)")
     parser.add_argument("--input_dir_overlap", required=True,
                         help="overlap images: folder or .tif (N-1 slices; an N-th is ignored "
-                             "with a warning; an empty folder for N = 1)")
+                             "with a warning; an empty folder for N = 1); thesis: thinned "
+                             "(eroskele), agglomerate: the network's probabilities, not thinned")
+    parser.add_argument("--input_dir_membrane",
+                        help="agglomerate: membrane probabilities (N slices, 0..255), folder of "
+                             "slice files or .tif stack")
+    parser.add_argument("--merge_threshold", type=float, nargs="+",
+                        help="agglomerate: merge while the boundary score (membrane-like, "
+                             "0..1) is below this; several values give one output each "
+                             f"(default {DEFAULT_THRESHOLD}, chosen on held-out data: "
+                             "see documentation/agglomeration.md)")
+    parser.add_argument("--scoring", choices=sorted(SCORINGS), default="median",
+                        help="agglomerate: boundary statistic (default median)")
     parser.add_argument("--output_dir", required=True,
                         help="folder for <name>.tif (created when the result is written)")
     parser.add_argument("--name", required=True,
@@ -54,7 +81,52 @@ def _is_empty_folder(path):
     return path.is_dir() and not any(io.SLICE_PATTERN.match(p.name) for p in path.iterdir())
 
 
+def output_names(name, thresholds):
+    """``<name>`` for one threshold, ``<name>_<threshold>`` (``%g``) for each of several."""
+    if len(thresholds) == 1:
+        return [name]
+    return [f"{name}_{t:g}" for t in thresholds]
+
+
+def run_agglomerate(args):
+    from neuron3d.agglomerate import agglomerate, check_inputs, check_thresholds
+
+    if args.input_dir_membrane is None:
+        raise ValueError("--method agglomerate needs --input_dir_membrane (membrane "
+                         "probabilities)")
+    if args.input_dir_cytoplasm is not None:
+        raise ValueError("--input_dir_cytoplasm is for --method thesis; agglomerate reads "
+                         "--input_dir_membrane and --input_dir_overlap")
+    name = check_name(args.name, "--name")
+    thresholds = check_thresholds(args.merge_threshold or [DEFAULT_THRESHOLD],
+                                  "--merge_threshold")
+    if len(set(thresholds)) != len(thresholds):
+        raise ValueError(f"--merge_threshold repeats a value: {' '.join(map(str, thresholds))}")
+    folder = check_output_dir(args.output_dir, "--output_dir")
+    sources = (args.input_dir_membrane, args.input_dir_overlap)
+    membrane, overlap = check_inputs(io.read_stack(sources[0], channel=0),
+                                     io.read_stack(sources[1], channel=0), sources)
+    print(f"reconstruct3D.py: agglomerating {membrane.shape} membrane and {overlap.shape} "
+          f"overlap probabilities ({args.scoring} boundary score, thresholds "
+          f"{' '.join(f'{t:g}' for t in thresholds)})", file=sys.stderr)
+    start = time.perf_counter()
+    volumes = agglomerate(membrane, overlap, thresholds, scoring=args.scoring, sources=sources)
+    for out_name, threshold, labels in zip(output_names(name, thresholds), thresholds, volumes):
+        out = io.write_tif(folder / f"{out_name}.tif", labels)
+        print(f"reconstruct3D.py: threshold {threshold:g}: {int(labels.max())} objects; "
+              f"wrote {labels.shape} {labels.dtype} to {out}")
+    print(f"reconstruct3D.py: agglomerated in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+
+
 def run(args):
+    if args.method == "agglomerate":
+        return run_agglomerate(args)
+    for flag in ("input_dir_membrane", "merge_threshold"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag} is for --method agglomerate")
+    if args.input_dir_cytoplasm is None:
+        raise ValueError("--method thesis needs --input_dir_cytoplasm")
     cyto_path, over_path = args.input_dir_cytoplasm, args.input_dir_overlap
     name = check_name(args.name, "--name")
     threshold = check_threshold(args.threshold, "--threshold")

@@ -1,4 +1,4 @@
-"""Agglomerating reconstruction: fragments, an affinity graph, waterz (GUIDE §7).
+"""Agglomerating reconstruction: fragments, an affinity graph, waterz.
 
 The thesis labels 3D connected components of thinned cytoplasm and overlap
 masks (:mod:`neuron3d.reconstruct`); a gap in one predicted membrane merges two
@@ -65,7 +65,7 @@ def _probabilities(stack, name, ndim=3):
     return array
 
 
-def check_inputs(membrane, overlap):
+def check_inputs(membrane, overlap, sources=("membrane", "overlap")):
     """Validate and convert a membrane and an overlap stack.
 
     Parameters
@@ -88,22 +88,25 @@ def check_inputs(membrane, overlap):
         If a stack is not 3-D, has values outside [0, 1] (floats), or the
         counts or slice sizes disagree.
     """
-    membrane = _probabilities(membrane, "membrane")
-    overlap = _probabilities(overlap, "overlap")
+    membrane = _probabilities(membrane, f"membrane stack {sources[0]}"
+                              if sources[0] != "membrane" else "membrane")
+    overlap = _probabilities(overlap, f"overlap stack {sources[1]}"
+                             if sources[1] != "overlap" else "overlap")
     depth = len(membrane)
     if depth == 0:
         raise ValueError("membrane stack has no slices")
+    named = "" if tuple(sources) == ("membrane", "overlap") else f" ({sources[0]}, {sources[1]})"
     if overlap.shape[1:] != membrane.shape[1:]:
         raise ValueError(
             f"membrane slices are {membrane.shape[1]} x {membrane.shape[2]} but overlap "
-            f"slices are {overlap.shape[1]} x {overlap.shape[2]}"
+            f"slices are {overlap.shape[1]} x {overlap.shape[2]}{named}"
         )
     if len(overlap) == depth:
         overlap = overlap[: depth - 1]
     if len(overlap) != depth - 1:
         raise ValueError(
             f"{depth} membrane slices need {depth - 1} overlap slices (or {depth}, the last "
-            f"ignored), got {len(overlap)}"
+            f"ignored), got {len(overlap)}{named}"
         )
     return membrane, overlap
 
@@ -346,23 +349,26 @@ def _quiet_stdout():
             os.close(saved)
 
 
-def _check_thresholds(thresholds):
+def check_thresholds(thresholds, name="merge thresholds"):
+    """The merge thresholds as a list of floats; ValueError naming ``name`` (e.g. the flag)
+    unless there is at least one and each is in [0, 1]."""
     try:
         values = [float(t) for t in np.atleast_1d(thresholds)]
     except (TypeError, ValueError) as error:
-        raise ValueError(f"thresholds must be numbers in [0, 1], got {thresholds!r}") from error
+        raise ValueError(f"{name} must be numbers in [0, 1], got {thresholds!r}") from error
     if not values:
-        raise ValueError("no merge thresholds given (need at least one in [0, 1])")
+        raise ValueError(f"no {name} given (need at least one in [0, 1])")
     bad = [t for t in values if not 0.0 <= t <= 1.0]
     if bad:
-        raise ValueError(f"merge thresholds must be in [0, 1], got {bad[0]:g}")
+        raise ValueError(f"{name} must be in [0, 1], got {bad[0]:g}")
     return values
 
 
 def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="median",
                 seed_threshold=0.2, sigma=0.0, min_distance=5, z_threshold=0.3, fragment_ids=None,
-                workers=None):
-    """Reconstruct neurons by agglomerating watershed fragments (GUIDE §7).
+                workers=None, sources=("membrane", "overlap")):
+    """Reconstruct neurons by agglomerating watershed fragments (``reconstruct3D.py --method
+    agglomerate``).
 
     1. fragments: :func:`fragments` of the membrane (per-slice watershed);
     2. affinities: :func:`affinities` (in-plane ``1 - max(membrane[p],
@@ -405,6 +411,8 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
     workers : int, optional
         Threads for the per-slice steps (default: the CPUs available); the
         result does not depend on it.
+    sources : tuple of str
+        Where the membrane and overlap stacks came from (file names), for messages.
 
     Returns
     -------
@@ -425,8 +433,8 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
 
     if scoring not in SCORINGS:
         raise ValueError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
-    values = _check_thresholds(thresholds)
-    membrane, overlap = check_inputs(membrane, overlap)
+    values = check_thresholds(thresholds)
+    membrane, overlap = check_inputs(membrane, overlap, sources)
     if z_threshold is not None and not 0.0 < z_threshold <= 1.0:
         raise ValueError(f"z_threshold must be in (0, 1] or None, got {z_threshold}")
     workers = _workers(workers)

@@ -80,6 +80,10 @@ def build_parser():
                         help="training steps for every network (instead of epochs)")
     p.add_argument("--paths", choices=["thesis", "all"], default="thesis",
                    help="thesis (NN-3 -> NN-4 / NN-5, default) or all (also NN-1, NN-2)")
+    p.add_argument("--method", choices=["thesis", "agglomerate", "both"], default="both",
+                   help="reconstruction of c: the thesis' connected components, the "
+                        "agglomeration over predicted affinities (threshold chosen on quadrant "
+                        "d), or both side by side (default)")
     p.add_argument("--erosions", type=int, default=10, metavar="N",
                    help="erosions before skeletonizing predicted overlaps (default 10)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
@@ -107,6 +111,7 @@ class Options:
     epochs: int | None
     steps: int | None
     paths: str
+    method: str
     erosions: int
     shape: tuple[int, int, int] | None
     seed: int
@@ -157,7 +162,7 @@ def resolve(args):
     return Options(demo=args.demo, quick=args.quick or args.demo, datasets=datasets,
                    work=str(Path(work)), results=str(Path(args.results)), run=run,
                    epochs=args.epochs, steps=args.steps, paths=args.paths,
-                   erosions=args.erosions, shape=shape, seed=args.seed,
+                   method=args.method, erosions=args.erosions, shape=shape, seed=args.seed,
                    deterministic=args.deterministic, force=args.force, dry_run=args.dry_run)
 
 
@@ -197,6 +202,10 @@ COMBOS = {"thesis": (("nn4", "nn5"),),
           "all": (("nn4", "nn5"), ("nn1", "nn2"), ("nn1", "nn5"), ("nn4", "nn2"))}
 #: The quadrant reconstructed and scored.
 TEST_QUADRANT = "c"
+#: The held-out quadrant the agglomeration's threshold is chosen on (no network trains on it).
+CHOICE_QUADRANT = "d"
+#: Shown by --dry_run where a command needs the threshold chosen on d.
+NOT_CHOSEN_YET = "<chosen on d>"
 
 
 @dataclass(frozen=True)
@@ -275,6 +284,26 @@ class Layout:
 
     def scores(self, cyto, over):
         return self.run_dir / f"scores_{cyto}_{over}.json"
+
+    @property
+    def sweep(self):
+        """The threshold sweep of the agglomeration on the held-out quadrant, and the choice."""
+        return self.run_dir / f"sweep_agglomerate_{CHOICE_QUADRANT}.json"
+
+    @property
+    def agglomerated(self):
+        return self.work / f"{self.run}_agglomerate.tif"
+
+    @property
+    def agglomerated_scores(self):
+        return self.run_dir / "scores_agglomerate.json"
+
+    def chosen_threshold(self):
+        """The threshold the sweep chose, as text (:data:`NOT_CHOSEN_YET` before the sweep)."""
+        try:
+            return f"{json.loads(self.sweep.read_text())['chosen']:g}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return NOT_CHOSEN_YET
 
     @property
     def report(self):
@@ -439,7 +468,8 @@ def plan(options, layout, shape):
     step("split_label", p3d("--operation", "split", "--input_dir", L.label_volume,
                             "--output_dir", f"{L.work}/", "--split", "label"),
          [L.label_volume], [L.quadrant_tif("label", q) for q in quadrants])
-    for q in "abc":
+    agglomerate = options.method in ("agglomerate", "both")
+    for q in "abcd" if agglomerate else "abc":
         step(f"em_{q}", p3d("--operation", "tif_to_png", "--input_dir", L.quadrant_tif("em", q),
                             "--output_dir", L.images("em", q)),
              [L.quadrant_tif("em", q)], [L.images("em", q)])
@@ -449,20 +479,28 @@ def plan(options, layout, shape):
                  [L.quadrant_tif("label", q)], [L.images(op, q)])
         combine(f"combine_em_membrane_{q}", L.images("em", q), L.images("membrane", q),
                 L.combined("em_membrane", q))
-    q = TEST_QUADRANT
-    step(f"evaluation_{q}", p3d("--operation", "evaluation", "--input_dir",
-                                L.quadrant_tif("label", q), "--output_dir", f"{L.work}/",
-                                "--name", L.evaluation(q).stem),
-         [L.quadrant_tif("label", q)], [L.evaluation(q)])
+    for q in TEST_QUADRANT + (CHOICE_QUADRANT if agglomerate else ""):
+        step(f"evaluation_{q}", p3d("--operation", "evaluation", "--input_dir",
+                                    L.quadrant_tif("label", q), "--output_dir", f"{L.work}/",
+                                    "--name", L.evaluation(q).stem),
+             [L.quadrant_tif("label", q)], [L.evaluation(q)])
 
-    # ---- NN-3: EM -> membrane, trained on a, predicted on b and c --------------------------
+    # ---- NN-3: EM -> membrane, trained on a, predicted on b and c (and d) -------------------
     train("nn3")
-    for q in "bc":
+    for q in "bcd" if agglomerate else "bc":
         predict("nn3", q)
         step(f"membrane_predicted_{q}", p3d(
             "--operation", "png_to_tif", "--input_dir", f"{L.prediction('nn3', q)}/images/",
             "--output_dir", f"{L.work}/", "--name", L.membrane_predicted(q).stem),
             [L.prediction("nn3", q)], [L.membrane_predicted(q)])
+        if q == CHOICE_QUADRANT:  # d only feeds the agglomeration: membranes and NN-5
+            step(f"membrane_predicted_cons_{q}", p3d(
+                "--operation", "consecutive", "--input_dir", L.membrane_predicted(q),
+                "--output_dir", L.membrane_predicted_pairs(q)),
+                [L.membrane_predicted(q)], [L.membrane_predicted_pairs(q)])
+            combine(f"combine_membrane_overlap_{q}", L.membrane_predicted_pairs(q),
+                    L.images("overlap", q), L.combined("membrane_overlap", q))
+            continue
         step(f"membrane_predicted_png_{q}", p3d(
             "--operation", "tif_to_png", "--input_dir", L.membrane_predicted(q),
             "--output_dir", L.membrane_predicted_images(q)),
@@ -480,6 +518,30 @@ def plan(options, layout, shape):
     cytoplasm_network("nn4")
     overlap_network("nn5")
 
+    # ---- agglomeration: threshold chosen on d, applied to c ---------------------------------
+    if agglomerate:
+        d, c = CHOICE_QUADRANT, TEST_QUADRANT
+        predict("nn5", d)
+        overlaps = {q: f"{L.prediction('nn5', q)}/images/" for q in (d, c)}
+        step(f"sweep_agglomerate_{d}", ("-m", "neuron3d.sweep", "--input_dir_membrane",
+                                        str(L.membrane_predicted(d)), "--input_dir_overlap",
+                                        overlaps[d], "--labels", str(L.quadrant_tif("label", d)),
+                                        "--evaluation", str(L.evaluation(d)),
+                                        "--output", str(L.sweep)),
+             [L.membrane_predicted(d), L.prediction("nn5", d), L.quadrant_tif("label", d),
+              L.evaluation(d)], [L.sweep])
+        step(f"agglomerate_{c}", _command(
+            "reconstruct3D.py", "--method", "agglomerate", "--input_dir_membrane",
+            L.membrane_predicted(c), "--input_dir_overlap", overlaps[c],
+            "--merge_threshold", L.chosen_threshold(), "--output_dir", f"{L.work}/",
+            "--name", L.agglomerated.stem),
+            [L.membrane_predicted(c), L.prediction("nn5", c), L.sweep], [L.agglomerated])
+        truth = L.quadrant_tif("label", c)
+        step("evaluate_agglomerate", _command(
+            "evaluate3D.py", "--predicted", L.agglomerated, "--true", L.evaluation(c),
+            "--labels", truth, "--output", L.agglomerated_scores),
+            [L.agglomerated, L.evaluation(c), truth], [L.agglomerated_scores])
+
     # ---- NN-1 and NN-2 (--paths all) --------------------------------------------------------
     if options.paths == "all":
         for q in "ac":
@@ -493,8 +555,8 @@ def plan(options, layout, shape):
         cytoplasm_network("nn1")
         overlap_network("nn2")
 
-    # ---- reconstruct and score each combination ---------------------------------------------
-    for cyto, over in COMBOS[options.paths]:
+    # ---- the thesis' reconstruction of each combination, scored ------------------------------
+    for cyto, over in COMBOS[options.paths] if options.method != "agglomerate" else ():
         recon = L.reconstruction(cyto, over)
         step(f"reconstruct_{cyto}_{over}", _command(
             "reconstruct3D.py", "--input_dir_cytoplasm", L.cytoplasm_predicted(cyto),
@@ -665,10 +727,14 @@ class Runner:
         write_file(started_file, json.dumps(key) + "\n")
         log = self.layout.logs / f"{step.name}.log"
         start = time.monotonic()
-        script = argv[0] if Path(argv[0]).is_absolute() else str(ROOT / argv[0])
+        if argv[0] == "-m":  # a module of this package
+            command = [self.python, *argv]
+        else:  # a script of this repository
+            command = [self.python, str(ROOT / argv[0]), *argv[1:]]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         with open(log, "w") as handle:
-            code = subprocess.call([self.python, script, *argv[1:]], stdout=handle,
+            code = subprocess.call(command, stdout=handle,
                                    stderr=subprocess.STDOUT, env=env,
                                    preexec_fn=_die_with_parent)
         seconds = round(time.monotonic() - start, 1)
@@ -750,8 +816,11 @@ def execute(options):
               flush=True)
     runner = Runner(layout, force=options.force)
     start = time.monotonic()
-    for step in steps:
-        runner.run(step, dry_run=options.dry_run)
+    for name in [s.name for s in steps]:
+        # Planned again before each step: a command may use what an earlier step chose
+        # (the agglomeration's threshold, chosen on quadrant d).
+        steps = plan(options, layout, shape)
+        runner.run(next(s for s in steps if s.name == name), dry_run=options.dry_run)
     if options.dry_run:
         return None
     from .io import write_file
@@ -762,9 +831,9 @@ def execute(options):
                           runner.records(steps), runner.ran,
                           total_seconds=round(time.monotonic() - start, 1))
     write_file(layout.report, json.dumps(report, indent=2) + "\n")
-    log = layout.logs / f"evaluate_{'_'.join(COMBOS['thesis'][0])}.log"
-    print()
-    print(log.read_text().rstrip())
+    if options.method != "agglomerate":  # the thesis' evaluation block, as the thesis printed it
+        print()
+        print((layout.logs / f"evaluate_{'_'.join(COMBOS['thesis'][0])}.log").read_text().rstrip())
     print()
     print(summary_line(report))
     print(f"{PROG}: finished in {time.monotonic() - start:.0f} s ({len(runner.ran)} steps run, "

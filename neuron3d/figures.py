@@ -121,8 +121,10 @@ def workflow_figure(layout, out, shot=None, z=None):
     thin = read_binary(L.overlap_thinned(over, q))
     recon = read_labels(L.reconstruction(cyto, over))
     evaluation = read_labels(L.evaluation(q))
-    fig = plt.figure(figsize=(17, 8.6), layout="constrained")
-    grid = fig.add_gridspec(3, 6, height_ratios=[1, 1, 0.55], width_ratios=[1, 1, 1, 1, 1, 2])
+    agglomerated = read_labels(L.agglomerated) if L.agglomerated.exists() else None
+    fig = plt.figure(figsize=(19.5, 8.6), layout="constrained")
+    grid = fig.add_gridspec(3, 7, height_ratios=[1, 1, 0.55],
+                            width_ratios=[1, 1, 1, 1, 1, 1, 2])
     rows = (("ground truth", truth, evaluation, truth["overlap"]),
             ("predicted", pred, recon, thin))
     for i, (name, images, labels, over) in enumerate(rows):
@@ -136,8 +138,16 @@ def workflow_figure(layout, out, shot=None, z=None):
         overlay[over[z]] = (255, 60, 60)
         _axes_image(fig.add_subplot(grid[i, 3]), overlay, title)
         _axes_image(fig.add_subplot(grid[i, 4]), colorize(labels[z]),
-                    "evaluation volume" if i == 0 else "reconstruction")
-    ax = fig.add_subplot(grid[0:2, 5])
+                    "evaluation volume" if i == 0 else "reconstruction (thesis)")
+    _axes_image(fig.add_subplot(grid[0, 5]), colorize(read_labels(L.quadrant_tif("label", q))[z]),
+                "ground-truth labels")
+    ax = fig.add_subplot(grid[1, 5])
+    if agglomerated is not None:
+        _axes_image(ax, colorize(agglomerated[z]), "agglomerated (threshold chosen on d)")
+    else:
+        ax.text(0.5, 0.5, "no agglomeration\n(--method thesis)", ha="center", va="center")
+        ax.set_axis_off()
+    ax = fig.add_subplot(grid[0:2, 6])
     if shot is not None and Path(shot).exists():
         from PIL import Image
 
@@ -154,7 +164,7 @@ def workflow_figure(layout, out, shot=None, z=None):
     _axes_image(ax, section, f"interleaved planes C0, O0, C1, ... (x-z section at y = {row}; "
                 "cytoplasm white, thinned overlap red)")
     ax.set_aspect("auto")
-    ax = fig.add_subplot(grid[2, 3:6])
+    ax = fig.add_subplot(grid[2, 3:7])
     _axes_image(ax, recon_section, "3D connected components, cytoplasm planes kept (same section)")
     ax.set_aspect("auto")
     fig.suptitle("neuron3d workflow on the run's own data: EM -> membrane -> cytoplasm / overlap "
@@ -166,41 +176,65 @@ METRICS = (("adapted_rand_error", "adapted Rand error"), ("voi_split", "VOI spli
            ("voi_merge", "VOI merge (bits)"), ("adjusted_rand_index", "adjusted Rand index"))
 
 
+def row_name(row):
+    """How a result row is named in tables and charts."""
+    if row.get("method") == "agglomerate":
+        return f"agglomerate, threshold {row['merge_threshold']:g} (chosen on d)"
+    return "thesis: cytoplasm {} / overlap {}".format(
+        *(k.upper().replace("NN", "NN-") for k in row["key"].split("_")))
+
+
 def metrics_table(report):
-    """Markdown table of every path combination and the baselines."""
-    head = ["cytoplasm", "overlap", "adapted Rand error", "ARI", "splits", "merges",
+    """Markdown table of every reconstruction and the baselines, against both references.
+
+    The first block scores against the evaluation volume (the thesis' reference, membranes 0),
+    the second against the ground-truth labels (the field's, every voxel counted).
+    """
+    head = ["reconstruction", "reference", "adapted Rand error", "ARI", "splits", "merges",
             "VOI split", "VOI merge", "objects (true / predicted)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    entries = [(r["cytoplasm"], r["overlap"], r) for r in report["results"]]
-    entries += [("baseline", name.replace("_", " "), s) for name, s in report["baselines"].items()]
-    for cyto, over, s in entries:
-        lines.append(f"| {cyto} | {over} | {s['adapted_rand_error']:.4f} | "
-                     f"{s['adjusted_rand_index']:.4f} | {s['splits']} | {s['merges']} | "
-                     f"{s['voi_split']:.3f} | {s['voi_merge']:.3f} | "
-                     f"{s['true_objects']} / {s['predicted_objects']} |")
+    references = [("evaluation volume", None, "baselines")]
+    if all("labels_scores" in r for r in report["results"]) and "baselines_labels" in report:
+        references.append(("ground truth", "labels_scores", "baselines_labels"))
+    for reference, key, base in references:
+        entries = [(row_name(r), r[key] if key else r) for r in report["results"]]
+        entries += [(f"baseline: {name.replace('_', ' ')}", s)
+                    for name, s in report[base].items()]
+        for name, s in entries:
+            lines.append(f"| {name} | {reference} | {s['adapted_rand_error']:.4f} | "
+                         f"{s['adjusted_rand_index']:.4f} | {s['splits']} | {s['merges']} | "
+                         f"{s['voi_split']:.3f} | {s['voi_merge']:.3f} | "
+                         f"{s['true_objects']} / {s['predicted_objects']} |")
     return "\n".join(lines) + "\n"
 
 
 def metrics_chart(report, out):
+    """Bars of each score per reconstruction and baseline: against the evaluation volume
+    (dark) and, where the report has them, against the ground-truth labels (light)."""
     plt = _pyplot()
 
-    names = ["cytoplasm {} / overlap {}".format(*(k.upper().replace("NN", "NN-")
-                                                  for k in r["key"].split("_")))
-             for r in report["results"]]
-    names += [f"baseline: {k.replace('_', ' ')}" for k in report["baselines"]]
-    scores = report["results"] + list(report["baselines"].values())
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.6), layout="constrained")
-    colors = ["tab:blue"] * len(report["results"]) + ["tab:gray"] * len(report["baselines"])
+    rows, base = report["results"], report["baselines"]
+    names = [row_name(r) for r in rows] + [f"baseline: {k.replace('_', ' ')}" for k in base]
+    series = [("evaluation volume", rows + list(base.values()), "tab:blue")]
+    if all("labels_scores" in r for r in rows) and "baselines_labels" in report:
+        series.append(("ground truth", [r["labels_scores"] for r in rows]
+                       + list(report["baselines_labels"].values()), "tab:orange"))
+    height = 0.8 / len(series)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.4 * len(METRICS), 1.2 + 0.55 * len(names)),
+                             layout="constrained")
     for ax, (key, label) in zip(axes, METRICS):
-        values = [s[key] for s in scores]
-        ax.barh(range(len(values)), values, color=colors)
-        ax.set_yticks(range(len(values)), names if ax is axes[0] else [""] * len(values))
+        for k, (reference, scores, color) in enumerate(series):
+            offsets = [i - 0.4 + height * (k + 0.5) for i in range(len(names))]
+            values = [s[key] for s in scores]
+            ax.barh(offsets, values, height=height, color=color, label=reference)
+            for y, v in zip(offsets, values):
+                ax.text(v, y, f" {v:.3f}", va="center", fontsize=7)
+        ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names))
         ax.invert_yaxis()
         ax.set_title(label, fontsize=10)
-        for i, v in enumerate(values):
-            ax.text(v, i, f" {v:.3f}", va="center", fontsize=8)
-    fig.suptitle(f"run {report['run']}: scores of each cytoplasm + overlap source on quadrant c",
-                 fontsize=11)
+    axes[-1].legend(fontsize=8, loc="lower right", title="reference", title_fontsize=8)
+    fig.suptitle(f"run {report['run']}: every reconstruction of quadrant c, against both "
+                 "references", fontsize=11)
     save_figure(plt, fig, out)
 
 

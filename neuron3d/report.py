@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .cli import ArgumentParser, run_cli
-from .experiment import COMBOS, NETWORKS, Layout, plan
+from .experiment import COMBOS, NETWORKS, TEST_QUADRANT, Layout, plan
 from .io import read_binary, read_labels, write_file
 from .metrics import evaluate
 from .reconstruct import reconstruct
@@ -62,14 +62,30 @@ def _read_json(path):
         raise ValueError(f"{path} is not valid JSON: {exc}") from None
 
 
-def results(layout, paths):
-    """One row per scored (cytoplasm, overlap) combination, the thesis' path first."""
+def _row(method, key, sources, reconstruction, scores_file):
+    """A result row: the scores against the evaluation volume at the top level (as the thesis
+    reports them), against the ground-truth labels under ``labels_scores``, small objects."""
+    from .agglomerate import small_objects
+
+    scores = _read_json(scores_file)
+    return {"method": method, "key": key, **sources, "reconstruction": str(reconstruction),
+            **scores, "small": small_objects(read_labels(reconstruction))}
+
+
+def results(layout, options):
+    """One row per scored reconstruction of c: the thesis' path first, then agglomeration."""
     rows = []
-    for cyto, over in COMBOS[paths]:
-        scores = _read_json(layout.scores(cyto, over))
-        rows.append({"cytoplasm": NETWORKS[cyto].title, "overlap": NETWORKS[over].title,
-                     "key": f"{cyto}_{over}",
-                     "reconstruction": str(layout.reconstruction(cyto, over)), **scores})
+    if options["method"] != "agglomerate":
+        for cyto, over in COMBOS[options["paths"]]:
+            rows.append(_row("thesis", f"{cyto}_{over}",
+                             {"cytoplasm": NETWORKS[cyto].title, "overlap": NETWORKS[over].title},
+                             layout.reconstruction(cyto, over), layout.scores(cyto, over)))
+    if options["method"] != "thesis":
+        sweep = _read_json(layout.sweep)
+        rows.append({**_row("agglomerate", "agglomerate",
+                            {"membrane": NETWORKS["nn3"].title, "overlap": NETWORKS["nn5"].title},
+                            layout.agglomerated, layout.agglomerated_scores),
+                     "merge_threshold": sweep["chosen"]})
     return rows
 
 
@@ -104,14 +120,16 @@ def build_report(layout, record, steps, records, ran, total_seconds=None):
         Wall time of the latest invocation.
     """
     options = record["options"]
-    rows = results(layout, options["paths"])
-    truth = read_labels(layout.evaluation())
+    rows = results(layout, options)
+    references = {"evaluation": read_labels(layout.evaluation()),
+                  "labels": read_labels(layout.quadrant_tif("label", TEST_QUADRANT))}
     cytoplasm = read_binary(layout.cytoplasm_predicted("nn4"))
     timings = {name: r.get("seconds") for name, r in records.items()}
-    return {
+    report = {
         "run": layout.run,
         "results": rows,
-        "baselines": baselines(truth, cytoplasm),
+        "baselines": baselines(references["evaluation"], cytoplasm),
+        "baselines_labels": baselines(references["labels"], cytoplasm),
         "options": options,
         "layout": record["layout"],
         "commands": {s.name: s.shell() for s in steps},
@@ -123,15 +141,24 @@ def build_report(layout, record, steps, records, ran, total_seconds=None):
         "total_seconds": total_seconds,
         "versions": versions(),
     }
+    if options["method"] != "thesis":
+        report["agglomeration_sweep"] = _read_json(layout.sweep)
+    return report
 
 
 def summary_line(report):
-    """One line: the thesis path's adapted Rand error and the baselines'."""
-    main_row = report["results"][0]
-    base = report["baselines"]
-    return (f"report: adapted Rand error {main_row['adapted_rand_error']:.4f} "
-            f"(baselines: all one object {base['all_one_object']['adapted_rand_error']:.4f}, "
-            f"slices separate {base['slices_separate']['adapted_rand_error']:.4f})")
+    """A few lines: each method's adapted Rand error against both references, baselines."""
+    lines = ["adapted Rand error on c          vs evaluation volume   vs ground truth"]
+    for row in report["results"]:
+        name = (f"agglomerate (threshold {row['merge_threshold']:g}, chosen on d)"
+                if row["method"] == "agglomerate" else f"thesis {row['key']}")
+        lines.append(f"  {name:<44} {row['adapted_rand_error']:.4f}       "
+                     f"{row['labels_scores']['adapted_rand_error']:.4f}")
+    for key in ("all_one_object", "slices_separate"):
+        lines.append(f"  baseline: {key.replace('_', ' '):<34} "
+                     f"{report['baselines'][key]['adapted_rand_error']:.4f}       "
+                     f"{report['baselines_labels'][key]['adapted_rand_error']:.4f}")
+    return "\n".join(lines)
 
 
 def rebuild(run_dir):

@@ -228,11 +228,24 @@ def test_demo_end_to_end_rerun_with_other_options(tmp_path):
     assert report["options"]["paths"] == "thesis" and report["options"]["erosions"] == 10
     assert report["options"]["steps"] == 2 and report["options"]["shape"] == [6, 64, 64]
     assert report["commands"]["eroskele_nn5_c"].endswith("--erosions 10")
-    assert "Evaluation results:" in r.stdout and "Adjusted Rand Index" in r.stdout
+    assert "Evaluation results against --true" in r.stdout and "Adjusted Rand Index" in r.stdout
+    assert "vs evaluation volume   vs ground truth" in r.stdout
     assert predicted.shape == (6, 32, 32)
     ids = np.unique(predicted[predicted > 0])
     assert np.array_equal(ids, np.arange(1, len(ids) + 1))  # IDs 1..K
     assert set(report["networks"]) == {"nn3", "nn4", "nn5"}
+    # The agglomeration: threshold chosen on d, applied to c, scored against both references.
+    sweep = report["agglomeration_sweep"]
+    assert sweep["chosen"] == min(sweep["rows"], key=lambda r: (
+        r["labels"]["adapted_rand_error"], r["threshold"]))["threshold"]
+    assert sweep["inputs"]["labels"].endswith("label_d.tif")
+    agglo = report["results"][-1]
+    assert agglo["method"] == "agglomerate" and agglo["merge_threshold"] == sweep["chosen"]
+    assert report["commands"]["agglomerate_c"].split("--merge_threshold ")[1].split()[0] \
+        == f"{sweep['chosen']:g}"
+    dense = read_labels(tmp_path / "data" / "demo_agglomerate.tif")
+    assert dense.shape == (6, 32, 32) and dense.min() >= 1  # every voxel labelled
+    assert agglo["labels_scores"] == evaluate(read_labels(tmp_path / "data" / "label_c.tif"), dense)
     # The figures find every file through the report's layout.
     r = subprocess.run([sys.executable, "-m", "neuron3d.figures", "run", str(run), "--out",
                         str(tmp_path / "figs"), "--no_browser"], capture_output=True, text=True)
@@ -251,6 +264,7 @@ def test_demo_end_to_end_rerun_with_other_options(tmp_path):
     r = run_experiment(tmp_path, *tiny, "--erosions", "0")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     changed = before_files != {p.name: p.read_bytes() for p in before.iterdir()}
+    # (the agglomeration reads the overlaps before thinning: it is not re-run)
     expected_ran = {"eroskele_nn5_c"} | ({"reconstruct_nn4_nn5", "evaluate_nn4_nn5"} if changed else set())
     assert ran(r.stdout) == expected_ran, r.stdout
     report = json.loads((run / "report.json").read_text())
@@ -267,6 +281,7 @@ def test_demo_end_to_end_rerun_with_other_options(tmp_path):
     again = ran(r.stdout)
     assert {"train_nn3", "train_nn4", "train_nn5", "predict_nn3_c"} <= again
     assert not again & {"synthetic", "split_em", "membrane_a", "evaluation_c", "combine_em_membrane_a"}
+    assert {"predict_nn3_d", "predict_nn5_d"} <= again
     assert json.loads((run / "report.json").read_text())["options"]["steps"] == 3
 
     # Another seed changes the data: everything re-runs.

@@ -23,53 +23,73 @@ def tiny_run(tmp_path):
     cytoplasm = np.zeros((2, 4, 4), np.uint8)
     cytoplasm[0, :, :1] = cytoplasm[1, :, 3:] = 255
     write_tif(layout.evaluation(), truth)
+    labels = truth.copy()
+    labels[:, 0, :] = 5  # the ground truth has one more object than the evaluation volume
+    write_tif(layout.quadrant_tif("label", "c"), labels)
     write_tif(layout.cytoplasm_predicted("nn4"), cytoplasm)
     predicted = truth.copy()
     predicted[1] = 3  # the second slice split off as its own object
     layout.run_dir.mkdir(parents=True)
-    layout.scores("nn4", "nn5").write_text(json.dumps(evaluate(truth, predicted)))
+    write_tif(layout.reconstruction("nn4", "nn5"), predicted)
+    layout.scores("nn4", "nn5").write_text(json.dumps(
+        {**evaluate(truth, predicted), "labels_scores": evaluate(labels, predicted)}))
     return layout, truth, predicted
 
 
 def test_build_report_exact_rows_and_baselines(tmp_path):
     layout, truth, predicted = tiny_run(tmp_path)
-    record = {"options": {"paths": "thesis", "erosions": 4}, "layout": layout.as_dict()}
+    record = {"options": {"paths": "thesis", "method": "thesis", "erosions": 4},
+              "layout": layout.as_dict()}
     steps = [Step("evaluate_nn4_nn5", ("evaluate3D.py", "--x"), (), ())]
     got = report.build_report(layout, record, steps, {"evaluate_nn4_nn5": {"seconds": 1.5}},
                               ["evaluate_nn4_nn5"], total_seconds=2.0)
     row = got["results"][0]
     assert row["key"] == "nn4_nn5" and row["cytoplasm"].startswith("NN-3 -> NN-4")
+    assert row["method"] == "thesis"
+    assert row["small"] == {"objects": 3, "small_objects": 3, "small_voxel_share": 1.0}
     assert row["adapted_rand_error"] == evaluate(truth, predicted)["adapted_rand_error"]
     assert row["reconstruction"] == str(layout.work / "r.tif")
     one = got["baselines"]["all_one_object"]
     assert one["adjusted_rand_index"] == 0.0 and one["merges"] == 1 and one["splits"] == 0
     # No overlaps: each slice's 2D cytoplasm component is its own object (2 objects).
     assert got["baselines"]["slices_separate"]["predicted_objects"] == 2
-    assert got["options"] == {"paths": "thesis", "erosions": 4}
+    assert got["baselines_labels"]["all_one_object"]["true_objects"] == 3
+    assert got["options"] == record["options"] and "agglomeration_sweep" not in got
     assert got["commands"] == {"evaluate_nn4_nn5": "python evaluate3D.py --x"}
     assert got["steps_run"] == ["evaluate_nn4_nn5"] and got["steps_reused"] == []
     assert got["timings_seconds"] == {"evaluate_nn4_nn5": 1.5} and got["steps_seconds"] == 1.5
     assert got["versions"]["numpy"] == np.__version__
-    assert report.summary_line(got).startswith(
-        f"report: adapted Rand error {row['adapted_rand_error']:.4f} (baselines: all one object")
+    lines = report.summary_line(got).splitlines()
+    assert lines[1].split() == ["thesis", "nn4_nn5", f"{row['adapted_rand_error']:.4f}",
+                                f"{row['labels_scores']['adapted_rand_error']:.4f}"]
+    assert lines[2].split()[:4] == ["baseline:", "all", "one", "object"]
 
 
 def test_metrics_table_exact():
     scores = {"adapted_rand_error": 0.25, "adjusted_rand_index": 0.5, "splits": 3, "merges": 1,
               "voi_split": 0.125, "voi_merge": 2.0, "true_objects": 4, "predicted_objects": 6}
-    rep = {"results": [{"cytoplasm": "C", "overlap": "O", **scores}],
-           "baselines": {"all_one_object": scores}}
+    other = {**scores, "adapted_rand_error": 0.0625}
+    rep = {"results": [{"method": "thesis", "key": "nn4_nn5", **scores, "labels_scores": other},
+                       {"method": "agglomerate", "key": "agglomerate", "merge_threshold": 0.35,
+                        **other, "labels_scores": scores}],
+           "baselines": {"all_one_object": scores}, "baselines_labels": {"all_one_object": other}}
     lines = figures.metrics_table(rep).splitlines()
-    assert lines[2] == "| C | O | 0.2500 | 0.5000 | 3 | 1 | 0.125 | 2.000 | 4 / 6 |"
-    assert lines[3].startswith("| baseline | all one object | 0.2500 |")
-    assert len(lines) == 4
+    assert lines[2] == ("| thesis: cytoplasm NN-4 / overlap NN-5 | evaluation volume | 0.2500 | "
+                        "0.5000 | 3 | 1 | 0.125 | 2.000 | 4 / 6 |")
+    assert lines[3].startswith("| agglomerate, threshold 0.35 (chosen on d) | evaluation volume "
+                               "| 0.0625 |")
+    assert lines[4].startswith("| baseline: all one object | evaluation volume | 0.2500 |")
+    assert lines[5].startswith("| thesis: cytoplasm NN-4 / overlap NN-5 | ground truth | 0.0625 |")
+    assert lines[6].startswith("| agglomerate, threshold 0.35 (chosen on d) | ground truth | 0.2500 |")
+    assert lines[7].startswith("| baseline: all one object | ground truth | 0.0625 |")
+    assert len(lines) == 8
 
 
 def test_metrics_chart_writes_a_png(tmp_path):
     scores = {"adapted_rand_error": 0.25, "adjusted_rand_index": 0.5, "voi_split": 0.1,
               "voi_merge": 0.2}
-    rep = {"run": "r", "results": [{"key": "nn4_nn5", **scores}],
-           "baselines": {"all_one_object": scores}}
+    rep = {"run": "r", "results": [{"key": "nn4_nn5", **scores, "labels_scores": scores}],
+           "baselines": {"all_one_object": scores}, "baselines_labels": {"all_one_object": scores}}
     figures.metrics_chart(rep, tmp_path / "m.png")
     with Image.open(tmp_path / "m.png") as image:
         assert image.format == "PNG" and image.size[0] > 400

@@ -1,0 +1,127 @@
+"""Choose the agglomeration's merge threshold on a held-out quadrant.
+
+The threshold of ``reconstruct3D.py --method agglomerate`` is a parameter of the method, and a
+parameter chosen by looking at the test quadrant is not a result.  ``experiment_8.sh`` predicts
+membranes and overlaps on quadrant d, which no network trains on and nothing is scored on,
+agglomerates it at every threshold of a grid, scores each result against d's ground-truth labels
+(and, for the thesis' view, d's evaluation volume), and keeps the threshold with the lowest
+adapted Rand error against the ground truth (the lower threshold on a tie).  Only that number
+is then applied to quadrant c::
+
+    python -m neuron3d.sweep --input_dir_membrane datasets/membrane_predicted_d.tif \\
+        --input_dir_overlap results/demo/P5_membrane_overlap_d/images/ \\
+        --labels datasets/label_d.tif --evaluation datasets/evaluate_d.tif \\
+        --output results/demo/sweep_agglomerate_d.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .agglomerate import SCORINGS
+from .cli import ArgumentParser, run_cli
+
+#: The grid of merge thresholds swept on the held-out quadrant.
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def choose(rows):
+    """The threshold with the lowest adapted Rand error against the labels (lowest on ties)."""
+    best = min(rows, key=lambda r: (r["labels"]["adapted_rand_error"], r["threshold"]))
+    return best["threshold"]
+
+
+def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, scoring="median",
+          sources=("membrane", "overlap", "labels", "evaluation")):
+    """Agglomerate at every threshold and score each result.
+
+    Parameters
+    ----------
+    membrane, overlap : numpy.ndarray
+        As :func:`neuron3d.agglomerate.agglomerate` takes them.
+    labels : numpy.ndarray
+        (z, y, x) ground-truth labels of the same quadrant.
+    evaluation : numpy.ndarray or None
+        Its evaluation volume (the thesis' reference), scored too when given.
+    thresholds : sequence of float
+        The grid, each in [0, 1].
+    scoring : str
+        The boundary statistic (see :data:`neuron3d.agglomerate.SCORINGS`).
+    sources : tuple of str
+        File names of the four inputs, for messages.
+
+    Returns
+    -------
+    dict
+        ``rows`` (per threshold: ``threshold``, ``labels`` scores, ``evaluation`` scores or
+        None, ``small`` objects), ``chosen`` threshold, ``criterion``, ``scoring``.
+    """
+    from .agglomerate import agglomerate, small_objects
+    from .metrics import evaluate
+
+    volumes = agglomerate(membrane, overlap, list(thresholds), scoring=scoring)
+    rows = []
+    for threshold, volume in zip(thresholds, volumes):
+        rows.append({
+            "threshold": float(threshold),
+            "labels": evaluate(labels, volume, true_source=sources[2]),
+            "evaluation": None if evaluation is None
+            else evaluate(evaluation, volume, true_source=sources[3]),
+            "small": small_objects(volume),
+        })
+    return {"rows": rows, "chosen": choose(rows), "scoring": scoring,
+            "criterion": "lowest adapted Rand error against the ground-truth labels "
+                         "(lower threshold on ties)"}
+
+
+def build_parser():
+    p = ArgumentParser(prog="python -m neuron3d.sweep", description=__doc__.splitlines()[0],
+                       either_spelling=True)
+    p.add_argument("--input_dir_membrane", required=True,
+                   help="membrane probabilities of the held-out quadrant (folder or .tif)")
+    p.add_argument("--input_dir_overlap", required=True,
+                   help="overlap probabilities of the held-out quadrant, not thinned")
+    p.add_argument("--labels", required=True, help="its ground-truth labels (.tif)")
+    p.add_argument("--evaluation", help="its evaluation volume (.tif), also scored")
+    p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
+                   help="the grid (default 0.05, 0.10, ..., 0.95)")
+    p.add_argument("--scoring", default="median", help="boundary statistic (default median)")
+    p.add_argument("--output", required=True, help="JSON file for the table and the choice")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+
+    def body():
+        from .agglomerate import check_thresholds
+        from .io import read_labels, read_stack, write_file
+
+        thresholds = check_thresholds(args.thresholds, "--thresholds")
+        if args.scoring not in SCORINGS:
+            raise ValueError(f"--scoring must be one of {', '.join(SCORINGS)}, got {args.scoring}")
+        membrane = read_stack(args.input_dir_membrane, channel=0)
+        overlap = read_stack(args.input_dir_overlap, channel=0)
+        labels = read_labels(args.labels)
+        evaluation = read_labels(args.evaluation) if args.evaluation else None
+        result = sweep(membrane, overlap, labels, evaluation, thresholds, args.scoring,
+                       (args.input_dir_membrane, args.input_dir_overlap, args.labels,
+                        args.evaluation))
+        result["inputs"] = {k: getattr(args, k) for k in
+                            ("input_dir_membrane", "input_dir_overlap", "labels", "evaluation")}
+        for row in result["rows"]:
+            ev = row["evaluation"]
+            print(f"threshold {row['threshold']:.2f}: adapted Rand error "
+                  f"{row['labels']['adapted_rand_error']:.4f} (labels)"
+                  + (f", {ev['adapted_rand_error']:.4f} (evaluation volume)" if ev else ""),
+                  file=sys.stderr)
+        write_file(args.output, json.dumps(result, indent=1) + "\n")
+        print(f"sweep: chose merge threshold {result['chosen']:g} "
+              f"({result['criterion']}); wrote {args.output}")
+
+    return run_cli("neuron3d.sweep", body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
