@@ -322,8 +322,9 @@ class Layout:
         return self.run_dir / "logs"
 
     def as_dict(self):
-        return {"data": str(self.data), "work": str(self.work), "run_dir": str(self.run_dir),
-                "run": self.run}
+        """Absolute paths, so that report and figures find the files from any folder."""
+        return {"data": str(self.data.absolute()), "work": str(self.work.absolute()),
+                "run_dir": str(self.run_dir.absolute()), "run": self.run}
 
     @classmethod
     def from_dict(cls, d):

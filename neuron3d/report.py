@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -148,16 +147,16 @@ def build_report(layout, record, steps, records, ran, total_seconds=None):
 
 def summary_line(report):
     """A few lines: each method's adapted Rand error against both references, baselines."""
-    lines = ["adapted Rand error on c          vs evaluation volume   vs ground truth"]
+    lines = [f"{'adapted Rand error on c':<46} vs evaluation volume   vs ground truth"]
     for row in report["results"]:
         name = (f"agglomerate (threshold {row['merge_threshold']:g}, chosen on d)"
                 if row["method"] == "agglomerate" else f"thesis {row['key']}")
-        lines.append(f"  {name:<44} {row['adapted_rand_error']:.4f}       "
-                     f"{row['labels_scores']['adapted_rand_error']:.4f}")
+        lines.append(f"  {name:<44} {row['adapted_rand_error']:>20.4f}   "
+                     f"{row['labels_scores']['adapted_rand_error']:>15.4f}")
     for key in ("all_one_object", "slices_separate"):
-        lines.append(f"  baseline: {key.replace('_', ' '):<34} "
-                     f"{report['baselines'][key]['adapted_rand_error']:.4f}       "
-                     f"{report['baselines_labels'][key]['adapted_rand_error']:.4f}")
+        lines.append(f"  {'baseline: ' + key.replace('_', ' '):<44} "
+                     f"{report['baselines'][key]['adapted_rand_error']:>20.4f}   "
+                     f"{report['baselines_labels'][key]['adapted_rand_error']:>15.4f}")
     return "\n".join(lines)
 
 
@@ -196,7 +195,8 @@ def main(argv=None):
 
     def body():
         report, path = rebuild(args.run_dir)
-        print(f"{summary_line(report)}; wrote {path}", file=sys.stdout)
+        print(summary_line(report))
+        print(f"wrote {path}")
 
     return run_cli("neuron3d.report", body)
 
