@@ -368,8 +368,10 @@ def _remove_tf_temporaries(folder):
     folder = Path(folder)
     if folder.is_dir():
         for entry in folder.iterdir():
-            if _TF_TEMPORARIES.match(entry.name):
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            if _TF_TEMPORARIES.match(entry.name) and entry.is_dir():
+                shutil.rmtree(entry)
+            elif _TF_TEMPORARIES.match(entry.name):
+                entry.unlink()
 
 
 def check_sizes(options, height, width):
@@ -716,6 +718,7 @@ def test(options):
     options = dict(options)
     check_values(options)
     check_inference_output(options)
+    configure_runtime(options.get("deterministic", False), options.get("threads"))
     generator, options = load_for_inference(options["checkpoint"], options)
     inputs, targets, names = D.load_pairs(options["input_dir"], options["which_direction"])
     out = Path(options["output_dir"])

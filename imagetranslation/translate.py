@@ -6,6 +6,15 @@
         --max_epochs 2000 --display_freq 500 --gan_weight 0
     python imagetranslation/translate.py --mode test --checkpoint results/T3_em_membrane_a \\
         --input_dir datasets/combined/ --output_dir results/P3_em_membrane_b
+
+Training into a folder that already holds a run is refused: pass
+``--checkpoint <that folder>`` to resume it or ``--force`` to start over.  Ctrl-C
+saves a checkpoint at the current step, then exits with status 130; a killed
+run resumes from its last checkpoint to the same weights as an uninterrupted
+one.  ``--deterministic`` (with ``--threads N``, default 1) makes the numbers
+of a seed the same on other machines; the run's ``options.json`` records the
+TensorFlow settings in effect under ``"runtime"``.  Test and export refuse to
+write into a training run's folder.  Bad input: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
