@@ -646,15 +646,6 @@ def _remove(path):
         path.unlink()
 
 
-def _clean_temporaries(path):
-    """Remove hidden ``.<name>.*.part`` leftovers of an interrupted write of ``path``."""
-    path = Path(path)
-    if path.parent.is_dir():
-        for leftover in path.parent.glob(f".{path.name}.*"):
-            if _is_temporary(leftover):
-                _remove(leftover)
-
-
 class Runner:
     """Runs steps, skipping those whose command, inputs and outputs are as recorded.
 
@@ -719,8 +710,10 @@ class Runner:
         if dry_run:
             print(f"   {shlex.join(['python', *argv])}", file=self.out, flush=True)
             return
+        from .io import remove_stale_temporaries
+
         for path in step.outputs:
-            _clean_temporaries(path)
+            remove_stale_temporaries(path)
             if not resumable:
                 _remove(path)
         self._record_path(step).unlink(missing_ok=True)

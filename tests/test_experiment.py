@@ -177,7 +177,7 @@ def test_runner_failure_names_the_log_and_leaves_no_record(tmp_path):
 
 def test_runner_cleans_temporaries_and_survives_a_kill(tmp_path):
     layout, steps = runner_setup(tmp_path)
-    leftover = tmp_path / ".mid.txt.abc123.part"
+    leftover = tmp_path / ".mid.txt.abc123de.part"  # a killed writer's temporary
     leftover.write_text("half")
     slow = steps(first="1")
     slow[0] = E.Step("first", slow[0].argv + ("5",), slow[0].inputs, slow[0].outputs)
