@@ -1,4 +1,4 @@
-"""neuron3d.agglomerate: affinities, fragments, waterz agglomeration (GUIDE §7)."""
+"""neuron3d.agglomerate: affinities, fragments, waterz agglomeration."""
 
 from __future__ import annotations
 
