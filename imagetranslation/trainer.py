@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuron3d.io import write_file, write_folder, write_image
+from neuron3d.io import same_path, write_file, write_folder, write_image
 from neuron3d.progress import StepProgress
 
 from . import data as D
@@ -292,16 +292,6 @@ def _index_html(path, header, rows):
                + "\n</table></body></html>\n")
 
 
-def _same_folder(a, b):
-    a, b = Path(a), Path(b)
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _holds_run(folder):
     """Whether ``folder`` holds a run (checkpoints or an options.json)."""
     folder = Path(folder)
@@ -327,7 +317,7 @@ def check_train_output(options):
     out, checkpoint = Path(options["output_dir"]), options.get("checkpoint")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output_dir {out} is an existing file, expected a folder")
-    resuming_here = checkpoint is not None and _same_folder(checkpoint, out)
+    resuming_here = checkpoint is not None and same_path(checkpoint, out)
     if options.get("force") and resuming_here:
         raise ValueError(f"--force would remove the checkpoints of --checkpoint {checkpoint} "
                          f"(the same folder as --output_dir {out}): pass one of them")
@@ -692,8 +682,8 @@ def check_inference_output(options):
     out, checkpoint = Path(options["output_dir"]), options["checkpoint"]
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output_dir {out} is an existing file, expected a folder")
-    if _same_folder(out, checkpoint) or _holds_checkpoints(out):
-        what = (f"the --checkpoint folder {checkpoint}" if _same_folder(out, checkpoint)
+    if same_path(out, checkpoint) or _holds_checkpoints(out):
+        what = (f"the --checkpoint folder {checkpoint}" if same_path(out, checkpoint)
                 else "a training run's folder (it holds checkpoints)")
         raise ValueError(f"--output_dir {out} is {what}: --mode {options.get('mode', 'test')} "
                          "would overwrite its options.json; choose another --output_dir")

@@ -494,24 +494,17 @@ def plan(options, layout, shape):
             "--operation", "png_to_tif", "--input_dir", f"{L.prediction('nn3', q)}/images/",
             "--output_dir", f"{L.work}/", "--name", L.membrane_predicted(q).stem),
             [L.prediction("nn3", q)], [L.membrane_predicted(q)])
-        if q == CHOICE_QUADRANT:  # d only feeds the agglomeration: membranes and NN-5
-            step(f"membrane_predicted_cons_{q}", p3d(
-                "--operation", "consecutive", "--input_dir", L.membrane_predicted(q),
-                "--output_dir", L.membrane_predicted_pairs(q)),
-                [L.membrane_predicted(q)], [L.membrane_predicted_pairs(q)])
-            combine(f"combine_membrane_overlap_{q}", L.membrane_predicted_pairs(q),
-                    L.images("overlap", q), L.combined("membrane_overlap", q))
-            continue
-        step(f"membrane_predicted_png_{q}", p3d(
-            "--operation", "tif_to_png", "--input_dir", L.membrane_predicted(q),
-            "--output_dir", L.membrane_predicted_images(q)),
-            [L.membrane_predicted(q)], [L.membrane_predicted_images(q)])
+        if q != CHOICE_QUADRANT:  # NN-4's input (d only feeds the agglomeration, via NN-5)
+            step(f"membrane_predicted_png_{q}", p3d(
+                "--operation", "tif_to_png", "--input_dir", L.membrane_predicted(q),
+                "--output_dir", L.membrane_predicted_images(q)),
+                [L.membrane_predicted(q)], [L.membrane_predicted_images(q)])
+            combine(f"combine_membrane_cytoplasm_{q}", L.membrane_predicted_images(q),
+                    L.images("cytoplasm", q), L.combined("membrane_cytoplasm", q))
         step(f"membrane_predicted_cons_{q}", p3d(
             "--operation", "consecutive", "--input_dir", L.membrane_predicted(q),
             "--output_dir", L.membrane_predicted_pairs(q)),
             [L.membrane_predicted(q)], [L.membrane_predicted_pairs(q)])
-        combine(f"combine_membrane_cytoplasm_{q}", L.membrane_predicted_images(q),
-                L.images("cytoplasm", q), L.combined("membrane_cytoplasm", q))
         combine(f"combine_membrane_overlap_{q}", L.membrane_predicted_pairs(q),
                 L.images("overlap", q), L.combined("membrane_overlap", q))
 

@@ -266,6 +266,17 @@ def remove_stale_temporaries(target):
     return removed
 
 
+def same_path(a, b):
+    """Whether two paths name the same file or folder (resolved, or the same inode)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def prepare_output_dir(folder):
     """Create ``folder`` (and parents) for outputs; refuse an existing file.
 

@@ -55,3 +55,19 @@ def random_labels(rng, shape, count):
     small = rng.integers(0, count, size=(shape[0], -(-shape[1] // 3), -(-shape[2] // 3)))
     big = np.repeat(np.repeat(small, 3, axis=1), 3, axis=2)
     return big[:, : shape[1], : shape[2]].astype(np.uint32)
+
+
+def combined_images(folder, shape, seed):
+    """EM | membrane pairs of a small synthetic volume, made by the combine CLI; returns the folder."""
+    from imagetranslation.tools import process as combine_cli
+    from neuron3d import io
+    from neuron3d.labels import membrane
+    from neuron3d.synthetic import synthetic_volume
+
+    em, ids = synthetic_volume(shape, seed=seed)
+    io.write_slices(folder / "em", em)
+    io.write_slices(folder / "mem", membrane(ids))
+    assert combine_cli.main(["--operation", "combine", "--input_dir", str(folder / "em"),
+                             "--b_dir", str(folder / "mem"),
+                             "--output_dir", str(folder / "combined")]) == 0
+    return folder / "combined"

@@ -9,12 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_user_error
-
-from imagetranslation.tools import process as combine_cli
-from neuron3d import io
-from neuron3d.labels import membrane
-from neuron3d.synthetic import synthetic_volume
+from conftest import ROOT, assert_user_error, combined_images
 
 tf = pytest.importorskip("tensorflow")
 
@@ -24,13 +19,7 @@ TINY = ["--ngf", "4", "--n_res_blocks", "1", "--crop_size", "16", "--scale_size"
 
 
 def _combined(folder):
-    em, ids = synthetic_volume((3, 16, 16), seed=4)
-    io.write_slices(folder / "em", em)
-    io.write_slices(folder / "mem", membrane(ids))
-    assert combine_cli.main(["--operation", "combine", "--input_dir", str(folder / "em"),
-                             "--b_dir", str(folder / "mem"),
-                             "--output_dir", str(folder / "combined")]) == 0
-    return folder / "combined"
+    return combined_images(folder, (3, 16, 16), seed=4)
 
 
 def _args(combined, out, steps, *extra):

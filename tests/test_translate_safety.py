@@ -5,13 +5,10 @@ import signal
 
 import numpy as np
 import pytest
+from conftest import combined_images
 from PIL import Image
 
 from imagetranslation import trainer, translate
-from imagetranslation.tools import process as combine_cli
-from neuron3d import io
-from neuron3d.labels import membrane
-from neuron3d.synthetic import synthetic_volume
 
 tf = pytest.importorskip("tensorflow")
 
@@ -21,14 +18,7 @@ TINY = ["--ngf", "4", "--n_res_blocks", "1", "--crop_size", "16", "--scale_size"
 
 @pytest.fixture(scope="module")
 def combined(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    em, ids = synthetic_volume((2, 16, 16), seed=1)
-    io.write_slices(folder / "em", em)
-    io.write_slices(folder / "mem", membrane(ids))
-    assert combine_cli.main(["--operation", "combine", "--input_dir", str(folder / "em"),
-                             "--b_dir", str(folder / "mem"),
-                             "--output_dir", str(folder / "combined")]) == 0
-    return folder / "combined"
+    return combined_images(tmp_path_factory.mktemp("data"), (2, 16, 16), seed=1)
 
 
 def _user_error(status, capsys, *fragments):

@@ -9,14 +9,11 @@ side (A left, B right) as one RGB PNG named like A's file.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from imagetranslation.data import read_rgb
 from neuron3d.cli import ArgumentParser, run_cli
-from neuron3d.io import list_slice_files, write_folder
+from neuron3d.io import list_slice_files, same_path, write_folder
 
 
 def build_parser():
@@ -28,16 +25,6 @@ def build_parser():
                    help="folder for the combined PNGs (not --input_dir or --b_dir); PNG files "
                         "already in it that this run does not write are removed")
     return p
-
-
-def _same_folder(a, b):
-    a, b = Path(a), Path(b)
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _by_stem(files, what):
@@ -70,7 +57,7 @@ def combine(a_dir, b_dir, output_dir):
         share a base name.
     """
     for flag, folder in (("--input_dir", a_dir), ("--b_dir", b_dir)):
-        if _same_folder(output_dir, folder):
+        if same_path(output_dir, folder):
             raise ValueError(f"--output_dir {output_dir} is the same folder as {flag} {folder}: "
                              f"combine would overwrite its images; choose another --output_dir")
     a_by_stem = _by_stem(list_slice_files(a_dir, pattern=None, what="--input_dir"), "--input_dir")
