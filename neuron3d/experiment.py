@@ -121,11 +121,16 @@ class Options:
 
 
 def _writable(folder):
-    """Whether files can be created in ``folder`` (or in its nearest existing parent)."""
+    """Whether files may be created in ``folder`` (or in its nearest existing parent).
+
+    A folder without any write permission bit counts as read-only even for root, who could
+    write there anyway: a shared data folder marked read-only stays untouched.
+    """
     folder = Path(folder).absolute()
     while not folder.exists():
         folder = folder.parent
-    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+    return (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+            and bool(folder.stat().st_mode & 0o222))
 
 
 def resolve(args):

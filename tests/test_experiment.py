@@ -63,6 +63,9 @@ def test_read_only_data_folder_puts_derived_files_under_the_run(tmp_path, monkey
     assert E._writable(tmp_path / "new" / "folder")  # the nearest existing parent decides
     (tmp_path / "file").write_text("")
     assert not E._writable(tmp_path / "file" / "sub")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert not E._writable(locked) and not E._writable(locked / "sub")  # even for root
     monkeypatch.setattr(E, "_writable", lambda folder: E.Path(folder) != data)
     o = options("--datasets", str(data), "--results", str(tmp_path / "res"))
     assert o.work == str(tmp_path / "res" / "experiment_8" / "datasets")
