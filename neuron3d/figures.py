@@ -208,6 +208,51 @@ def metrics_table(report):
     return "\n".join(lines) + "\n"
 
 
+def quality_rows(report):
+    """(network title, quadrant, quality dict) of every network's predictions in ``report``."""
+    return [(net["title"], q, quality) for net in report.get("networks", {}).values()
+            for q, quality in sorted(net.get("quality", {}).items())]
+
+
+def quality_table(report):
+    """Markdown table of each network's pixel (and membrane boundary) scores per quadrant."""
+    head = ["network", "quadrant", "precision", "recall", "F1", "boundary F1 (1 px)",
+            "boundary F1 (2 px)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for title, q, s in quality_rows(report):
+        bounds = [f"{s[k]['f1']:.3f}" if k in s else "" for k in ("boundary_1px", "boundary_2px")]
+        lines.append(f"| {title} | {q} | {s['precision']:.3f} | {s['recall']:.3f} | "
+                     f"{s['f1']:.3f} | {' | '.join(bounds)} |")
+    return "\n".join(lines) + "\n"
+
+
+def quality_chart(report, out):
+    """Bars of each network's pixel F1 per quadrant, and the membranes' boundary F1."""
+    plt = _pyplot()
+
+    rows = quality_rows(report)
+    names = [f"{title}, {q}" for title, q, _ in rows]
+    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.45 * len(rows)), layout="constrained")
+    series = [("pixel F1 at 0.5", "f1", "tab:blue"),
+              ("boundary F1, 1 px", "boundary_1px", "tab:green")]
+    height = 0.8 / len(series)
+    for k, (label, key, color) in enumerate(series):
+        values = [(s[key] if key == "f1" else s.get(key, {}).get("f1", np.nan))
+                  for _, _, s in rows]
+        offsets = [i - 0.4 + height * (k + 0.5) for i in range(len(rows))]
+        ax.barh(offsets, values, height=height, color=color, label=label)
+        for y, v in zip(offsets, values):
+            if np.isfinite(v):
+                ax.text(v, y, f" {v:.3f}", va="center", fontsize=7)
+    ax.set_yticks(range(len(rows)), names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.1)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f"run {report['run']}: each network's predictions vs ground-truth images",
+                 fontsize=10)
+    save_figure(plt, fig, out)
+
+
 def metrics_chart(report, out):
     """Bars of each score per reconstruction and baseline: against the evaluation volume
     (dark) and, where the report has them, against the ground-truth labels (light)."""
@@ -319,11 +364,12 @@ def run_figures(run_dir, out, browser=True):
         except RuntimeError as exc:
             print(f"figures: no 3D view: {exc}", file=sys.stderr)
     workflow_figure(layout, out / f"{run}_workflow.png", shot)
-    write_file(out / f"{run}_metrics.md", metrics_table(report))
+    write_file(out / f"{run}_metrics.md", metrics_table(report) + "\n" + quality_table(report))
     metrics_chart(report, out / f"{run}_metrics.png")
+    quality_chart(report, out / f"{run}_networks.png")
     training_curves(layout.run_dir, out / f"{run}_training.png")
     written += [out / f"{run}_{k}" for k in ("workflow.png", "metrics.md", "metrics.png",
-                                            "training.png")]
+                                            "networks.png", "training.png")]
     return written
 
 

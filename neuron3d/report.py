@@ -88,8 +88,39 @@ def results(layout, options):
     return rows
 
 
+#: Predicted images are foreground where their value is at least half of 255.
+HALF = 128
+#: Tolerances (pixels) of the membranes' boundary F1.
+BOUNDARY_TOLERANCES = (1, 2)
+
+
+def prediction_quality(predicted, true, membrane=False):
+    """Pixel precision/recall/F1 of a predicted image stack at 0.5 against the ground truth's
+    0/255 images; for membranes also the boundary scores with 1 and 2 pixels of tolerance.
+
+    Parameters
+    ----------
+    predicted, true : numpy.ndarray
+        (z, y, x) uint8 images (0..255); ``true`` is 0/255.
+    membrane : bool
+        Add ``boundary_<t>px`` entries (:func:`neuron3d.metrics.boundary_scores`).
+    """
+    from .metrics import boundary_scores, pixel_scores
+
+    predicted, true = np.asarray(predicted) >= HALF, np.asarray(true) >= HALF
+    quality = pixel_scores(predicted, true)
+    if membrane:
+        for tolerance in BOUNDARY_TOLERANCES:
+            quality[f"boundary_{tolerance}px"] = boundary_scores(predicted, true, tolerance)
+    return quality
+
+
 def networks(layout, steps):
-    """For each trained network: the trainer's recorded options (threads, determinism...)."""
+    """For each trained network: its trainer options (threads, determinism...) and the quality
+    of its predictions on every quadrant it predicted, against that quadrant's ground-truth
+    images."""
+    from .io import read_stack
+
     found = {}
     for step in steps:
         if step.name.startswith("train_"):
@@ -97,7 +128,15 @@ def networks(layout, steps):
             options_file = layout.network(key) / "options.json"
             if options_file.exists():
                 found[key] = {"title": NETWORKS[key].title, "folder": str(layout.network(key)),
-                              "trainer_options": _read_json(options_file)}
+                              "trainer_options": _read_json(options_file), "quality": {}}
+        elif step.name.startswith("predict_"):
+            key, q = step.name.removeprefix("predict_").rsplit("_", 1)
+            images = layout.prediction(key, q) / "images"
+            if key in found and images.is_dir():
+                target = NETWORKS[key].target
+                found[key]["quality"][q] = prediction_quality(
+                    read_stack(images, channel=0), read_stack(layout.images(target, q), channel=0),
+                    membrane=target == "membrane")
     return found
 
 

@@ -254,7 +254,11 @@ def test_demo_end_to_end_rerun_with_other_options(tmp_path):
                         str(tmp_path / "figs"), "--no_browser"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
-        "demo_metrics.md", "demo_metrics.png", "demo_training.png", "demo_workflow.png"]
+        "demo_metrics.md", "demo_metrics.png", "demo_networks.png", "demo_training.png",
+        "demo_workflow.png"]
+    quality = report["networks"]["nn3"]["quality"]
+    assert set(quality) == {"b", "c", "d"} and "boundary_1px" in quality["c"]
+    assert set(report["networks"]["nn5"]["quality"]) == {"c", "d"}
 
     # The same command again: every step reused.
     r = run_experiment(tmp_path, *tiny)

@@ -85,6 +85,19 @@ def test_metrics_table_exact():
     assert len(lines) == 8
 
 
+def test_quality_table_exact(tmp_path):
+    rep = {"run": "r", "networks": {"nn3": {"title": "NN-3", "quality": {
+        "c": {"precision": 0.5, "recall": 0.25, "f1": 1 / 3,
+              "boundary_1px": {"f1": 0.9}, "boundary_2px": {"f1": 0.95}}}},
+        "nn4": {"title": "NN-4", "quality": {"c": {"precision": 1.0, "recall": 0.5, "f1": 2 / 3}}}}}
+    lines = figures.quality_table(rep).splitlines()
+    assert lines[2:] == ["| NN-3 | c | 0.500 | 0.250 | 0.333 | 0.900 | 0.950 |",
+                         "| NN-4 | c | 1.000 | 0.500 | 0.667 |  |  |"]
+    figures.quality_chart(rep, tmp_path / "q.png")
+    with Image.open(tmp_path / "q.png") as image:
+        assert image.format == "PNG"
+
+
 def test_metrics_chart_writes_a_png(tmp_path):
     scores = {"adapted_rand_error": 0.25, "adjusted_rand_index": 0.5, "voi_split": 0.1,
               "voi_merge": 0.2}
