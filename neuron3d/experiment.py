@@ -78,6 +78,10 @@ def build_parser():
                         help="training epochs for every network (thesis: 2000)")
     length.add_argument("--steps", type=int, metavar="N",
                         help="training steps for every network (instead of epochs)")
+    p.add_argument("--minutes", type=float, metavar="M",
+                   help="wall-time budget of every network's training, in minutes (instead of "
+                        "step counts; with --steps/--epochs whichever comes first); the report "
+                        "records the steps each network reached")
     p.add_argument("--paths", choices=["thesis", "all"], default="thesis",
                    help="thesis (NN-3 -> NN-4 / NN-5, default) or all (also NN-1, NN-2)")
     p.add_argument("--method", choices=["thesis", "agglomerate", "both"], default="both",
@@ -110,6 +114,7 @@ class Options:
     run: str
     epochs: int | None
     steps: int | None
+    minutes: float | None
     paths: str
     method: str
     erosions: int
@@ -146,6 +151,8 @@ def resolve(args):
         value = getattr(args, flag)
         if value is not None and value < 0:
             raise ValueError(f"--{flag} must be >= 0, got {value}")
+    if args.minutes is not None and not args.minutes > 0:
+        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
     if args.steps == 0 or args.epochs == 0:
         raise ValueError("--steps/--epochs must be >= 1 (a network needs at least one step)")
     if args.shape is not None and not args.demo:
@@ -166,7 +173,7 @@ def resolve(args):
         work = datasets if _writable(datasets) else str(Path(args.results) / run / "datasets")
     return Options(demo=args.demo, quick=args.quick or args.demo, datasets=datasets,
                    work=str(Path(work)), results=str(Path(args.results)), run=run,
-                   epochs=args.epochs, steps=args.steps, paths=args.paths,
+                   epochs=args.epochs, steps=args.steps, minutes=args.minutes, paths=args.paths,
                    method=args.method, erosions=args.erosions, shape=shape, seed=args.seed,
                    deterministic=args.deterministic, force=args.force, dry_run=args.dry_run)
 
@@ -369,6 +376,10 @@ def training_args(options, shape, key):
         length = ["--max_steps", str(options.steps)]
     elif options.epochs is not None:
         length = ["--max_epochs", str(options.epochs)]
+    elif options.minutes is not None:
+        length = []  # the budget alone ends training
+    if options.minutes is not None:
+        length += ["--max_minutes", f"{options.minutes:g}"]
     extra = ["--deterministic"] if options.deterministic else []
     return args + length + ["--seed", str(options.seed)] + extra
 
@@ -788,10 +799,12 @@ def volume_shape(options, layout):
 
 def recipe_summary(options, shape):
     kind = "quick" if options.quick else "thesis"
-    length = training_args(options, shape, "nn3")
-    i = length.index("--max_steps") if "--max_steps" in length else length.index("--max_epochs")
-    other = training_args(options, shape, "nn4")[i + 1]
-    return f"{kind} training ({length[i]} {length[i + 1]} / {other})"
+    first, other = (training_args(options, shape, key) for key in ("nn3", "nn4"))
+    limits = [f"{flag} {first[i + 1]}" + (f" / {other[i + 1]}" if other[i + 1] != first[i + 1]
+                                          else "")
+              for i, flag in enumerate(first)
+              if flag in ("--max_steps", "--max_epochs", "--max_minutes")]
+    return f"{kind} training ({', '.join(limits)})"
 
 
 def execute(options):

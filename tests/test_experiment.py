@@ -44,6 +44,8 @@ def test_missing_data_says_what_to_download_and_writes_nothing(tmp_path):
     (["--steps", "x"], "--steps: invalid int value: 'x'"),
     (["--steps", "0"], "--steps/--epochs must be >= 1"),
     (["--steps", "3", "--epochs", "2"], "not allowed with argument"),
+    (["--minutes", "0"], "--minutes must be > 0, got 0.0"),
+    (["--minutes", "nan"], "--minutes must be > 0, got nan"),
     (["--shape", "8", "96", "96"], "--shape sets the synthetic volume of --demo"),
     (["--demo", "--shape", "8", "6", "96"], "--shape must be at least 1 x 8 x 8 (quadrants of 4 x 4), got 8 x 6 x 96"),
     (["--demo", "--run", "../x"], "--run must be a plain name"),
@@ -116,6 +118,14 @@ def test_training_recipes():
     args = E.training_args(thesis, (10, 64, 64), "nn4")
     assert args[:len(E.THESIS_TRAIN)] == list(E.THESIS_TRAIN)
     assert args[-5:] == ["--max_epochs", "3", "--seed", "7", "--deterministic"]
+    budget = options("--demo", "--minutes", "2.5")
+    args = E.training_args(budget, budget.shape, "nn3")
+    assert "--max_steps" not in args and args[args.index("--max_minutes") + 1] == "2.5"
+    both = options("--demo", "--minutes", "2", "--steps", "50")
+    args = E.training_args(both, both.shape, "nn5")
+    assert args[args.index("--max_steps") + 1] == "50" and "--max_minutes" in args
+    assert E.recipe_summary(both, both.shape) == "quick training (--max_steps 50, --max_minutes 2)"
+    assert E.recipe_summary(quick, quick.shape) == "quick training (--max_steps 1500 / 700)"
 
 
 # ---- the keyed runner -------------------------------------------------------------------------
