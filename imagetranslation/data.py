@@ -3,16 +3,38 @@
 A combined image holds the input A on the left half and the target B on the
 right half (``tools/process.py --operation combine`` makes them).  The whole
 data set is decoded once and kept in memory as uint8.  Every random choice
-of the pipeline (which image, flips, transpose, crop) is a stateless function
-of ``(seed, example index)``, so a run resumed from a checkpoint at step s
-sees exactly the examples an uninterrupted run would.
+of the pipeline (which image, flips, transpose, crop, and the augmentations of
+:func:`augment_example`) is a stateless function of ``(seed, example index)``,
+so a run resumed from a checkpoint at step s sees exactly the examples an
+uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from neuron3d.io import list_slice_files
+
+from .options import parse_augment
+
+#: Defaults of the augmentation parameters (translate.py's flags of the same names).
+AUGMENT_DEFAULTS = {
+    "brightness": 0.1,       # intensity: offset uniform in [-0.1, 0.1] (image range 0..1)
+    "contrast": 0.2,         # intensity: factor uniform in [0.8, 1.2] about mid-gray
+    "gamma": 1.25,           # intensity: exponent log-uniform in [1/1.25, 1.25]
+    "blur_sigma": 1.0,       # blur: Gaussian sigma uniform in [0, 1] pixels
+    "elastic_pixels": 2.0,   # elastic: displacement at most 2 pixels
+    "elastic_spacing": 16,   # elastic: one random displacement every 16 pixels, smooth between
+    "missing_slice_p": 0.1,  # missing_slice: probability of blanking one slice
+    "misalign_p": 0.2,       # misalign: probability of shifting one slice
+    "misalign_pixels": 3,    # misalign: shift uniform in [-3, 3] pixels in y and in x
+}
+#: Added to the seed for each augmentation's random numbers (flips and crop use 1..4).
+_SALTS = {"elastic": 10, "intensity": 20, "blur": 30, "misalign": 40, "missing_slice": 50}
+#: An end for the example indices of a run without max_steps (one ended by its time budget).
+UNBOUNDED_STEPS = 2**40
 
 
 def read_rgb(path):
@@ -85,6 +107,201 @@ def scaled_size(height, width, scale_size):
     return max(scale_size, round(height * factor)), max(scale_size, round(width * factor))
 
 
+def _uniform(shape, seed, salt, index, low=0.0, high=1.0, dtype=None):
+    """Stateless uniform numbers for (seed + salt, index): [low, high) (integers: high excluded)."""
+    import tensorflow as tf
+
+    key = tf.stack([tf.cast(seed + salt, tf.int64), tf.cast(index, tf.int64)])
+    return tf.random.stateless_uniform(shape, seed=key, minval=low, maxval=high,
+                                       dtype=dtype or tf.float32)
+
+
+def elastic_field(height, width, seed, index, pixels=2.0, spacing=16):
+    """A smooth random displacement field, a function of ``(seed, index)``.
+
+    Displacements uniform in ``[-pixels, pixels]`` on a coarse grid with one
+    point every ``spacing`` pixels (covering the image), resized bicubically to
+    the image and clipped to ``[-pixels, pixels]``.
+
+    Returns
+    -------
+    tf.Tensor
+        (height, width, 2) float32: the (dy, dx) displacement of each pixel, in pixels.
+    """
+    import tensorflow as tf
+
+    grid = [math.ceil(height / spacing) + 1, math.ceil(width / spacing) + 1, 2]
+    coarse = _uniform(grid, seed, _SALTS["elastic"], index, -pixels, pixels)
+    field = tf.image.resize(coarse[None], [height, width], method="bicubic")[0]
+    return tf.clip_by_value(field, -pixels, pixels)
+
+
+def warp(image, field):
+    """Sample ``image`` at (y + dy, x + dx) with bilinear interpolation, edges clamped.
+
+    Parameters
+    ----------
+    image : tf.Tensor
+        (y, x, c) float32.
+    field : tf.Tensor
+        (y, x, 2) float32 displacements (dy, dx) in pixels (:func:`elastic_field`).
+
+    Returns
+    -------
+    tf.Tensor
+        (y, x, c) float32; equal to ``scipy.ndimage.map_coordinates(channel,
+        [y + dy, x + dx], order=1, mode="nearest")`` for each channel.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+    yy, xx = tf.meshgrid(tf.range(h), tf.range(w), indexing="ij")
+    y = tf.clip_by_value(yy + field[..., 0], 0.0, h - 1.0)
+    x = tf.clip_by_value(xx + field[..., 1], 0.0, w - 1.0)
+    y0, x0 = tf.floor(y), tf.floor(x)
+    wy, wx = (y - y0)[..., None], (x - x0)[..., None]
+    y0i, x0i = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    y1i, x1i = tf.minimum(y0i + 1, shape[0] - 1), tf.minimum(x0i + 1, shape[1] - 1)
+
+    def at(yi, xi):
+        return tf.gather_nd(image, tf.stack([yi, xi], axis=-1))
+
+    top = at(y0i, x0i) * (1.0 - wx) + at(y0i, x1i) * wx
+    bottom = at(y1i, x0i) * (1.0 - wx) + at(y1i, x1i) * wx
+    return top * (1.0 - wy) + bottom * wy
+
+
+def _intensity(image, seed, index, brightness, contrast, gamma):
+    """Contrast about mid-gray, brightness offset, then gamma, on the 0..1 scale; clipped."""
+    import tensorflow as tf
+
+    u = _uniform([3], seed, _SALTS["intensity"], index)
+    factor = 1.0 - contrast + 2.0 * contrast * u[0]
+    offset = brightness * (2.0 * u[1] - 1.0)
+    exponent = tf.exp(math.log(gamma) * (2.0 * u[2] - 1.0))
+    value = (image + 1.0) / 2.0
+    value = tf.clip_by_value((value - 0.5) * factor + 0.5 + offset, 0.0, 1.0) ** exponent
+    return value * 2.0 - 1.0
+
+
+def blur_radius(sigma_max):
+    """Radius of the Gaussian kernel for sigmas up to ``sigma_max``: ceil(3 sigma_max)."""
+    return math.ceil(3.0 * sigma_max)
+
+
+def _blur(image, seed, index, sigma_max):
+    """Gaussian blur with sigma uniform in [0, sigma_max], separable, borders reflected."""
+    import tensorflow as tf
+
+    radius = blur_radius(sigma_max)
+    if radius == 0:
+        return image
+    sigma = tf.maximum(_uniform([], seed, _SALTS["blur"], index, 0.0, sigma_max), 1e-3)
+    t = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-(t * t) / (2.0 * sigma * sigma))
+    kernel = kernel / tf.reduce_sum(kernel)
+    channels = image.shape[-1]
+    padded = tf.pad(image, [[radius, radius], [radius, radius], [0, 0]], mode="REFLECT")[None]
+    along_y = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+    along_x = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
+    out = tf.nn.depthwise_conv2d(padded, along_y, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(out, along_x, [1, 1, 1, 1], "VALID")[0]
+
+
+def _one_of_two_channels(image, seed, salt, index, probability):
+    """(whether to change the example, a (c,) mask of the chosen channel: red or green)."""
+    import tensorflow as tf
+
+    u = _uniform([2], seed, salt, index)
+    channel = tf.cast(u[1] < 0.5, tf.int32)  # 1 = green (slice z+1), 0 = red (slice z)
+    mask = tf.equal(tf.range(image.shape[-1]), channel)
+    return u[0] < probability, mask
+
+
+def _shift(image, dy, dx):
+    """``out[y, x] = image[y - dy, x - dx]``, coordinates clamped to the image (edges repeat)."""
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    rows = tf.clip_by_value(tf.range(shape[0]) - dy, 0, shape[0] - 1)
+    cols = tf.clip_by_value(tf.range(shape[1]) - dx, 0, shape[1] - 1)
+    return tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)
+
+
+def augment_example(inputs, targets, index, seed, options):
+    """The ``--augment`` augmentations of one training example.
+
+    A pure function of ``(seed, index)`` and the images: the same arguments
+    give the same bytes, so resumed runs see the examples an uninterrupted run
+    would.  Applied in this order (each only if named in ``options["augment"]``):
+
+    * ``elastic``: input AND target are warped by the same smooth random field
+      (:func:`elastic_field`, at most ``elastic_pixels``, grid ``spacing``
+      ``elastic_spacing``) with bilinear interpolation for both (:func:`warp`):
+      the target is a regression target, so a 0/255 edge becomes a one-pixel
+      ramp rather than a jagged nearest-neighbour step.  They stay aligned.
+    * ``intensity`` (input only): contrast factor uniform in
+      ``[1 - contrast, 1 + contrast]`` about mid-gray, brightness offset uniform
+      in ``[-brightness, brightness]`` (on the 0..1 scale), clipped, then gamma
+      log-uniform in ``[1 / gamma, gamma]``; one draw for all channels.
+    * ``blur`` (input only): Gaussian, sigma uniform in ``[0, blur_sigma]``.
+    * ``misalign`` (input only; two-slice inputs): with probability
+      ``misalign_p`` the red (slice z) or the green (slice z + 1) channel, one
+      of the two at random, is shifted by whole pixels ``(dy, dx)`` uniform in
+      ``[-misalign_pixels, misalign_pixels]`` (edges repeated).
+    * ``missing_slice`` (input only; two-slice inputs): with probability
+      ``missing_slice_p`` the red or the green channel, one at random, is
+      blanked to black (0, the model's -1), as a lost section.
+
+    Parameters
+    ----------
+    inputs, targets : tf.Tensor
+        (y, x, c) float32 in the model range [-1, 1], of static shape.
+    index : int or tf.Tensor
+        The example index (step x batch_size + position in the batch).
+    seed : int
+        The run's seed.
+    options : dict
+        ``augment`` (names, a list or comma string) and the parameters of
+        :data:`AUGMENT_DEFAULTS` (defaults used where missing).
+
+    Returns
+    -------
+    (tf.Tensor, tf.Tensor)
+        The augmented inputs and targets, same shapes, float32 in [-1, 1]
+        (bilinear warping and blurring keep values in range).
+    """
+    import tensorflow as tf
+
+    names = parse_augment(options.get("augment"))
+    value = {k: options[k] if options.get(k) is not None else v
+             for k, v in AUGMENT_DEFAULTS.items()}
+    if "elastic" in names and value["elastic_pixels"] > 0:
+        c_in = inputs.shape[-1]
+        height, width = inputs.shape[0], inputs.shape[1]  # static: the crop size
+        field = elastic_field(height, width, seed, index, value["elastic_pixels"],
+                              value["elastic_spacing"])
+        both = warp(tf.concat([inputs, targets], axis=-1), field)
+        inputs, targets = both[..., :c_in], both[..., c_in:]
+    if "intensity" in names:
+        inputs = _intensity(inputs, seed, index, value["brightness"], value["contrast"],
+                            value["gamma"])
+    if "blur" in names:
+        inputs = _blur(inputs, seed, index, value["blur_sigma"])
+    if "misalign" in names:
+        apply, mask = _one_of_two_channels(inputs, seed, _SALTS["misalign"], index,
+                                           value["misalign_p"])
+        m = value["misalign_pixels"]
+        d = _uniform([2], seed, _SALTS["misalign"] + 1, index, -m, m + 1, dtype=tf.int32)
+        inputs = tf.where(tf.logical_and(apply, mask), _shift(inputs, d[0], d[1]), inputs)
+    if "missing_slice" in names:
+        apply, mask = _one_of_two_channels(inputs, seed, _SALTS["missing_slice"], index,
+                                           value["missing_slice_p"])
+        inputs = tf.where(tf.logical_and(apply, mask), -1.0, inputs)
+    return inputs, targets
+
+
 def training_dataset(inputs, targets, options, start_step=0):
     """Batches of augmented (input, target) crops for steps ``start_step .. max_steps - 1``.
 
@@ -93,7 +310,9 @@ def training_dataset(inputs, targets, options, start_step=0):
     inputs, targets : numpy.ndarray
         (n, y, x, c) uint8.
     options : dict
-        seed, batch_size, max_steps, fliplr, flipud, transpose, scale_size, crop_size.
+        seed, batch_size, max_steps (None: no end, for a run ended by its time
+        budget), fliplr, flipud, transpose, scale_size, crop_size; ``augment``
+        and its parameters (:func:`augment_example`, applied to each crop).
     """
     import tensorflow as tf
 
@@ -127,8 +346,12 @@ def training_dataset(inputs, targets, options, start_step=0):
         image = tf.image.stateless_random_crop(image, [crop, crop, channels],
                                                seed=tf.stack([seed + 4, index]))
         image = image / 127.5 - 1.0
+        if augmenting:
+            return augment_example(image[..., :c_in], image[..., c_in:], index, seed, options)
         return image[..., :c_in], image[..., c_in:]
 
-    indices = tf.data.Dataset.range(start_step * batch, options["max_steps"] * batch)
+    augmenting = bool(parse_augment(options.get("augment")))
+    end = options["max_steps"] if options.get("max_steps") is not None else UNBOUNDED_STEPS
+    indices = tf.data.Dataset.range(start_step * batch, end * batch)
     return (indices.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(batch).prefetch(tf.data.AUTOTUNE))

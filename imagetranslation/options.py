@@ -19,7 +19,57 @@ POSITIVE_INTS = ("ngf", "ndf", "crop_size", "batch_size", "scale_size", "u_depth
 NON_NEGATIVE_INTS = ("n_res_blocks", "max_epochs", "max_steps", "save_freq", "summary_freq",
                      "progress_freq", "display_freq")
 #: Floats that must be finite and >= 0.
-NON_NEGATIVE_FLOATS = ("gan_weight", "classic_weight")
+NON_NEGATIVE_FLOATS = ("gan_weight", "classic_weight", "blur_sigma", "elastic_pixels")
+#: Floats that must lie in [0, 1].
+UNIT_FLOATS = ("brightness", "missing_slice_p", "misalign_p")
+#: Integers of the augmentations: (key, lowest value).
+AUGMENT_INTS = (("elastic_spacing", 2), ("misalign_pixels", 0))
+#: Training augmentations (``--augment``), in the order the pipeline applies them.
+AUGMENTATIONS = ("elastic", "intensity", "blur", "misalign", "missing_slice")
+#: Largest ``--blur_sigma`` (the kernel has radius ceil(3 sigma) and must fit the crop).
+MAX_BLUR_SIGMA = 10.0
+
+
+def parse_augment(value, source=None):
+    """The augmentations named by ``--augment`` as a list in pipeline order.
+
+    Parameters
+    ----------
+    value : str or list of str or None
+        A comma list (``"intensity,elastic"``; ``""`` or ``"none"`` for none)
+        or a list of names (as saved in options.json).
+    source : str or Path or None
+        As for :func:`check_values`.
+
+    Returns
+    -------
+    list of str
+        The names, each once, in the order of :data:`AUGMENTATIONS` (the order
+        the pipeline applies them, whatever order they were given in).
+
+    Raises
+    ------
+    ValueError
+        Naming the flag and the value if a name is not one of :data:`AUGMENTATIONS`.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if names == ["none"]:
+            names = []
+    elif isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value):
+        names = list(value)
+    else:
+        raise ValueError(f"{_name('augment', source)} must be a comma list of names, "
+                         f"got {value!r}")
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        given = value if isinstance(value, str) else ",".join(names)
+        raise ValueError(f"{_name('augment', source)} {given}: unknown augmentation "
+                         f"{unknown[0]!r} (choose from {', '.join(AUGMENTATIONS)}, "
+                         "comma-separated, or none)")
+    return [n for n in AUGMENTATIONS if n in names]
 
 
 def _name(key, source):
@@ -52,7 +102,12 @@ def check_values(options, source=None):
         Naming the flag (or key and file) and the value: integers out of range
         (see :data:`POSITIVE_INTS`, :data:`NON_NEGATIVE_INTS`); ``lr`` not a
         finite number > 0; ``beta1`` outside [0, 1); ``gan_weight`` or
-        ``classic_weight`` negative or not finite, or both 0 (nothing to learn).
+        ``classic_weight`` negative or not finite, or both 0 (nothing to learn);
+        ``max_minutes`` not a finite number > 0; an augmentation parameter out of
+        range (``brightness``, ``missing_slice_p``, ``misalign_p`` in [0, 1];
+        ``contrast`` in [0, 1); ``gamma`` >= 1; ``blur_sigma`` in [0, 10];
+        ``elastic_pixels`` >= 0; ``elastic_spacing`` >= 2; ``misalign_pixels``
+        >= 0) or an unknown name in ``augment`` (see :func:`parse_augment`).
     """
     def given(key):
         return options.get(key) is not None
@@ -72,6 +127,31 @@ def check_values(options, source=None):
             options["gan_weight"] or options["classic_weight"]):
         raise ValueError(f"{_name('gan_weight', source)} and {_name('classic_weight', source)} "
                          "are both 0: the generator would learn nothing")
+    for key in UNIT_FLOATS:
+        value = options.get(key)
+        if given(key) and (not _is_real(value) or not 0 <= value <= 1):
+            raise ValueError(f"{_name(key, source)} must be in [0, 1], got {value!r}")
+    for key, low in AUGMENT_INTS:
+        value = options.get(key)
+        if given(key) and (not _is_int(value) or value < low):
+            raise ValueError(f"{_name(key, source)} must be an integer >= {low}, got {value!r}")
+    contrast = options.get("contrast")
+    if given("contrast") and (not _is_real(contrast) or not 0 <= contrast < 1):
+        raise ValueError(f"{_name('contrast', source)} must be in [0, 1), got {contrast!r}")
+    gamma = options.get("gamma")
+    if given("gamma") and (not _is_real(gamma) or not math.isfinite(gamma) or gamma < 1):
+        raise ValueError(f"{_name('gamma', source)} must be a finite number >= 1, got {gamma!r}")
+    sigma = options.get("blur_sigma")
+    if given("blur_sigma") and sigma > MAX_BLUR_SIGMA:
+        raise ValueError(f"{_name('blur_sigma', source)} must be <= {MAX_BLUR_SIGMA:g}, "
+                         f"got {sigma!r}")
+    minutes = options.get("max_minutes")
+    if given("max_minutes") and (not _is_real(minutes) or not math.isfinite(minutes)
+                                 or minutes <= 0):
+        raise ValueError(f"{_name('max_minutes', source)} must be a finite number > 0, "
+                         f"got {minutes!r}")
+    if "augment" in options:
+        parse_augment(options["augment"], source)
     lr = options.get("lr")
     if given("lr") and (not _is_real(lr) or not math.isfinite(lr) or lr <= 0):
         raise ValueError(f"{_name('lr', source)} must be a finite number > 0, got {lr!r}")

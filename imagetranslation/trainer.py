@@ -5,7 +5,8 @@ Adam for generator and discriminator; with ``gan_weight == 0`` the
 discriminator is never built (the thesis setting: a supervised fully
 convolutional regressor).  Outputs in ``output_dir``: ``options.json`` (the
 options the run used and the TensorFlow settings in effect, see
-:func:`runtime_settings`), checkpoints (``tf.train.CheckpointManager``),
+:func:`runtime_settings`), ``training.json`` (how far the run got and why it
+stopped, see :func:`fit`), checkpoints (``tf.train.CheckpointManager``),
 TensorBoard event files and, with ``display_freq``, ``images/`` and
 ``index.html``.  Every file this module writes itself goes through the atomic
 writers of :mod:`neuron3d.io`.
@@ -25,6 +26,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ from neuron3d.progress import StepProgress
 
 from . import data as D
 from .models import build_generator, patch_discriminator, stride_of
-from .options import check_values
+from .options import check_values, parse_augment
 
 #: Options that define the network; test mode takes them from the checkpoint.
 ARCH_KEYS = ("which_direction", "model", "generator", "ngf", "ndf", "n_res_blocks", "u_depth",
@@ -51,11 +53,15 @@ _RUN_MARKERS = re.compile(r"^(checkpoint|ckpt-\d+.*|options\.json)$")
 #: Files a training run writes into its folder (``--force`` removes them), including
 #: TensorFlow's temporaries of a killed save (``ckpt-N_temp``, ``checkpoint.tmp...``).
 _RUN_FILES = re.compile(r"^(checkpoint|checkpoint\.tmp.*|ckpt-\d+.*|events\.out\.tfevents\..*"
-                        r"|options\.json|index\.html)$")
+                        r"|options\.json|training\.json|index\.html)$")
 #: Images that training (display_freq) and test write into ``images/``.
 _RUN_IMAGES = re.compile(r"^.+-(inputs|outputs|targets)\.(png|jpeg)$")
 #: Temporaries TensorFlow leaves when killed while saving a checkpoint.
 _TF_TEMPORARIES = re.compile(r"^(ckpt-\d+_temp.*|checkpoint\.tmp[0-9a-f]+)$")
+#: The clock of the time budget (``max_minutes``); tests replace it.
+_clock = time.monotonic
+#: Why a training run stopped, as recorded in training.json.
+STOPPED_BY = ("max_steps", "max_minutes", "interrupted")
 
 
 def configure_runtime(deterministic=False, threads=None):
@@ -384,6 +390,12 @@ def check_sizes(options, height, width):
     if options["gan_weight"] > 0 and crop < 32:
         raise ValueError(f"--crop_size {crop} is too small for the PatchGAN "
                          "discriminator (needs >= 32; or train with --gan_weight 0)")
+    sigma = options.get("blur_sigma")
+    if "blur" in parse_augment(options.get("augment")) and sigma is not None:
+        radius = D.blur_radius(sigma)
+        if radius >= crop:
+            raise ValueError(f"--blur_sigma {sigma} needs a kernel of radius {radius}, which "
+                             f"must be smaller than --crop_size {crop}")
 
 
 def resume_options(options):
@@ -496,7 +508,8 @@ def train(options):
     dict
         ``options`` (the options the run used, as written to options.json,
         ``max_steps`` resolved and a resumed checkpoint's network options
-        applied), ``step`` (the step reached) and ``losses`` (the last step's).
+        applied), ``step`` (the step reached), ``losses`` (the last step's) and
+        ``training``: the record written to ``training.json`` (see :func:`fit`).
 
     Raises
     ------
@@ -512,8 +525,18 @@ def train(options):
     inputs, targets, _ = D.load_pairs(options["input_dir"], options["which_direction"])
     check_sizes(options, *inputs.shape[1:3])
     steps_per_epoch = math.ceil(len(inputs) / options["batch_size"])
-    if options.get("max_steps") is None:
+    if options.get("max_steps") is None and options.get("max_epochs") is not None:
         options["max_steps"] = options["max_epochs"] * steps_per_epoch
+    options["max_steps"] = options.get("max_steps")
+    if options.get("max_steps") is None and options.get("max_minutes") is None:
+        raise ValueError("--mode train needs --max_epochs or --max_steps, or a time budget "
+                         "--max_minutes")
+    options["augment"] = parse_augment(options.get("augment"))
+    two_slice = {"missing_slice", "misalign"} & set(options["augment"])
+    if two_slice and np.array_equal(inputs[..., 0], inputs[..., 1]):
+        print(f"{PROG}: warning: --augment {','.join(sorted(two_slice))} changes the red or "
+              f"the green channel, but the inputs of {options['input_dir']} have equal red "
+              "and green channels (one slice, not a consecutive pair)", file=sys.stderr)
     saved_with_gan = None
     if options.get("checkpoint"):
         options, saved_with_gan = resume_options(options)
@@ -528,23 +551,69 @@ def train(options):
     _remove_tf_temporaries(out)
     write_options(out / "options.json", options)
     start = int(model.step.numpy())
+    end = "" if options["max_steps"] is None else options["max_steps"]
+    budget = "" if options.get("max_minutes") is None else \
+        f", at most {options['max_minutes']:g} minutes"
     print(f"{PROG}: training {options['generator']} (ngf {options['ngf']}) on "
-          f"{len(inputs)} images, steps {start}..{options['max_steps']} "
+          f"{len(inputs)} images, steps {start}..{end}{budget} "
           f"({steps_per_epoch} per epoch), device {device_summary()}", file=sys.stderr)
     dataset = D.training_dataset(inputs, targets, options, start)
-    step, losses = fit(model, dataset, options, start)
-    print(f"{PROG}: trained to step {step}; checkpoint, options.json and TensorBoard logs "
-          f"in {out}", file=sys.stderr)
-    return {"options": options, "step": step, "losses": losses}
+    step, losses, record = fit(model, dataset, options, start)
+    print(f"{PROG}: trained to step {step} in {record['seconds']:.1f} s (stopped by "
+          f"{record['stopped_by']}); checkpoint, options.json, training.json and TensorBoard "
+          f"logs in {out}", file=sys.stderr)
+    return {"options": options, "step": step, "losses": losses, "training": record}
+
+
+def _previous_seconds(options):
+    """``seconds_total`` of the training.json in the folder being resumed (0 if none)."""
+    checkpoint = options.get("checkpoint")
+    if not checkpoint:
+        return 0.0
+    try:
+        record = json.loads((Path(checkpoint) / "training.json").read_text(encoding="utf-8"))
+        total = float(record["seconds_total"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return 0.0
+    return total if math.isfinite(total) and total >= 0 else 0.0
+
+
+def write_training_record(out, record):
+    """Write ``record`` to ``out/training.json`` atomically (sorted keys, indented)."""
+    write_file(Path(out) / "training.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def fit(model, dataset, options, start):
-    """Run the training loop from step ``start``; returns (step reached, last losses).
+    """Run the training loop from step ``start``.
 
     Writes checkpoints every ``save_freq`` steps and at the end, TensorBoard
     scalars every ``summary_freq`` steps, display images every
-    ``display_freq`` steps, progress lines every ``progress_freq`` steps.  On
-    Ctrl-C it saves a checkpoint at the step reached, then re-raises.
+    ``display_freq`` steps, progress lines every ``progress_freq`` steps.
+    Stops after step ``max_steps`` or, with ``max_minutes``, after the first
+    step that ends ``max_minutes`` or more after the loop began (the clock is
+    read after each step, so the run overshoots its budget by less than one
+    step, plus the final checkpoint save), whichever comes first; without
+    ``max_steps`` only the budget ends it.  The budget applies to this call:
+    a run resumed with ``--checkpoint`` gets ``max_minutes`` more.  It counts
+    the training loop, including the tracing of the first step, not
+    TensorFlow's start-up and the loading of the images before it.  On Ctrl-C
+    it saves a checkpoint at the step reached, writes training.json, then re-raises.
+
+    Returns
+    -------
+    step : int
+        The step reached.
+    losses : dict
+        The last step's losses.
+    record : dict
+        What ``output_dir/training.json`` holds (written atomically):
+        ``steps_reached`` (int, the global step of the last checkpoint),
+        ``start_step`` (int, where this invocation began), ``stopped_by``
+        (``"max_steps"``, ``"max_minutes"`` or ``"interrupted"``), ``seconds``
+        (float, wall time of this invocation's training loop, final
+        checkpoint included), ``seconds_total`` (``seconds`` plus the
+        ``seconds_total`` of the training.json of the run resumed, if any),
+        ``max_steps`` (int or None), ``max_minutes`` (float or None).
     """
     import tensorflow as tf
 
@@ -552,10 +621,23 @@ def fit(model, dataset, options, start):
     manager = tf.train.CheckpointManager(model.checkpoint, str(out), max_to_keep=3)
     writer = tf.summary.create_file_writer(str(out))
     total = options["max_steps"]
+    minutes = options.get("max_minutes")
+    budget = None if minutes is None else 60.0 * minutes
+    earlier = _previous_seconds(options)
     step_fn = model.train_step_fn()
     progress = StepProgress(total, start, desc=PROG, every_steps=options["progress_freq"],
                             final_line=True, unit="step")
     losses, step, saved = {}, start, None
+    stopped_by = "max_steps"
+    began = _clock()
+
+    def record(why):
+        seconds = max(_clock() - began, 0.0)
+        result = {"steps_reached": step, "start_step": start, "stopped_by": why,
+                  "seconds": round(seconds, 3), "seconds_total": round(earlier + seconds, 3),
+                  "max_steps": total, "max_minutes": minutes}
+        write_training_record(out, result)
+        return result
 
     def save():
         nonlocal saved
@@ -579,6 +661,9 @@ def fit(model, dataset, options, start):
             if options["save_freq"] and step % options["save_freq"] == 0:
                 save()
             progress.update(step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
+            if budget is not None and step != total and _clock() - began >= budget:
+                stopped_by = "max_minutes"
+                break
         progress.close()
         if step > start or manager.latest_checkpoint is None:
             save()
@@ -587,11 +672,12 @@ def fit(model, dataset, options, start):
         step = int(model.step.numpy())
         save()
         writer.flush()
+        record("interrupted")
         print(f"{PROG}: interrupted at step {step}; saved checkpoint {manager.latest_checkpoint} "
               f"(resume with --checkpoint {out})", file=sys.stderr)
         raise
     writer.flush()
-    return step, losses
+    return step, losses, record(stopped_by)
 
 
 def _display(out, step, inputs, outputs, targets, writer):
@@ -670,6 +756,71 @@ def predict(generator, image, stride):
     return output[:height, :width]
 
 
+#: The 8 symmetries of the square as (transpose, flip up-down, flip left-right), applied in
+#: that order; the identity first.
+DIHEDRAL = tuple((t, fy, fx) for t in (False, True) for fy in (False, True)
+                 for fx in (False, True))
+
+
+def dihedral(image, transform):
+    """Apply one of :data:`DIHEDRAL` to a (y, x, ...) array: transpose, then flips."""
+    transpose, flip_y, flip_x = transform
+    if transpose:
+        image = np.swapaxes(image, 0, 1)
+    if flip_y:
+        image = image[::-1]
+    if flip_x:
+        image = image[:, ::-1]
+    return image
+
+
+def dihedral_inverse(image, transform):
+    """Undo :func:`dihedral`: flips, then transpose."""
+    transpose, flip_y, flip_x = transform
+    if flip_x:
+        image = image[:, ::-1]
+    if flip_y:
+        image = image[::-1]
+    if transpose:
+        image = np.swapaxes(image, 0, 1)
+    return image
+
+
+def predict_tta(generator, image, stride):
+    """Test-time augmentation: :func:`predict` averaged over the 8 flips and transposes.
+
+    Each of the 8 symmetries of the square (:data:`DIHEDRAL`) is applied to
+    ``image``, predicted alone (a batch of one, as without TTA: batch
+    normalisation uses each image's own statistics), inverted, and the 8
+    results are averaged.  Non-square images get all 8 too: the generator is
+    fully convolutional, so a transposed (x, y) image is predicted like any
+    other size.  Costs 8 predictions.  For a generator that commutes with flips
+    and transposes it equals :func:`predict` (up to rounding) when the sides
+    are multiples of ``stride`` (otherwise the padding :func:`predict` adds
+    at the bottom and right lands on other sides of the transformed images).
+
+    Parameters
+    ----------
+    generator : callable
+        ``generator(batch, training=False)`` on (1, y, x, c) float32.
+    image : numpy.ndarray
+        (y, x, c) float32 in [-1, 1].
+    stride : int
+        The generator's stride (see :func:`predict`).
+
+    Returns
+    -------
+    numpy.ndarray
+        (y, x, c_out) float32.
+    """
+    total = None
+    for transform in DIHEDRAL:
+        moved = np.ascontiguousarray(dihedral(image, transform))
+        output = dihedral_inverse(predict(generator, moved, stride), transform)
+        total = output.astype(np.float64) if total is None else total + output
+    return (total / len(DIHEDRAL)).astype(np.float32)
+
+
 def check_inference_output(options):
     """Refuse a test/export ``output_dir`` that is a training run's folder.
 
@@ -693,7 +844,8 @@ def test(options):
     """Translate every combined image of input_dir (``translate.py --mode test``).
 
     Writes ``images/<name>-{inputs,outputs,targets}.<png|jpeg>``, then
-    ``index.html`` and ``options.json`` into ``output_dir``.  ``images/`` is
+    ``index.html`` and ``options.json`` into ``output_dir``.  With ``tta`` the
+    outputs are :func:`predict_tta`'s average over the 8 flips and transposes.  ``images/`` is
     written atomically (:func:`neuron3d.io.write_folder`): on any error nothing
     is written, not even an empty ``output_dir``.  Returns the number of images.
 
@@ -715,6 +867,7 @@ def test(options):
     size = (options.get("image_height") or inputs.shape[1], options.get("image_width")
             or inputs.shape[2])
     stride = stride_of(options)
+    predictor = predict_tta if options.get("tta") else predict
     suffix = "." + options.get("output_filetype", "png")
     rows = []
 
@@ -726,7 +879,7 @@ def test(options):
                 if a.shape[:2] != size:
                     a = np.asarray(Image.fromarray(a).resize(size[::-1], Image.BILINEAR))
                     b = np.asarray(Image.fromarray(b).resize(size[::-1], Image.BILINEAR))
-                output = D.from_model_range(predict(generator, D.to_model_range(a), stride))
+                output = D.from_model_range(predictor(generator, D.to_model_range(a), stride))
                 row = [name]
                 for kind, image in (("inputs", a), ("outputs", output), ("targets", b)):
                     file = f"{name}-{kind}{suffix}"

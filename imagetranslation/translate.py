@@ -11,7 +11,12 @@ Training into a folder that already holds a run is refused: pass
 ``--checkpoint <that folder>`` to resume it or ``--force`` to start over.  Ctrl-C
 saves a checkpoint at the current step, then exits with status 130; a killed
 run resumes from its last checkpoint to the same weights as an uninterrupted
-one.  ``--deterministic`` (with ``--threads N``, default 1) makes the numbers
+one.  ``--max_minutes M`` ends training at a wall-time budget (alone or with
+--max_steps/--max_epochs, whichever comes first; per invocation, so a resumed
+run gets M more minutes); ``training.json`` records the steps reached and why
+training stopped.  ``--augment`` adds EM augmentations (stateless, like the
+flips); ``--mode test --tta`` averages the predictions over the 8 flips and
+transposes.  ``--deterministic`` (with ``--threads N``, default 1) makes the numbers
 of a seed the same on other machines; the run's ``options.json`` records the
 TensorFlow settings in effect under ``"runtime"``.  Test and export refuse to
 write into a training run's folder.  Bad input: one line on stderr, exit 2.
@@ -23,7 +28,8 @@ import os
 import sys
 
 from imagetranslation import quiet_tensorflow_start
-from imagetranslation.options import check_values
+from imagetranslation.data import AUGMENT_DEFAULTS
+from imagetranslation.options import AUGMENTATIONS, check_values, parse_augment
 from neuron3d.cli import ArgumentParser, run_cli
 
 #: oneDNN instruction set used with --deterministic (unless ONEDNN_MAX_CPU_ISA is set).
@@ -60,11 +66,46 @@ def build_parser():
         p.add_argument(f"--{flag}", action="store_true", default=True,
                        help=f"random {what} in training (default on)")
         p.add_argument(f"--no_{flag}", dest=flag, action="store_false", help=f"no {what}")
+    p.add_argument("--augment", default="",
+                   help="comma list of training augmentations, applied in this order: "
+                        f"{', '.join(AUGMENTATIONS)} (default none). elastic warps input and "
+                        "target alike; the others change the input only; misalign and "
+                        "missing_slice change the red or the green channel of two-slice inputs")
+    d = AUGMENT_DEFAULTS
+    p.add_argument("--brightness", type=float, default=d["brightness"],
+                   help="intensity: brightness offset uniform in [-B, B] on the 0..1 scale "
+                        "(default %(default)s)")
+    p.add_argument("--contrast", type=float, default=d["contrast"],
+                   help="intensity: contrast factor uniform in [1 - C, 1 + C] about mid-gray "
+                        "(default %(default)s)")
+    p.add_argument("--gamma", type=float, default=d["gamma"],
+                   help="intensity: gamma log-uniform in [1/G, G] (default %(default)s)")
+    p.add_argument("--blur_sigma", type=float, default=d["blur_sigma"],
+                   help="blur: Gaussian sigma uniform in [0, S] pixels (default %(default)s)")
+    p.add_argument("--elastic_pixels", type=float, default=d["elastic_pixels"],
+                   help="elastic: largest displacement in pixels (default %(default)s)")
+    p.add_argument("--elastic_spacing", type=int, default=d["elastic_spacing"],
+                   help="elastic: pixels between the random displacements, smooth between "
+                        "(default %(default)s)")
+    p.add_argument("--missing_slice_p", type=float, default=d["missing_slice_p"],
+                   help="missing_slice: probability of blanking the red or the green channel "
+                        "(default %(default)s)")
+    p.add_argument("--misalign_p", type=float, default=d["misalign_p"],
+                   help="misalign: probability of shifting the red or the green channel "
+                        "(default %(default)s)")
+    p.add_argument("--misalign_pixels", type=int, default=d["misalign_pixels"],
+                   help="misalign: largest shift in y and in x, whole pixels "
+                        "(default %(default)s)")
     p.add_argument("--scale_size", type=int, default=286,
                    help="resize images up (area) until the shorter side is this")
     p.add_argument("--crop_size", type=int, default=256, help="random crop size for training")
     p.add_argument("--max_epochs", type=int, help="training epochs (passes over the images)")
     p.add_argument("--max_steps", type=int, help="training steps (overrides --max_epochs)")
+    p.add_argument("--max_minutes", type=float,
+                   help="wall-time budget of this invocation's training loop in minutes (> 0): "
+                        "stops after the first step that reaches it, checkpoints, and records "
+                        "the steps reached in training.json; with --max_steps/--max_epochs "
+                        "whichever comes first, alone the budget ends training")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--lr", type=float, default=0.0002, help="Adam learning rate")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
@@ -76,6 +117,9 @@ def build_parser():
     p.add_argument("--image_height", type=int, help="test: resize inputs to this height")
     p.add_argument("--image_width", type=int, help="test: resize inputs to this width")
     p.add_argument("--output_filetype", choices=["png", "jpeg"], default="png")
+    p.add_argument("--tta", action="store_true",
+                   help="test: average the predictions over the 8 flips and transposes (each "
+                        "inverted first); 8 times the prediction time")
     p.add_argument("--mixed_precision", choices=["bf16", "fp16"], help="mixed-precision training")
     p.add_argument("--xla", action="store_true", help="compile the training step with XLA")
     p.add_argument("--force", action="store_true",
@@ -104,11 +148,13 @@ def resolve(args):
     if options["ngf"] == 0:
         options["ngf"] = 32 if options["generator"] == "resnet" else 64
     check_values(options)
+    options["augment"] = parse_augment(options["augment"])
     if args.mode in ("train", "test") and not args.input_dir:
         raise ValueError(f"--mode {args.mode} needs --input_dir")
     if args.mode == "train":
-        if args.max_epochs is None and args.max_steps is None:
-            raise ValueError("--mode train needs --max_epochs or --max_steps")
+        if args.max_epochs is None and args.max_steps is None and args.max_minutes is None:
+            raise ValueError("--mode train needs --max_epochs or --max_steps, or a time "
+                             "budget --max_minutes")
     elif not args.checkpoint:
         raise ValueError(f"--mode {args.mode} needs --checkpoint (a training output folder)")
     return options
