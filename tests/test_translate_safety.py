@@ -117,9 +117,14 @@ def test_ctrl_c_saves_a_checkpoint_at_the_current_step(tmp_path, combined, capsy
     err = capsys.readouterr().err
     assert "interrupted at step 3" in err and f"--checkpoint {tmp_path / 'run'}" in err
     assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-3")
+    record = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert record["stopped_by"] == "interrupted" and record["steps_reached"] == 3
     monkeypatch.undo()
     assert _train(combined, tmp_path / "run", 5, "--checkpoint", str(tmp_path / "run")) == 0
     assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-5")
+    record = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert record["stopped_by"] == "max_steps" and record["steps_reached"] == 5
+    assert record["start_step"] == 3 and record["seconds_total"] >= record["seconds"]
 
 
 def test_test_mode_refuses_a_training_run_folder_and_leaves_nothing_on_error(
