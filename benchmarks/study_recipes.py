@@ -1,0 +1,149 @@
+"""Training recipes for NN-3 (EM -> membrane) compared at equal wall-time budgets.
+
+    python -m benchmarks.study_recipes --data ../shared/data/gala-fibsem --minutes 2
+    python -m benchmarks.study_recipes --data ../shared/data/gala-fibsem --minutes 5 \\
+        --recipes quick wide_augment
+
+Each recipe trains NN-3 on quadrant a of ``<data>/train-input.tif`` / ``train-labels.tif``
+for the same budget (``translate.py --max_minutes``), then predicts quadrants d (where a recipe
+is *chosen*) and c (where the chosen one is *reported*), and scores the membranes against the
+ground truth: pixel precision / recall / F1 at 0.5, and the boundary F1 with 1 pixel of
+tolerance.  Run it alone on the machine: the budget is wall time, so anything else running
+steals steps from the recipe being timed.  Prints a markdown table; ``--output`` writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import ROOT
+
+#: Common options of every recipe (as experiment_8.sh --quick trains).
+BASE = ["--model", "pix2pix", "--gan_weight", "0", "--lr", "0.001", "--progress_freq", "0",
+        "--summary_freq", "100", "--save_freq", "0"]
+#: name -> translate.py options; {crop} is the quadrant's shorter side (at most 128, /4).
+RECIPES = {
+    "quick": ["--generator", "resnet", "--ngf", "16", "--n_res_blocks", "4", "--Y_loss",
+              "square"],
+    "quick_logistic": ["--generator", "resnet", "--ngf", "16", "--n_res_blocks", "4",
+                       "--Y_loss", "logistic"],
+    "quick_dice": ["--generator", "resnet", "--ngf", "16", "--n_res_blocks", "4",
+                   "--Y_loss", "dice"],
+    "wide": ["--generator", "resnet", "--ngf", "32", "--n_res_blocks", "6", "--Y_loss",
+             "square"],
+    "unet": ["--generator", "unet", "--ngf", "32", "--u_depth", "4", "--Y_loss", "square"],
+    "quick_augment": ["--generator", "resnet", "--ngf", "16", "--n_res_blocks", "4",
+                      "--Y_loss", "square", "--augment", "elastic,intensity,blur"],
+    "quick_batch4": ["--generator", "resnet", "--ngf", "16", "--n_res_blocks", "4",
+                     "--Y_loss", "square", "--batch_size", "4"],
+    "wide_augment": ["--generator", "resnet", "--ngf", "32", "--n_res_blocks", "6",
+                     "--Y_loss", "square", "--augment", "elastic,intensity,blur"],
+}
+
+
+def run(*args):
+    result = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                            cwd=ROOT)
+    if result.returncode:
+        raise SystemExit(f"{' '.join(map(str, args[:3]))} failed: {result.stderr.strip()[-800:]}")
+    return result
+
+
+def prepare(data, work):
+    """Quadrants, membrane images and EM | membrane pairs of a, c, d; returns the crop size."""
+    import tifffile
+
+    from neuron3d.io import write_slices, write_tif
+    from neuron3d.labels import membrane, split_quadrants
+
+    em = tifffile.imread(Path(data) / "train-input.tif")
+    labels = tifffile.imread(Path(data) / "train-labels.tif")
+    em_q, label_q = split_quadrants(em), split_quadrants(labels)
+    for q in "acd":
+        write_slices(work / f"em_{q}", em_q[q])
+        write_slices(work / f"membrane_{q}", membrane(label_q[q]))
+        write_tif(work / f"label_{q}.tif", label_q[q])
+        run("imagetranslation/tools/process.py", "--operation", "combine", "--input_dir",
+            work / f"em_{q}", "--b_dir", work / f"membrane_{q}", "--output_dir",
+            work / f"combined_{q}")
+    height, width = em_q["a"].shape[1:]
+    return min(height, width, 128) // 4 * 4
+
+
+def score(prediction, work, q):
+    from neuron3d.io import read_stack
+    from neuron3d.report import prediction_quality
+
+    quality = prediction_quality(read_stack(prediction / "images", channel=0),
+                                 read_stack(work / f"membrane_{q}", channel=0), membrane=True)
+    return {"f1": quality["f1"], "precision": quality["precision"],
+            "recall": quality["recall"], "boundary_f1_1px": quality["boundary_1px"]["f1"]}
+
+
+def study(data, minutes, recipes, seed=0, tta=False):
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="recipes.") as tmp:
+        work = Path(tmp)
+        crop = prepare(data, work)
+        for name in recipes:
+            net = work / f"T_{name}"
+            start = time.monotonic()
+            run("imagetranslation/translate.py", "--mode", "train", "--input_dir",
+                work / "combined_a", "--output_dir", net, "--crop_size", crop, "--scale_size",
+                crop, "--max_minutes", minutes, "--seed", seed, *BASE, *RECIPES[name])
+            seconds = time.monotonic() - start
+            training = json.loads((net / "training.json").read_text())
+            row = {"recipe": name, "options": RECIPES[name], "minutes": minutes,
+                   "steps": training["steps_reached"], "train_seconds": round(seconds, 1)}
+            for q in "dc":
+                out = work / f"P_{name}_{q}"
+                run("imagetranslation/translate.py", "--mode", "test", "--checkpoint", net,
+                    "--input_dir", work / f"combined_{q}", "--output_dir", out,
+                    *(["--tta"] if tta else []))
+                row[q] = score(out, work, q)
+            rows.append(row)
+            print(f"{name}: {row['steps']} steps; d F1 {row['d']['f1']:.3f} boundary "
+                  f"{row['d']['boundary_f1_1px']:.3f}; c F1 {row['c']['f1']:.3f} boundary "
+                  f"{row['c']['boundary_f1_1px']:.3f}", file=sys.stderr, flush=True)
+    best = max(rows, key=lambda r: (r["d"]["f1"], r["d"]["boundary_f1_1px"]))
+    return {"data": str(data), "minutes": minutes, "seed": seed, "tta": tta, "rows": rows,
+            "chosen_on_d": best["recipe"]}
+
+
+def table(result):
+    lines = [f"NN-3 on quadrant a of {result['data']}, {result['minutes']:g} min each"
+             f"{' (TTA)' if result['tta'] else ''}; chosen on d: **{result['chosen_on_d']}**",
+             "", "| recipe | steps | d: F1 | d: boundary F1 (1 px) | c: F1 "
+             "| c: boundary F1 (1 px) |",
+             "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['recipe']} | {r['steps']} | {r['d']['f1']:.3f} | "
+                     f"{r['d']['boundary_f1_1px']:.3f} | {r['c']['f1']:.3f} | "
+                     f"{r['c']['boundary_f1_1px']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="folder with train-input.tif, train-labels.tif")
+    p.add_argument("--minutes", type=float, default=2.0, help="training budget per recipe")
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tta", action="store_true", help="predict with test-time augmentation")
+    p.add_argument("--output", help="JSON file for the results")
+    args = p.parse_args(argv)
+    result = study(args.data, args.minutes, args.recipes, args.seed, args.tta)
+    print(table(result))
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
