@@ -127,8 +127,11 @@ def networks(layout, steps):
             key = step.name.removeprefix("train_")
             options_file = layout.network(key) / "options.json"
             if options_file.exists():
+                training = layout.network(key) / "training.json"
                 found[key] = {"title": NETWORKS[key].title, "folder": str(layout.network(key)),
-                              "trainer_options": _read_json(options_file), "quality": {}}
+                              "trainer_options": _read_json(options_file),
+                              "training": _read_json(training) if training.exists() else None,
+                              "quality": {}}
         elif step.name.startswith("predict_"):
             key, q = step.name.removeprefix("predict_").rsplit("_", 1)
             images = layout.prediction(key, q) / "images"

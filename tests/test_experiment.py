@@ -269,6 +269,8 @@ def test_demo_end_to_end_rerun_with_other_options(tmp_path):
     quality = report["networks"]["nn3"]["quality"]
     assert set(quality) == {"b", "c", "d"} and "boundary_1px" in quality["c"]
     assert set(report["networks"]["nn5"]["quality"]) == {"c", "d"}
+    training = report["networks"]["nn3"]["training"]
+    assert training["steps_reached"] == 2 and training["stopped_by"] == "max_steps"
 
     # The same command again: every step reused.
     r = run_experiment(tmp_path, *tiny)
