@@ -59,6 +59,10 @@ def build_parser():
                        "NN-3 -> NN-4 / NN-5 on quadrants a, b, reconstruction and scores on c.")
     p.add_argument("--demo", action="store_true",
                    help="generate the project's synthetic data set and run with --quick")
+    p.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="training recipe: thesis (the thesis' networks, default), quick (small "
+                        "networks sized for a laptop CPU), real (wider networks with EM "
+                        "augmentations, chosen on a real FIB-SEM crop; use with --minutes)")
     p.add_argument("--quick", action="store_true",
                    help="small networks, crops and step counts (sized for a laptop CPU)")
     p.add_argument("--datasets", metavar="DIR",
@@ -107,7 +111,7 @@ class Options:
     """The validated options of a run (what report.json records)."""
 
     demo: bool
-    quick: bool
+    recipe: str
     datasets: str
     work: str
     results: str
@@ -171,7 +175,10 @@ def resolve(args):
     work = args.work
     if work is None:
         work = datasets if _writable(datasets) else str(Path(args.results) / run / "datasets")
-    return Options(demo=args.demo, quick=args.quick or args.demo, datasets=datasets,
+    if args.recipe is not None and args.quick and args.recipe != "quick":
+        raise ValueError(f"--quick and --recipe {args.recipe} contradict each other")
+    recipe = args.recipe or ("quick" if args.quick or args.demo else "thesis")
+    return Options(demo=args.demo, recipe=recipe, datasets=datasets,
                    work=str(Path(work)), results=str(Path(args.results)), run=run,
                    epochs=args.epochs, steps=args.steps, minutes=args.minutes, paths=args.paths,
                    method=args.method, erosions=args.erosions, shape=shape, seed=args.seed,
@@ -348,27 +355,36 @@ class Layout:
 #: The thesis' training options (experiment_8.sh of the thesis).
 THESIS_TRAIN = ("--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet", "--fliplr",
                 "--flipud", "--transpose", "--display_freq", "500", "--gan_weight", "0")
-#: Training steps of the quick recipe: NN-3, and each of the others.
+#: Training steps of the quick and real recipes: NN-3, and each of the others.
 QUICK_STEPS = {"nn3": 1500, "other": 700}
 THESIS_EPOCHS = 2000
+#: The small recipes: options beyond the common ones (crop, lr, logging). ``real`` was chosen
+#: on quadrant d of a real FIB-SEM crop at equal wall time (documentation/recipes.md).
+RECIPES = {
+    "thesis": None,
+    "quick": ("--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet", "--ngf", "16",
+              "--n_res_blocks", "4"),
+    "real": ("--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet", "--ngf", "32",
+             "--n_res_blocks", "6", "--augment", "elastic,intensity,blur"),
+}
 
 
 def quick_crop(shape):
-    """The quick recipe's crop: the quadrant's shorter side, at most 128, a multiple of 4."""
+    """The small recipes' crop: the quadrant's shorter side, at most 128, a multiple of 4."""
     return min(shape[1] // 2, shape[2] // 2, 128) // 4 * 4
 
 
 def training_args(options, shape, key):
     """translate.py --mode train options of network ``key`` for a volume of ``shape``."""
-    if options.quick:
+    if options.recipe != "thesis":
         crop = quick_crop(shape)
         if crop < 4:
             raise ValueError(f"quadrants of {shape[1] // 2} x {shape[2] // 2} are too small for "
-                             f"the quick networks (volume {' x '.join(map(str, shape))})")
-        args = ["--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet", "--ngf", "16",
-                "--n_res_blocks", "4", "--crop_size", str(crop), "--scale_size", str(crop),
-                "--lr", "0.001", "--gan_weight", "0", "--progress_freq", "100",
-                "--summary_freq", "20", "--display_freq", "500"]
+                             f"the {options.recipe} networks (volume "
+                             f"{' x '.join(map(str, shape))})")
+        args = [*RECIPES[options.recipe], "--crop_size", str(crop),
+                "--scale_size", str(crop), "--lr", "0.001", "--gan_weight", "0",
+                "--progress_freq", "100", "--summary_freq", "20", "--display_freq", "500"]
         length = ["--max_steps", str(QUICK_STEPS["nn3" if key == "nn3" else "other"])]
     else:
         args, length = list(THESIS_TRAIN), ["--max_epochs", str(THESIS_EPOCHS)]
@@ -798,7 +814,7 @@ def volume_shape(options, layout):
 
 
 def recipe_summary(options, shape):
-    kind = "quick" if options.quick else "thesis"
+    kind = options.recipe
     first, other = (training_args(options, shape, key) for key in ("nn3", "nn4"))
     limits = [f"{flag} {first[i + 1]}" + (f" / {other[i + 1]}" if other[i + 1] != first[i + 1]
                                           else "")

@@ -114,6 +114,15 @@ def test_training_recipes():
     assert args[args.index("--crop_size") + 1] == "48" and args[args.index("--max_steps") + 1] == "1500"
     assert E.training_args(quick, quick.shape, "nn5")[args.index("--max_steps") + 1] == "700"
     assert E.quick_crop((100, 1024, 1024)) == 128 and E.quick_crop((5, 250, 250)) == 124
+    assert args[:12] == ["--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet",
+                         "--ngf", "16", "--n_res_blocks", "4", "--crop_size", "48"]
+    real = options("--demo", "--recipe", "real", "--minutes", "3")
+    args = E.training_args(real, real.shape, "nn3")
+    assert args[args.index("--ngf") + 1] == "32" and "--augment" in args
+    assert args[args.index("--max_minutes") + 1] == "3" and "--max_steps" not in args
+    assert options("--recipe", "quick").recipe == "quick" and options().recipe == "thesis"
+    with pytest.raises(ValueError, match="--quick and --recipe real contradict"):
+        options("--quick", "--recipe", "real")
     thesis = options("--epochs", "3", "--seed", "7", "--deterministic")
     args = E.training_args(thesis, (10, 64, 64), "nn4")
     assert args[:len(E.THESIS_TRAIN)] == list(E.THESIS_TRAIN)

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_user_error, run_script
+from conftest import assert_user_error, combined_images, run_script
 from PIL import Image
 
 from imagetranslation import translate
@@ -18,13 +18,7 @@ tf = pytest.importorskip("tensorflow")
 
 def _combined(tmp_path, n=3, size=32, seed=0):
     """Combined EM|membrane pairs from synthetic data in tmp_path/combined."""
-    em, ids = synthetic_volume((n, size, size), seed=seed)
-    io.write_slices(tmp_path / "em", em)
-    io.write_slices(tmp_path / "mem", membrane(ids))
-    assert combine_cli.main(["--operation", "combine", "--input_dir", str(tmp_path / "em"),
-                             "--b_dir", str(tmp_path / "mem"),
-                             "--output_dir", str(tmp_path / "combined")]) == 0
-    return tmp_path / "combined"
+    return combined_images(tmp_path, (n, size, size), seed)
 
 
 def _one_error_line(capsys, *fragments):
