@@ -54,6 +54,18 @@ def assert_user_error(result, *fragments):
         assert fragment in lines[0], (fragment, lines[0])
 
 
+def assert_user_error_status(status, capsys, *fragments):
+    """In-process form of :func:`assert_user_error`: a CLI's ``main`` returned 2 and wrote one
+    stderr line naming every fragment, no traceback.  Returns that line."""
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
 def random_labels(rng, shape, count):
     """Blocky random labels (piecewise constant patches) for cross-checks."""
     small = rng.integers(0, count, size=(shape[0], -(-shape[1] // 3), -(-shape[2] // 3)))

@@ -3,20 +3,14 @@
 import re
 
 import pytest
+from conftest import assert_user_error_status
 
 from neuron3d.cli import ArgumentParser, check_name, check_output_dir
 
 
 def main_error(main, argv, capsys, *fragments):
     """Run a CLI's ``main(argv)`` in-process: exit 2, one stderr line with every fragment."""
-    assert main([str(a) for a in argv]) == 2
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+    return assert_user_error_status(main([str(a) for a in argv]), capsys, *fragments)
 
 
 def _parser():

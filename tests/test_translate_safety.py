@@ -5,7 +5,7 @@ import signal
 
 import numpy as np
 import pytest
-from conftest import combined_images
+from conftest import assert_user_error_status, combined_images
 from PIL import Image
 
 from imagetranslation import trainer, translate
@@ -19,16 +19,6 @@ TINY = ["--ngf", "4", "--n_res_blocks", "1", "--crop_size", "16", "--scale_size"
 @pytest.fixture(scope="module")
 def combined(tmp_path_factory):
     return combined_images(tmp_path_factory.mktemp("data"), (2, 16, 16), seed=1)
-
-
-def _user_error(status, capsys, *fragments):
-    """In-process form of conftest.assert_user_error: exit 2, one stderr line, no traceback."""
-    err = capsys.readouterr().err
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def _train(combined, out, steps, *extra):
@@ -63,7 +53,7 @@ def _contents(folder):
 def test_numbers_out_of_range_name_flag_and_value(tmp_path, capsys, flag, value, expected):
     status = translate.main(["--mode", "train", "--input_dir", str(tmp_path), "--max_steps", "1",
                              "--output_dir", str(tmp_path / "out"), flag, value])
-    _user_error(status, capsys, expected)
+    assert_user_error_status(status, capsys, expected)
     assert not (tmp_path / "out").exists()
 
 
@@ -71,11 +61,11 @@ def test_test_mode_size_flags_and_zero_weights(tmp_path, capsys):
     status = translate.main(["--mode", "test", "--input_dir", str(tmp_path), "--checkpoint",
                              str(tmp_path), "--output_dir", str(tmp_path / "p"),
                              "--image_height", "0"])
-    _user_error(status, capsys, "--image_height must be an integer >= 1, got 0")
+    assert_user_error_status(status, capsys, "--image_height must be an integer >= 1, got 0")
     status = translate.main(["--mode", "train", "--input_dir", str(tmp_path), "--max_steps", "1",
                              "--output_dir", str(tmp_path / "t"), "--gan_weight", "0",
                              "--classic_weight", "0"])
-    _user_error(status, capsys, "--gan_weight and --classic_weight are both 0")
+    assert_user_error_status(status, capsys, "--gan_weight and --classic_weight are both 0")
 
 
 def test_train_into_an_existing_run_needs_checkpoint_or_force(tmp_path, combined, capsys):
@@ -84,11 +74,11 @@ def test_train_into_an_existing_run_needs_checkpoint_or_force(tmp_path, combined
     (run / "notes.txt").write_text("mine")
     before = _contents(run)
     capsys.readouterr()
-    _user_error(_train(combined, run, 2), capsys, f"--output_dir {run} already holds a run",
+    assert_user_error_status(_train(combined, run, 2), capsys, f"--output_dir {run} already holds a run",
                 f"--checkpoint {run}", "--force")
-    _user_error(_train(combined, run, 2, "--checkpoint", str(tmp_path / "elsewhere")), capsys,
+    assert_user_error_status(_train(combined, run, 2, "--checkpoint", str(tmp_path / "elsewhere")), capsys,
                 f"--output_dir {run} already holds a run")
-    _user_error(_train(combined, run, 6, "--checkpoint", str(run), "--force"), capsys,
+    assert_user_error_status(_train(combined, run, 6, "--checkpoint", str(run), "--force"), capsys,
                 "--force would remove the checkpoints of --checkpoint")
     assert _contents(run) == before
     # Resuming in place goes on from step 4.
@@ -134,14 +124,14 @@ def test_test_mode_refuses_a_training_run_folder_and_leaves_nothing_on_error(
     before = _contents(run)
     capsys.readouterr()
     test = ["--mode", "test", "--input_dir", str(combined), "--checkpoint", str(run)]
-    _user_error(translate.main(test + ["--output_dir", str(run)]), capsys,
+    assert_user_error_status(translate.main(test + ["--output_dir", str(run)]), capsys,
                 f"--output_dir {run} is the --checkpoint folder", "options.json")
     assert translate.main(["--mode", "train", "--input_dir", str(combined), "--output_dir",
                            str(tmp_path / "other"), "--max_steps", "1", *TINY]) == 0
     capsys.readouterr()
-    _user_error(translate.main(test + ["--output_dir", str(tmp_path / "other")]), capsys,
+    assert_user_error_status(translate.main(test + ["--output_dir", str(tmp_path / "other")]), capsys,
                 f"--output_dir {tmp_path / 'other'} is a training run's folder")
-    _user_error(translate.main(["--mode", "export", "--checkpoint", str(run),
+    assert_user_error_status(translate.main(["--mode", "export", "--checkpoint", str(run),
                                 "--output_dir", str(run)]), capsys, "--mode export")
     assert _contents(run) == before
     calls = []
@@ -153,7 +143,7 @@ def test_test_mode_refuses_a_training_run_folder_and_leaves_nothing_on_error(
         return image
 
     monkeypatch.setattr(trainer, "predict", failing_predict)
-    _user_error(translate.main(test + ["--output_dir", str(tmp_path / "p" / "q")]), capsys,
+    assert_user_error_status(translate.main(test + ["--output_dir", str(tmp_path / "p" / "q")]), capsys,
                 "second image")
     assert not (tmp_path / "p").exists()
     # A test output folder may be re-used: the new images replace the old ones.
@@ -189,9 +179,9 @@ def test_corrupt_checkpoint_is_one_line_naming_it(tmp_path, combined, capsys, da
     capsys.readouterr()
     expected = (f"the checkpoint list {run / 'checkpoint'} is unreadable"
                 if damage is _corrupt_list else f"cannot read checkpoint {prefix}")
-    _user_error(translate.main(["--mode", "test", "--input_dir", str(combined), "--checkpoint",
+    assert_user_error_status(translate.main(["--mode", "test", "--input_dir", str(combined), "--checkpoint",
                                 str(run), "--output_dir", str(tmp_path / "p")]), capsys, expected)
-    _user_error(_train(combined, run, 3, "--checkpoint", str(run)), capsys, expected)
+    assert_user_error_status(_train(combined, run, 3, "--checkpoint", str(run)), capsys, expected)
     assert not (tmp_path / "p").exists()
 
 
@@ -202,14 +192,14 @@ def test_malformed_options_json_names_the_file(tmp_path, combined, capsys):
     test = ["--mode", "test", "--input_dir", str(combined), "--checkpoint", str(run),
             "--output_dir", str(tmp_path / "p")]
     (run / "options.json").write_text('{"ngf": 4,')
-    _user_error(translate.main(test), capsys, f"cannot parse {run / 'options.json'}")
+    assert_user_error_status(translate.main(test), capsys, f"cannot parse {run / 'options.json'}")
     (run / "options.json").write_text("[1, 2]")
-    _user_error(translate.main(test), capsys, f"{run / 'options.json'} must hold a JSON object")
+    assert_user_error_status(translate.main(test), capsys, f"{run / 'options.json'} must hold a JSON object")
     (run / "options.json").write_text('{"ngf": "four", "generator": "resnet"}')
-    _user_error(translate.main(test), capsys,
+    assert_user_error_status(translate.main(test), capsys,
                 f"ngf in {run / 'options.json'} must be an integer >= 1, got 'four'")
     (run / "options.json").write_text('{"generator": "vgg"}')
-    _user_error(_train(combined, run, 2, "--checkpoint", str(run)), capsys,
+    assert_user_error_status(_train(combined, run, 2, "--checkpoint", str(run)), capsys,
                 f"generator in {run / 'options.json'} must be one of resnet, unet; got 'vgg'")
     assert not (tmp_path / "p").exists()
 
