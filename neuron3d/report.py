@@ -40,16 +40,20 @@ def versions():
     return found
 
 
-def baselines(truth, cytoplasm):
-    """Scores of trivial segmentations of the same volume, for scale.
+def baselines(references, cytoplasm):
+    """Scores of trivial segmentations of the same volume, for scale, against each reference.
 
     * ``all_one_object``: every voxel in one object.
     * ``slices_separate``: each 2D connected component of the predicted cytoplasm in each
       slice a separate object (what the reconstruction is without any overlap).
+
+    ``references`` is ``{name: truth volume}``; returns ``{name: {baseline: scores}}``.
     """
-    one = np.ones(truth.shape, dtype=np.uint8)
-    flat = reconstruct(cytoplasm, np.zeros((len(cytoplasm) - 1,) + cytoplasm.shape[1:], bool))
-    return {"all_one_object": evaluate(truth, one), "slices_separate": evaluate(truth, flat)}
+    trivial = {"all_one_object": np.ones(cytoplasm.shape, dtype=np.uint8),
+               "slices_separate": reconstruct(cytoplasm, np.zeros(
+                   (len(cytoplasm) - 1,) + cytoplasm.shape[1:], bool))}
+    return {name: {key: evaluate(truth, segmentation) for key, segmentation in trivial.items()}
+            for name, truth in references.items()}
 
 
 def _read_json(path):
@@ -71,8 +75,9 @@ def _row(method, key, sources, reconstruction, scores_file):
             **scores, "small": small_objects(read_labels(reconstruction))}
 
 
-def results(layout, options):
-    """One row per scored reconstruction of c: the thesis' path first, then agglomeration."""
+def results(layout, options, sweep=None):
+    """One row per scored reconstruction of c: the thesis' path first, then agglomeration
+    (``sweep``: the threshold sweep on d, whose choice it used)."""
     rows = []
     if options["method"] != "agglomerate":
         for cyto, over in COMBOS[options["paths"]]:
@@ -80,7 +85,6 @@ def results(layout, options):
                              {"cytoplasm": NETWORKS[cyto].title, "overlap": NETWORKS[over].title},
                              layout.reconstruction(cyto, over), layout.scores(cyto, over)))
     if options["method"] != "thesis":
-        sweep = _read_json(layout.sweep)
         rows.append({**_row("agglomerate", "agglomerate",
                             {"membrane": NETWORKS["nn3"].title, "overlap": NETWORKS["nn5"].title},
                             layout.agglomerated, layout.agglomerated_scores),
@@ -161,16 +165,17 @@ def build_report(layout, record, steps, records, ran, total_seconds=None):
         Wall time of the latest invocation.
     """
     options = record["options"]
-    rows = results(layout, options)
-    references = {"evaluation": read_labels(layout.evaluation()),
-                  "labels": read_labels(layout.quadrant_tif("label", TEST_QUADRANT))}
-    cytoplasm = read_binary(layout.cytoplasm_predicted("nn4"))
+    sweep = _read_json(layout.sweep) if options["method"] != "thesis" else None
+    rows = results(layout, options, sweep)
+    base = baselines({"evaluation": read_labels(layout.evaluation()),
+                      "labels": read_labels(layout.quadrant_tif("label", TEST_QUADRANT))},
+                     read_binary(layout.cytoplasm_predicted("nn4")))
     timings = {name: r.get("seconds") for name, r in records.items()}
     report = {
         "run": layout.run,
         "results": rows,
-        "baselines": baselines(references["evaluation"], cytoplasm),
-        "baselines_labels": baselines(references["labels"], cytoplasm),
+        "baselines": base["evaluation"],
+        "baselines_labels": base["labels"],
         "options": options,
         "layout": record["layout"],
         "commands": {s.name: s.shell() for s in steps},
@@ -182,8 +187,8 @@ def build_report(layout, record, steps, records, ran, total_seconds=None):
         "total_seconds": total_seconds,
         "versions": versions(),
     }
-    if options["method"] != "thesis":
-        report["agglomeration_sweep"] = _read_json(layout.sweep)
+    if sweep is not None:
+        report["agglomeration_sweep"] = sweep
     return report
 
 
