@@ -486,6 +486,8 @@ def plan(options, layout, shape):
         train(key)
         predict(key, q)
         out = L.overlap_thinned(key, q)
+        if not thesis:  # the agglomeration reads NN-5's overlaps un-thinned
+            return
         step(f"eroskele_{key}_{q}", p3d(
             "--operation", "eroskele", "--input_dir", f"{L.prediction(key, q)}/images/",
             "--output_dir", out, "--erosions", options.erosions), [L.prediction(key, q)], [out])
@@ -503,6 +505,7 @@ def plan(options, layout, shape):
                             "--output_dir", f"{L.work}/", "--split", "label"),
          [L.label_volume], [L.quadrant_tif("label", q) for q in quadrants])
     agglomerate = options.method in ("agglomerate", "both")
+    thesis = options.method in ("thesis", "both")  # the thesis' reconstruction needs NN-4
     for q in "abcd" if agglomerate else "abc":
         step(f"em_{q}", p3d("--operation", "tif_to_png", "--input_dir", L.quadrant_tif("em", q),
                             "--output_dir", L.images("em", q)),
@@ -527,7 +530,7 @@ def plan(options, layout, shape):
             "--operation", "png_to_tif", "--input_dir", f"{L.prediction('nn3', q)}/images/",
             "--output_dir", f"{L.work}/", "--name", L.membrane_predicted(q).stem),
             [L.prediction("nn3", q)], [L.membrane_predicted(q)])
-        if q != CHOICE_QUADRANT:  # NN-4's input (d only feeds the agglomeration, via NN-5)
+        if thesis and q != CHOICE_QUADRANT:  # NN-4's input (d only feeds the agglomeration)
             step(f"membrane_predicted_png_{q}", p3d(
                 "--operation", "tif_to_png", "--input_dir", L.membrane_predicted(q),
                 "--output_dir", L.membrane_predicted_images(q)),
@@ -542,7 +545,8 @@ def plan(options, layout, shape):
                 L.images("overlap", q), L.combined("membrane_overlap", q))
 
     # ---- NN-4 and NN-5 on b's predicted membranes, predicted on c --------------------------
-    cytoplasm_network("nn4")
+    if thesis:
+        cytoplasm_network("nn4")
     overlap_network("nn5")
 
     # ---- agglomeration: threshold chosen on d, applied to c ---------------------------------
@@ -583,7 +587,7 @@ def plan(options, layout, shape):
         overlap_network("nn2")
 
     # ---- the thesis' reconstruction of each combination, scored ------------------------------
-    for cyto, over in COMBOS[options.paths] if options.method != "agglomerate" else ():
+    for cyto, over in COMBOS[options.paths] if thesis else ():
         recon = L.reconstruction(cyto, over)
         step(f"reconstruct_{cyto}_{over}", _command(
             "reconstruct3D.py", "--input_dir_cytoplasm", L.cytoplasm_predicted(cyto),

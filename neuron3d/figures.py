@@ -349,6 +349,8 @@ def run_figures(run_dir, out, browser=True):
 
     report, layout = read_report(run_dir)
     run, out = layout.run, Path(out)
+    thesis = report["options"]["method"] != "agglomerate"  # the workflow is the thesis' method
+    segmentation = layout.reconstruction(*COMBOS["thesis"][0]) if thesis else layout.agglomerated
     out.mkdir(parents=True, exist_ok=True)
     written = []
     shot = out / f"{run}_reconstruction_3d.png"
@@ -358,18 +360,20 @@ def run_figures(run_dir, out, browser=True):
 
             start_server()
             viewer = build_viewer(read_stack(layout.quadrant_tif("em", TEST_QUADRANT)), None,
-                                  read_labels(layout.reconstruction(*COMBOS["thesis"][0])),
+                                  read_labels(segmentation),
                                   max_segments=60)
             written.append(screenshot(viewer, shot, (900, 700)))
         except RuntimeError as exc:
             print(f"figures: no 3D view: {exc}", file=sys.stderr)
-    workflow_figure(layout, out / f"{run}_workflow.png", shot)
+    if thesis:
+        workflow_figure(layout, out / f"{run}_workflow.png", shot)
+        written.append(out / f"{run}_workflow.png")
     write_file(out / f"{run}_metrics.md", metrics_table(report) + "\n" + quality_table(report))
     metrics_chart(report, out / f"{run}_metrics.png")
     quality_chart(report, out / f"{run}_networks.png")
     training_curves(layout.run_dir, out / f"{run}_training.png")
-    written += [out / f"{run}_{k}" for k in ("workflow.png", "metrics.md", "metrics.png",
-                                            "networks.png", "training.png")]
+    written += [out / f"{run}_{k}" for k in ("metrics.md", "metrics.png", "networks.png",
+                                            "training.png")]
     return written
 
 

@@ -45,13 +45,16 @@ def baselines(references, cytoplasm):
 
     * ``all_one_object``: every voxel in one object.
     * ``slices_separate``: each 2D connected component of the predicted cytoplasm in each
-      slice a separate object (what the reconstruction is without any overlap).
+      slice a separate object (what the reconstruction is without any overlap); only when
+      ``cytoplasm`` (NN-4's prediction) is given, i.e. the run made the thesis' reconstruction.
 
     ``references`` is ``{name: truth volume}``; returns ``{name: {baseline: scores}}``.
     """
-    trivial = {"all_one_object": np.ones(cytoplasm.shape, dtype=np.uint8),
-               "slices_separate": reconstruct(cytoplasm, np.zeros(
-                   (len(cytoplasm) - 1,) + cytoplasm.shape[1:], bool))}
+    shape = next(iter(references.values())).shape
+    trivial = {"all_one_object": np.ones(shape, dtype=np.uint8)}
+    if cytoplasm is not None:
+        trivial["slices_separate"] = reconstruct(cytoplasm, np.zeros(
+            (len(cytoplasm) - 1,) + cytoplasm.shape[1:], bool))
     return {name: {key: evaluate(truth, segmentation) for key, segmentation in trivial.items()}
             for name, truth in references.items()}
 
@@ -169,7 +172,8 @@ def build_report(layout, record, steps, records, ran, total_seconds=None):
     rows = results(layout, options, sweep)
     base = baselines({"evaluation": read_labels(layout.evaluation()),
                       "labels": read_labels(layout.quadrant_tif("label", TEST_QUADRANT))},
-                     read_binary(layout.cytoplasm_predicted("nn4")))
+                     read_binary(layout.cytoplasm_predicted("nn4"))
+                     if options["method"] != "agglomerate" else None)
     timings = {name: r.get("seconds") for name, r in records.items()}
     report = {
         "run": layout.run,
@@ -200,7 +204,7 @@ def summary_line(report):
                 if row["method"] == "agglomerate" else f"thesis {row['key']}")
         lines.append(f"  {name:<44} {row['adapted_rand_error']:>20.4f}   "
                      f"{row['labels_scores']['adapted_rand_error']:>15.4f}")
-    for key in ("all_one_object", "slices_separate"):
+    for key in report["baselines"]:
         lines.append(f"  {'baseline: ' + key.replace('_', ' '):<44} "
                      f"{report['baselines'][key]['adapted_rand_error']:>20.4f}   "
                      f"{report['baselines_labels'][key]['adapted_rand_error']:>15.4f}")

@@ -108,6 +108,21 @@ def test_plan_names_every_file_once_and_chains_steps():
     assert by_name["predict_nn3_b"].shell().startswith("python imagetranslation/translate.py --mode test")
 
 
+@pytest.mark.parametrize("method", ["thesis", "agglomerate", "both"])
+def test_plan_trains_only_what_the_method_reads(method):
+    o = options("--demo", "--shape", "8", "96", "96", "--method", method)
+    names = {s.name for s in E.plan(o, E.Layout.of(o), o.shape)}
+    thesis = {"train_nn4", "eroskele_nn5_c", "reconstruct_nn4_nn5", "evaluate_nn4_nn5",
+              "combine_membrane_cytoplasm_c"}
+    agglomerate = {"predict_nn3_d", "predict_nn5_d", "sweep_agglomerate_d", "agglomerate_c",
+                   "evaluate_agglomerate"}
+    assert {"train_nn3", "train_nn5", "predict_nn5_c"} <= names
+    assert (thesis <= names) == (method != "agglomerate")
+    assert not (thesis & names) or method != "agglomerate"
+    assert (agglomerate <= names) == (method != "thesis")
+    assert not (agglomerate & names) or method != "thesis"
+
+
 def test_training_recipes():
     quick = options("--demo", "--shape", "8", "96", "96")
     args = E.training_args(quick, quick.shape, "nn3")
