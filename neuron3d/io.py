@@ -134,8 +134,9 @@ def read_stack(path, channel=None):
     Parameters
     ----------
     path : str or Path
-        A ``.tif``/``.tiff`` file holding a (z, y, x) or (z, y, x, c) stack, or a
-        folder of slice files (see :func:`list_slice_files`).
+        A ``.tif``/``.tiff`` file holding a (z, y, x) or (z, y, x, c) stack, a
+        ``.zarr`` store (see :mod:`neuron3d.zarrio`), or a folder of slice files
+        (see :func:`list_slice_files`).
     channel : int or None
         If given and the images have a trailing channel axis (2-4 channels), keep
         only that channel, giving a (z, y, x) stack.
@@ -156,7 +157,11 @@ def read_stack(path, channel=None):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input does not exist: {path}")
-    if path.is_dir():
+    from .zarrio import is_zarr, read_zarr
+
+    if is_zarr(path):
+        stack = read_zarr(path)
+    elif path.is_dir():
         files = list_slice_files(path)
         with ThreadPoolExecutor(_WORKERS) as pool:
             images = list(pool.map(_read_image, files))

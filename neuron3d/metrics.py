@@ -93,8 +93,26 @@ def contingency(true, pred, true_source="true", pred_source="predicted"):
         import fastremap
 
         keys, counts = fastremap.unique(keys, return_counts=True)
-    return Contingency(tvals[keys // n_pred], pvals[keys % n_pred], counts.astype(np.int64),
-                       int(true.size))
+    return sorted_table(Contingency(tvals[keys // n_pred], pvals[keys % n_pred],
+                                    counts.astype(np.int64), int(true.size)))
+
+
+def sorted_table(table):
+    """``table`` with one entry per (true, predicted) pair (counts of repeated pairs summed),
+    sorted by true then predicted label.
+
+    Every table is sorted before any score is computed, so that float sums run in one order
+    and tables built differently (in memory, or summed over blocks) give the same bits.
+    """
+    true = np.asarray(table.true, dtype=np.uint64)
+    pred = np.asarray(table.pred, dtype=np.uint64)
+    order = np.lexsort((pred, true))
+    true, pred, counts = true[order], pred[order], np.asarray(table.counts, np.int64)[order]
+    if len(true):
+        start = np.flatnonzero(np.concatenate(
+            [[True], (true[1:] != true[:-1]) | (pred[1:] != pred[:-1])]))
+        true, pred, counts = true[start], pred[start], np.add.reduceat(counts, start)
+    return Contingency(true, pred, counts, table.total)
 
 
 def _pairs(x):
@@ -271,7 +289,11 @@ def evaluate(true, pred, min_overlap=10, true_source="true", pred_source="predic
         If the shapes differ, the volumes are empty or ``min_overlap`` is negative.
     """
     min_overlap = check_min_overlap(min_overlap)
-    table = contingency(true, pred, true_source, pred_source)
+    return scores_from_table(contingency(true, pred, true_source, pred_source), min_overlap)
+
+
+def scores_from_table(table, min_overlap=10):
+    """Every score of :func:`evaluate` from a contingency table (see :func:`sorted_table`)."""
     splits, merges = splits_merges(table, min_overlap)
     recall, precision = foreground_recall_precision(table)
     arand = adapted_rand(table)
