@@ -19,9 +19,9 @@ import sys
 from io import StringIO
 from pathlib import Path
 
-from neuron3d import io
+from neuron3d import blockwise, io
 from neuron3d.cli import ArgumentParser, run_cli
-from neuron3d.metrics import check_min_overlap, evaluate_references
+from neuron3d.metrics import check_min_overlap, evaluate_references, scores_from_table
 
 
 def build_parser():
@@ -42,6 +42,9 @@ def build_parser():
     parser.add_argument("--threshold", type=float, default=None,
                         help="accepted for compatibility with the thesis' script, which parsed "
                              "and never used it; it is ignored and changes no result")
+    group = blockwise.add_arguments(parser, chunks=False)
+    group.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                       help="with --scheduler: the blocks scored (default: --true's chunks)")
     return parser
 
 
@@ -100,7 +103,22 @@ def score(predicted, true, labels=None, min_overlap=10):
     if labels is not None:
         references["labels"] = (io.read_labels(labels, allow_integral_float=True), labels)
     scores = evaluate_references(pred, references, min_overlap, predicted)
-    record = {"predicted": str(predicted), "true": str(true), "shape": list(pred.shape),
+    return _record(predicted, true, labels, pred.shape, min_overlap, scores)
+
+
+def score_blockwise(client, predicted, true, labels=None, min_overlap=10, chunks=None):
+    """:func:`score` of .zarr stores on dask: contingency tables per block, summed; the same
+    record, every number equal to the in-memory one."""
+    references = {"true": true} if labels is None else {"true": true, "labels": labels}
+    scores = {key: scores_from_table(blockwise.contingency_table(client, path, predicted, chunks),
+                                     min_overlap) for key, path in references.items()}
+    from neuron3d.zarrio import open_array
+
+    return _record(predicted, true, labels, open_array(predicted).shape, min_overlap, scores)
+
+
+def _record(predicted, true, labels, shape, min_overlap, scores):
+    record = {"predicted": str(predicted), "true": str(true), "shape": list(shape),
               "min_overlap": min_overlap, **scores["true"]}
     if labels is not None:
         record["labels"] = str(labels)
@@ -147,7 +165,16 @@ def run(args):
     if args.threshold is not None:
         print("evaluate3D.py: --threshold is ignored (the thesis' script never used it)",
               file=sys.stderr)
-    record = score(args.predicted, args.true, args.labels, args.min_overlap)
+    blockwise.check_arguments(args, {"--predicted": args.predicted, "--true": args.true,
+                                     "--labels": args.labels}, {})
+    if args.scheduler is None:
+        record = score(args.predicted, args.true, args.labels, args.min_overlap)
+    else:
+        blockwise.check_same_shape(args.predicted, {"--true": args.true, "--labels": args.labels}
+                                   if args.labels else {"--true": args.true})
+        with blockwise.engine(args.scheduler, args.memory_limit) as client:
+            record = score_blockwise(client, args.predicted, args.true, args.labels,
+                                     args.min_overlap, args.chunks)
     if args.labels is None:
         print(format_report(record))
     else:

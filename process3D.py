@@ -21,6 +21,13 @@ Stacks are (z, y, x); images are written as numbered PNG slices 00.png, 01.png, 
   width the last row or column is dropped so the four quadrants are equal.
 * evaluation: the reconstruction of the stack's own cytoplasm and overlap images
   (the best the representation can reach; membranes are 0).
+* tif_to_zarr, zarr_to_tif: convert a stack to an OME-Zarr store and back.
+
+Large volumes: an --input_dir ending in .zarr is read as an OME-Zarr store, and an
+--output_dir ending in .zarr is written as one (chunks --chunks) instead of PNG slices or
+a .tif.  With --scheduler (local:N or tcp://HOST:PORT) membrane, cytoplasm, overlap,
+consecutive, eroskele and evaluation run blockwise on dask, .zarr to .zarr, with results
+equal to the in-memory ones.
 
 Every input stack needs at least one slice of at least 1 x 1 pixels (split: 2 x 2).
 Nothing is written when an input or option is invalid.
@@ -31,7 +38,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from neuron3d import io, labels
+from neuron3d import blockwise, io, labels, zarrio
 from neuron3d.cli import ArgumentParser, check_name, check_output_dir, run_cli
 from neuron3d.synthetic import check_seed, check_shape
 
@@ -46,7 +53,11 @@ OPERATIONS = {
     "png_to_tif": "trainer's *-outputs.png (or numbered slices) -> <output_dir>/<name>.tif",
     "evaluation": "label_<q>.tif -> evaluation volume <output_dir>/<name or evaluate_<q>>.tif",
     "synthetic": "write synthetic train-input.tif and train-labels.tif into output_dir",
+    "tif_to_zarr": "TIFF stack (or slice folder) -> OME-Zarr store <output_dir>.zarr",
+    "zarr_to_tif": "OME-Zarr store -> TIFF stack <output_dir>.tif",
 }
+#: What --scheduler runs blockwise.
+BLOCKWISE = ("membrane", "cytoplasm", "overlap", "consecutive", "eroskele", "evaluation")
 
 
 def build_parser():
@@ -74,6 +85,10 @@ def build_parser():
                         help="synthetic volume shape, each >= 1 (default 64 512 512)")
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed >= 0 (synthetic; default 0)")
+    parser.add_argument("--voxel_size", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                        help="voxel size in nm, recorded in the OME-Zarr metadata of "
+                             "tif_to_zarr")
+    blockwise.add_arguments(parser)
     return parser
 
 
@@ -86,12 +101,31 @@ def _need(args, name):
 def check_args(args):
     """Check every option the operation uses, before reading or writing anything."""
     op = args.operation
-    check_output_dir(args.output_dir, "--output_dir")
+    if op != "zarr_to_tif":  # which writes a file
+        check_output_dir(args.output_dir, "--output_dir")
     if op == "synthetic":
         check_shape(args.shape, "--shape")
         check_seed(args.seed, "--seed")
         return
     _need(args, "input_dir")
+    zarr_in, zarr_out = zarrio.is_zarr(args.input_dir), zarrio.is_zarr(args.output_dir)
+    if op == "tif_to_zarr" and not zarr_out:
+        raise ValueError(f"tif_to_zarr writes a .zarr store: --output_dir must end in .zarr, "
+                         f"got {args.output_dir}")
+    if op == "zarr_to_tif" and (not zarr_in or
+                                Path(args.output_dir).suffix.lower() not in io.TIFF_SUFFIXES):
+        raise ValueError("zarr_to_tif reads --input_dir X.zarr and writes --output_dir X.tif, "
+                         f"got {args.input_dir} and {args.output_dir}")
+    if zarr_out and op in ("split", "tif_to_png", "png_to_tif", "zarr_to_tif"):
+        raise ValueError(f"--operation {op} does not write .zarr stores (--output_dir "
+                         f"{args.output_dir})")
+    if args.voxel_size is not None and (op != "tif_to_zarr" or min(args.voxel_size) <= 0):
+        raise ValueError("--voxel_size is three sizes > 0 in nm, for tif_to_zarr, got "
+                         f"{' '.join(f'{v:g}' for v in args.voxel_size)}")
+    if args.scheduler is not None and op not in BLOCKWISE:
+        raise ValueError(f"--scheduler runs {', '.join(BLOCKWISE)} blockwise, not {op}")
+    blockwise.check_arguments(args, {"--input_dir": args.input_dir},
+                              {"--output_dir": args.output_dir})
     if op == "split":
         check_name(_need(args, "split"), "--split")
     elif op == "png_to_tif":
@@ -102,9 +136,31 @@ def check_args(args):
         labels.check_count(args.erosions, "--erosions")
 
 
+def run_blockwise(args):
+    """An operation blockwise on dask, .zarr to .zarr."""
+    op, source, out = args.operation, args.input_dir, Path(args.output_dir)
+    zarrio.open_array(source)  # missing, corrupt or not 3-D: before starting the engine
+    with blockwise.engine(args.scheduler, args.memory_limit) as client:
+        if op == "evaluation":
+            count = blockwise.evaluation_volume(client, source, out, args.chunks)
+            return f"wrote evaluation volume with {count} objects to {out}"
+        shape = blockwise.per_slice(client, op, source, out, args.chunks, args.erosions)
+    return f"wrote {shape} to {out}"
+
+
+def _write(out, stack, chunks):
+    """``stack`` as PNG slices in folder ``out``, or as a zarr store if ``out`` ends in .zarr."""
+    if zarrio.is_zarr(out):
+        zarrio.write_zarr(out, stack, chunks)
+        return f"wrote {stack.shape} to {out}"
+    return f"wrote {len(io.write_slices(out, stack))} slices to {out}"
+
+
 def run(args):
     """Execute one operation; returns a one-line summary of what was written."""
     check_args(args)
+    if args.scheduler is not None:
+        return run_blockwise(args)
     op = args.operation
     out = Path(args.output_dir)
     if op == "synthetic":
@@ -126,14 +182,23 @@ def run(args):
         stack = io.read_labels(source)
         make = {"membrane": labels.membrane, "cytoplasm": labels.cytoplasm,
                 "overlap": labels.overlap}[op]
-        files = io.write_slices(out, make(stack, source=source))
-    elif op == "consecutive":
+        return _write(out, make(stack, source=source), args.chunks)
+    if op == "consecutive":
         images = io.read_stack(source, channel=0)
-        files = io.write_slices(out, labels.consecutive(images, source))
-    elif op == "eroskele":
+        return _write(out, labels.consecutive(images, source), args.chunks)
+    if op == "eroskele":
         foreground = io.read_binary(source)
-        files = io.write_slices(out, labels.eroskele(foreground, args.erosions, source))
-    elif op == "tif_to_png":
+        return _write(out, labels.eroskele(foreground, args.erosions, source), args.chunks)
+    if op == "tif_to_zarr":
+        stack = labels.check_stack(io.read_stack(source), source, channels=True)
+        zarrio.write_zarr(out, stack, args.chunks, args.voxel_size)
+        return (f"wrote {stack.shape} {stack.dtype} to {out} (chunks "
+                f"{' x '.join(map(str, zarrio.chunks_for(stack.shape, args.chunks)[:3]))})")
+    if op == "zarr_to_tif":
+        stack = io.read_stack(source)
+        io.write_tif(out, stack)
+        return f"wrote {stack.shape} {stack.dtype} stack to {out}"
+    if op == "tif_to_png":
         if Path(source).is_dir():
             raise ValueError(f"tif_to_png expects a .tif stack, got a folder: {source}")
         stack = labels.check_stack(io.read_stack(source), source, channels=True)
@@ -148,7 +213,10 @@ def run(args):
         stack = io.read_labels(source)
         name = args.name or "evaluate_" + Path(source).stem.removeprefix("label_")
         volume = evaluation_volume(stack, source=source)
-        path = io.write_tif(out / f"{name}.tif", volume)
+        if zarrio.is_zarr(out):
+            path = zarrio.write_zarr(out, volume, args.chunks)
+        else:
+            path = io.write_tif(out / f"{name}.tif", volume)
         return f"wrote evaluation volume with {int(volume.max())} objects to {path}"
     return f"wrote {len(files)} slices to {out}"
 

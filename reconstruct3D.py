@@ -13,6 +13,12 @@ slices the overlap at the same (y, x)) and merges fragments with waterz while th
 boundary score is below --merge_threshold. Every voxel gets a label. One output per threshold:
 <name>.tif for one, <name>_<threshold>.tif for several.
 
+Large volumes: inputs ending in .zarr are read as OME-Zarr stores, and --name N.zarr writes
+<output_dir>/N.zarr instead of a .tif.  With --scheduler (local:N or tcp://HOST:PORT) the thesis
+method runs blockwise on dask, .zarr to .zarr, 6-connected: connected components per block, the
+labels touching across block faces merged, objects numbered 1..K in the order of their first
+voxel (z, then y, then x) -- exactly the in-memory result.
+
 Nothing is written (no folder created) when the input is invalid.
 """
 
@@ -25,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuron3d import io
+from neuron3d import blockwise, io, zarrio
 from neuron3d.agglomerate import DEFAULT_THRESHOLD, SCORINGS
 from neuron3d.cli import ArgumentParser, check_name, check_output_dir, run_cli
 from neuron3d.reconstruct import (
@@ -66,14 +72,27 @@ def build_parser():
     parser.add_argument("--output_dir", required=True,
                         help="folder for <name>.tif (created when the result is written)")
     parser.add_argument("--name", required=True,
-                        help="output file name without folder or .tif, e.g. experiment_8")
+                        help="output file name without folder or .tif, e.g. experiment_8 "
+                             "(N.zarr: an OME-Zarr store)")
     parser.add_argument("--connectivity", type=int, default=6, choices=CONNECTIVITIES,
                         help="3D neighbourhood (default 6, face neighbours, as in the thesis)")
     parser.add_argument("--threshold", type=int, default=127,
                         help="foreground is first-channel value >= THRESHOLD, a whole number "
                              f"in {THRESHOLDS[0]}..{THRESHOLDS[1]} (8-bit images; default 127, "
                              "the thesis')")
+    blockwise.add_arguments(parser)
     return parser
+
+
+def output_path(folder, name):
+    """``<folder>/<name>.tif``, or ``<folder>/<name>`` for a name ending in .zarr."""
+    return folder / name if zarrio.is_zarr(name) else folder / f"{name}.tif"
+
+
+def write_labels(path, labels, chunks=None):
+    if zarrio.is_zarr(path):
+        return zarrio.write_zarr(path, labels, chunks)
+    return io.write_tif(path, labels)
 
 
 def _is_empty_folder(path):
@@ -91,6 +110,10 @@ def output_names(name, thresholds):
 def run_agglomerate(args):
     from neuron3d.agglomerate import agglomerate, check_inputs, check_thresholds
 
+    if args.scheduler is not None:
+        raise ValueError("--scheduler runs --method thesis blockwise; --method agglomerate "
+                         "works in memory")
+    blockwise.check_arguments(args, {}, {})
     if args.input_dir_membrane is None:
         raise ValueError("--method agglomerate needs --input_dir_membrane (membrane "
                          "probabilities)")
@@ -112,7 +135,7 @@ def run_agglomerate(args):
     start = time.perf_counter()
     volumes = agglomerate(membrane, overlap, thresholds, scoring=args.scoring, sources=sources)
     for out_name, threshold, labels in zip(output_names(name, thresholds), thresholds, volumes):
-        out = io.write_tif(folder / f"{out_name}.tif", labels)
+        out = write_labels(output_path(folder, out_name), labels, args.chunks)
         print(f"reconstruct3D.py: threshold {threshold:g}: {int(labels.max())} objects; "
               f"wrote {labels.shape} {labels.dtype} to {out}")
     print(f"reconstruct3D.py: agglomerated in {time.perf_counter() - start:.1f} s",
@@ -131,7 +154,21 @@ def run(args):
     name = check_name(args.name, "--name")
     threshold = check_threshold(args.threshold, "--threshold")
     connectivity = check_connectivity(args.connectivity, "--connectivity")
-    out = check_output_dir(args.output_dir, "--output_dir") / f"{name}.tif"
+    out = output_path(check_output_dir(args.output_dir, "--output_dir"), name)
+    blockwise.check_arguments(args, {"--input_dir_cytoplasm": cyto_path,
+                                     "--input_dir_overlap": over_path}, {"--name": name})
+    if args.scheduler is not None:
+        if connectivity != 6:
+            raise ValueError("--scheduler labels 6-connected components (--connectivity 6); "
+                             f"got --connectivity {connectivity}")
+        blockwise.check_reconstruct_inputs(cyto_path, over_path)
+        start = time.perf_counter()
+        with blockwise.engine(args.scheduler, args.memory_limit) as client:
+            count = blockwise.reconstruct(client, cyto_path, over_path, out, args.chunks,
+                                          threshold)
+        print(f"reconstruct3D.py: {count} objects in {time.perf_counter() - start:.1f} s "
+              f"(blockwise); wrote {out}")
+        return
     cyto = io.read_binary(cyto_path, threshold)
     if len(cyto) == 1 and _is_empty_folder(over_path):  # one slice has no overlap images
         over = np.zeros((0,) + cyto.shape[1:], dtype=bool)
@@ -146,7 +183,7 @@ def run(args):
           f"{cyto.shape[1]} x {cyto.shape[2]} ({connectivity}-connected)", file=sys.stderr)
     start = time.perf_counter()
     labels = reconstruct(cyto, over, connectivity, cyto_path, over_path)
-    io.write_tif(out, labels)
+    write_labels(out, labels, args.chunks)
     print(f"reconstruct3D.py: {int(labels.max())} objects in {time.perf_counter() - start:.1f} s; "
           f"wrote {labels.shape} {labels.dtype} to {out}")
 

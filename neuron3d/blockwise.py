@@ -440,14 +440,33 @@ def reconstruct(client, cytoplasm, overlap, output, chunks=None, threshold=127):
     from .reconstruct import check_threshold
 
     threshold = check_threshold(threshold, "--threshold")
+    shape = check_reconstruct_inputs(cytoplasm, overlap)
+    masks = functools.partial(_masks_from_images, str(cytoplasm), str(overlap), threshold)
+    return label_volume(client, masks, shape, output, chunks)
+
+
+def check_reconstruct_inputs(cytoplasm, overlap):
+    """The shape of the reconstruction of zarr ``cytoplasm`` and ``overlap`` images; ValueError
+    unless there are N - 1 (or N, the last ignored) overlap planes of the same size."""
     cyto, over = _open(cytoplasm, "--input_dir_cytoplasm"), _open(overlap, "--input_dir_overlap")
     if tuple(over.shape[1:3]) != tuple(cyto.shape[1:3]) or \
             over.shape[0] not in (cyto.shape[0] - 1, cyto.shape[0]):
         raise ValueError(f"expected {cyto.shape[0] - 1} overlap planes of "
                          f"{cyto.shape[1]} x {cyto.shape[2]} for {cyto.shape[0]} cytoplasm "
                          f"slices ({cytoplasm}), got {tuple(over.shape[:3])} from {overlap}")
-    masks = functools.partial(_masks_from_images, str(cytoplasm), str(overlap), threshold)
-    return label_volume(client, masks, tuple(cyto.shape[:3]), output, chunks)
+    return tuple(cyto.shape[:3])
+
+
+def check_same_shape(predicted, references):
+    """ValueError unless the zarr label volumes ``predicted`` and each of ``references``
+    (flag -> path) have one shape; returns it."""
+    shape = tuple(_open(predicted, "--predicted").shape)
+    for flag, path in references.items():
+        other = tuple(_open(path, flag).shape)
+        if other != shape:
+            raise ValueError(f"shapes differ: predicted {predicted} is {shape}, {flag} {path} "
+                             f"is {other}")
+    return shape
 
 
 def evaluation_volume(client, labels, output, chunks=None):
@@ -480,15 +499,54 @@ def contingency_table(client, true, pred, chunks=None):
     (true, predicted))."""
     from .metrics import Contingency, sorted_table
 
-    t, p = _open(true, "--true"), _open(pred, "--predicted")
-    if tuple(t.shape) != tuple(p.shape):
-        raise ValueError(f"shapes differ: predicted {pred} is {tuple(p.shape)}, true {true} is "
-                         f"{tuple(t.shape)}")
-    shape = tuple(t.shape)
-    grid = block_grid(shape, zarrio.chunks_for(shape, chunks or t.chunks[:3]))
+    shape = check_same_shape(pred, {"--true": true})
+    grid = block_grid(shape, zarrio.chunks_for(shape, chunks or _open(true).chunks[:3]))
     parts = run_tasks(client, functools.partial(_table_pass, str(true), str(pred)), grid,
                       "contingency blocks")
     return sorted_table(Contingency(np.concatenate([a for a, _, _ in parts]),
                                     np.concatenate([b for _, b, _ in parts]),
                                     np.concatenate([c for _, _, c in parts]),
                                     int(np.prod(shape))))
+
+
+# ---------------------------------------------------------------------------------------------
+# the command lines' options
+
+
+def add_arguments(parser, chunks=True):
+    """--scheduler, --memory_limit (and --chunks) for a script that can run blockwise."""
+    group = parser.add_argument_group(
+        "large volumes (zarr + dask; see documentation/cluster.md)")
+    group.add_argument("--scheduler", metavar="SPEC",
+                       help="process blockwise on dask: local:N (a LocalCluster of N worker "
+                            "processes on this machine) or tcp://HOST:PORT (a running dask "
+                            "scheduler); inputs and outputs must then be .zarr stores. "
+                            "Default: the whole volume in memory")
+    group.add_argument("--memory_limit", metavar="BYTES",
+                       help="memory limit of each local:N worker, e.g. 2GiB (default: the "
+                            "machine's memory shared between the workers)")
+    if chunks:
+        group.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                           help="chunk shape of the .zarr stores written (default "
+                                f"{' '.join(map(str, zarrio.DEFAULT_CHUNKS))}, clipped to the "
+                                "volume); with --scheduler also the blocks processed")
+    return group
+
+
+def check_arguments(args, inputs, outputs):
+    """Check the engine options before any work: ``--scheduler`` needs every path in
+    ``inputs`` and ``outputs`` (flag -> path) to be a .zarr store; --chunks and
+    --memory_limit are well formed."""
+    if getattr(args, "chunks", None) is not None:
+        zarrio.check_chunks(args.chunks)
+    if args.memory_limit is not None:
+        if args.scheduler is None:
+            raise ValueError("--memory_limit applies to --scheduler local:N")
+        check_memory_limit(args.memory_limit)
+    if args.scheduler is None:
+        return
+    parse_scheduler(args.scheduler)
+    for flag, path in {**inputs, **outputs}.items():
+        if path is not None and not zarrio.is_zarr(path):
+            raise ValueError(f"--scheduler processes .zarr stores: {flag} must end in .zarr, "
+                             f"got {path}")

@@ -164,3 +164,104 @@ def test_bad_scheduler_and_memory_limit():
         with blockwise.engine("tcp://127.0.0.1:9", connect_timeout=2):
             pass
     assert time.perf_counter() - start < 10
+
+
+# ---------------------------------------------------------------------------------------------
+# the command lines: the thesis' pipeline through zarr and local:2 equals the .tif pipeline
+
+
+def test_cli_pipeline_through_zarr_equals_tif(tmp_path):
+    import json
+
+    import tifffile
+    from conftest import run_script
+
+    ids = blobs((9, 70, 90), 60, 11)
+    tifffile.imwrite(tmp_path / "label.tif", ids)
+    chunks = ("--chunks", "4", "30", "41")
+    engine = ("--scheduler", "local:2", "--memory_limit", "1GiB")
+
+    def ok(script, *args):
+        result = run_script(script, *args)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    t, z = str(tmp_path) + "/", lambda name: str(tmp_path / f"{name}.zarr")
+    ok("process3D.py", "--operation", "tif_to_zarr", "--input_dir", t + "label.tif",
+       "--output_dir", z("label"), *chunks, "--voxel_size", "30", "6", "6")
+    meta = json.loads((tmp_path / "label.zarr" / ".zattrs").read_text())["multiscales"][0]
+    assert [a["name"] for a in meta["axes"]] == ["z", "y", "x"]
+    assert meta["datasets"][0]["coordinateTransformations"][0]["scale"] == [30.0, 6.0, 6.0]
+    for op in ("cytoplasm", "overlap"):
+        ok("process3D.py", "--operation", op, "--input_dir", t + "label.tif", "--output_dir",
+           t + op)
+        ok("process3D.py", "--operation", op, "--input_dir", z("label"), "--output_dir", z(op),
+           *chunks, *engine)
+    ok("process3D.py", "--operation", "eroskele", "--input_dir", t + "overlap",
+       "--output_dir", t + "thin", "--erosions", "1")
+    ok("process3D.py", "--operation", "eroskele", "--input_dir", z("overlap"),
+       "--output_dir", z("thin"), "--erosions", "1", *chunks, *engine)
+    ok("process3D.py", "--operation", "evaluation", "--input_dir", t + "label.tif",
+       "--output_dir", t, "--name", "evaluate")
+    ok("process3D.py", "--operation", "evaluation", "--input_dir", z("label"),
+       "--output_dir", z("evaluate"), *chunks, *engine)
+    ok("reconstruct3D.py", "--input_dir_cytoplasm", t + "cytoplasm", "--input_dir_overlap",
+       t + "thin", "--output_dir", t, "--name", "recon")
+    ok("reconstruct3D.py", "--input_dir_cytoplasm", z("cytoplasm"), "--input_dir_overlap",
+       z("thin"), "--output_dir", t, "--name", "recon.zarr", *chunks, *engine)
+    np.testing.assert_array_equal(zarrio.read_zarr(z("evaluate")),
+                                  tifffile.imread(tmp_path / "evaluate.tif"))
+    np.testing.assert_array_equal(zarrio.read_zarr(z("recon")),
+                                  tifffile.imread(tmp_path / "recon.tif"))
+    memory = ok("evaluate3D.py", "--predicted", t + "recon.tif", "--true", t + "evaluate.tif",
+                "--labels", t + "label.tif").stdout
+    dask = ok("evaluate3D.py", "--predicted", z("recon"), "--true", z("evaluate"), "--labels",
+              z("label"), *engine).stdout
+    assert dask.replace(z("evaluate"), "E").replace(z("label"), "L") == \
+        memory.replace(t + "evaluate.tif", "E").replace(t + "label.tif", "L")
+    ok("process3D.py", "--operation", "zarr_to_tif", "--input_dir", z("recon"),
+       "--output_dir", t + "back.tif")
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "back.tif"),
+                                  tifffile.imread(tmp_path / "recon.tif"))
+
+
+@pytest.mark.parametrize("script, args, fragments", [
+    ("process3D.py", ["--operation", "membrane", "--input_dir", "{t}/missing.zarr",
+                      "--output_dir", "{t}/m.zarr"], ["missing.zarr", "does not exist"]),
+    ("process3D.py", ["--operation", "membrane", "--input_dir", "{t}/corrupt.zarr",
+                      "--output_dir", "{t}/m.zarr"], ["corrupt.zarr", "zarr"]),
+    ("process3D.py", ["--operation", "membrane", "--input_dir", "{t}/flat.zarr",
+                      "--output_dir", "{t}/m.zarr"], ["flat.zarr", "3-D"]),
+    ("process3D.py", ["--operation", "membrane", "--input_dir", "{t}/ids.zarr",
+                      "--output_dir", "{t}/m.zarr", "--chunks", "0", "8", "8"],
+     ["--chunks", "0 8 8"]),
+    ("process3D.py", ["--operation", "membrane", "--input_dir", "{t}/ids.zarr",
+                      "--output_dir", "{t}/m", "--scheduler", "local:1"],
+     ["--output_dir", ".zarr"]),
+    ("process3D.py", ["--operation", "membrane", "--input_dir", "{t}/ids.zarr",
+                      "--output_dir", "{t}/m.zarr", "--scheduler", "tcp://127.0.0.1:9"],
+     ["tcp://127.0.0.1:9", "no dask scheduler answered"]),
+    ("process3D.py", ["--operation", "tif_to_zarr", "--input_dir", "{t}/ids.zarr",
+                      "--output_dir", "{t}/m.tif"], ["--output_dir", ".zarr"]),
+    ("evaluate3D.py", ["--predicted", "{t}/ids.zarr", "--true", "{t}/small.zarr",
+                       "--scheduler", "local:1"], ["shapes differ", "small.zarr"]),
+    ("reconstruct3D.py", ["--input_dir_cytoplasm", "{t}/ids.zarr", "--input_dir_overlap",
+                          "{t}/ids.zarr", "--output_dir", "{t}", "--name", "r.zarr",
+                          "--scheduler", "local:1", "--connectivity", "26"],
+     ["--connectivity 26"]),
+])
+def test_bad_zarr_input_one_line_exit_2(tmp_path, script, args, fragments):
+    from conftest import assert_user_error, run_script
+
+    zarrio.write_zarr(tmp_path / "ids.zarr", blobs((4, 20, 20), 5, 1))
+    zarrio.write_zarr(tmp_path / "small.zarr", blobs((4, 20, 19), 5, 1))
+    (tmp_path / "corrupt.zarr").mkdir()
+    (tmp_path / "corrupt.zarr" / ".zgroup").write_text("{not json")
+    import zarr
+
+    zarr.create_array(store=str(tmp_path / "flat.zarr"), shape=(5, 5), dtype="u1",
+                      zarr_format=2)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run_script(script, *[a.format(t=tmp_path) for a in args])
+    assert_user_error(result, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "something was written"
