@@ -3,6 +3,10 @@
     python neuroglancer3D.py --em datasets/em_c.tif --label datasets/label_c.tif \\
         --predicted datasets/experiment_8.tif
 
+Any stack may be a .zarr store (OME-Zarr): it is served chunk by chunk as the browser asks,
+never read whole; its segments are shown in the cross-sections, and meshed in the 3D panel
+only when chosen with --segments (meshing reads the whole volume).
+
 Serves on 127.0.0.1 (to view from another machine, forward the port over SSH, e.g.
 ``ssh -L 8080:127.0.0.1:8080 host`` with --port 8080), prints the URL and keeps serving
 until Ctrl-C.  With --screenshot FILE.png it renders the view in headless Chromium
@@ -17,7 +21,9 @@ import argparse
 import sys
 import time
 
-from neuron3d import io
+import numpy as np
+
+from neuron3d import io, zarrio
 from neuron3d.cli import ArgumentParser, run_cli
 
 
@@ -48,6 +54,22 @@ def build_parser():
     return p
 
 
+def _open(path, read, **options):
+    """A .zarr store opened for reading on demand, any other stack read into memory."""
+    if path is None:
+        return None
+    if zarrio.is_zarr(path):
+        array = zarrio.open_array(path)
+        if array.ndim == 4:
+            raise ValueError(f"{path}: expected gray images or labels (z, y, x), got shape "
+                             f"{array.shape}")
+        if read is io.read_labels and not np.issubdtype(array.dtype, np.unsignedinteger):
+            raise ValueError(f"labels {path} must have an unsigned integer dtype, got "
+                             f"{array.dtype}")
+        return array
+    return read(path, **options)
+
+
 def run(args):
     from neuron3d import viewer
 
@@ -63,9 +85,8 @@ def run(args):
         except RuntimeError as exc:
             raise ValueError(str(exc)) from None
     sources = {"em": args.em, "label": args.label, "predicted": args.predicted}
-    em = io.read_stack(args.em, channel=0) if args.em else None
-    label = io.read_labels(args.label) if args.label else None
-    predicted = io.read_labels(args.predicted) if args.predicted else None
+    em, label, predicted = (_open(args.em, io.read_stack, channel=0), _open(args.label,
+                            io.read_labels), _open(args.predicted, io.read_labels))
     if args.bind_address in ("0.0.0.0", "::", ""):
         print("neuroglancer3D.py: warning: serving on all interfaces; anyone who can reach "
               "this machine can see the data (prefer SSH port forwarding)", file=sys.stderr)

@@ -61,8 +61,9 @@ def build_parser():
                    help="generate the project's synthetic data set and run with --quick")
     p.add_argument("--recipe", choices=sorted(RECIPES),
                    help="training recipe: thesis (the thesis' networks, default), quick (small "
-                        "networks sized for a laptop CPU), real (wider networks, dice loss, EM "
-                        "augmentations, chosen on a real FIB-SEM crop; use with --minutes; "
+                        "networks sized for a laptop CPU), real (wider networks, EM augmentations, "
+                        "chosen end to end on a real FIB-SEM crop's quadrant d; use with "
+                        "--minutes; "
                         "see documentation/recipes.md)")
     p.add_argument("--quick", action="store_true",
                    help="small networks, crops and step counts (sized for a laptop CPU)")
@@ -365,7 +366,7 @@ RECIPES = {
     "thesis": None,
     "quick": ("--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet", "--ngf", "16",
               "--n_res_blocks", "4"),
-    "real": ("--Y_loss", "dice", "--model", "pix2pix", "--generator", "resnet", "--ngf", "32",
+    "real": ("--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet", "--ngf", "32",
              "--n_res_blocks", "6", "--augment", "elastic,intensity,blur"),
 }
 

@@ -1,7 +1,8 @@
 """Neuroglancer viewer for EM, ground truth and reconstructions (neuroglancer 2.x).
 
-Volumes are numpy (z, y, x) arrays served from memory with ``LocalVolume``;
-the display axes are x, y, z in nanometres.
+Volumes are numpy (z, y, x) arrays served from memory with ``LocalVolume``,
+or zarr arrays served chunk by chunk as the browser asks for them (never read
+whole); the display axes are x, y, z in nanometres.
 """
 
 from __future__ import annotations
@@ -30,6 +31,25 @@ def segmentation_dtype(labels, source="labels"):
     labels = as_label_stack(labels, source)
     top = int(labels.max()) if labels.size else 0
     return labels.astype(np.uint32 if top <= np.iinfo(np.uint32).max else np.uint64, copy=False)
+
+
+class LazySegmentation:
+    """A zarr label array seen as uint32 (or uint64) chunk by chunk, for ``LocalVolume``."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = tuple(array.shape)
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+        self.dtype = np.dtype(np.uint64 if np.dtype(array.dtype).itemsize == 8 else np.uint32)
+
+    def __getitem__(self, item):
+        return np.asarray(self.array[item]).astype(self.dtype, copy=False)
+
+
+def is_lazy(volume):
+    """Whether ``volume`` is read on demand (a zarr array or a :class:`LazySegmentation`)."""
+    return volume is not None and not isinstance(volume, np.ndarray)
 
 
 def largest_segments(labels, count):
@@ -170,7 +190,9 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
         IDs to show (each in 0..2**64-1); default all, or the ``max_segments``
         largest when there are more.
     max_segments : int
-        At least 1.
+        At least 1.  Zarr arrays (read on demand) have no default selection: finding the
+        largest segments, or meshing one, reads the whole volume; the 3D panel shows the
+        cross-sections then, and ``segments`` selects objects to mesh.
     sources : dict, optional
         ``{"em": file, "label": file, "predicted": file}``, named in error messages.
 
@@ -189,8 +211,9 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
                if v is not None}
     if not volumes:
         raise ValueError("no layer given: pass at least one of --em, --label, --predicted")
-    volumes = {k: np.asarray(v) for k, v in volumes.items()}
+    volumes = {k: v if is_lazy(v) else np.asarray(v) for k, v in volumes.items()}
     check_shapes(volumes, sources)
+    lazy = any(is_lazy(v) for v in volumes.values())
     vx, vy, vz = check_voxel_size(voxel_size)
     segments = check_segments(segments)
     max_segments = check_max_segments(max_segments)
@@ -203,14 +226,18 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
                                                     scales=[vx, vy, vz])
         if em is not None:
             s.layers["em"] = neuroglancer.ImageLayer(source=neuroglancer.LocalVolume(
-                data=np.asarray(em), dimensions=data_space, volume_type="image"))
+                data=volumes["em"], dimensions=data_space, volume_type="image"))
         for name in ("label", "predicted"):
             if name not in volumes:
                 continue
-            ids = segmentation_dtype(volumes[name], (sources or {}).get(name) or name)
-            shown = segments
-            if shown is None:
-                shown = largest_segments(ids, max_segments)
+            if is_lazy(volumes[name]):
+                ids = LazySegmentation(volumes[name])
+                shown = segments or []
+            else:
+                ids = segmentation_dtype(volumes[name], (sources or {}).get(name) or name)
+                shown = segments
+                if shown is None:
+                    shown = largest_segments(ids, max_segments)
             s.layers[name] = neuroglancer.SegmentationLayer(
                 source=neuroglancer.LocalVolume(data=ids, dimensions=data_space,
                                                 volume_type="segmentation"),
@@ -219,7 +246,8 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
         s.position = [width / 2, height / 2, depth / 2]
         s.cross_section_scale = max(width, height) / 400
         s.projection_scale = max(width, height * vy / vx, depth * vz / vx) * 2.2
-        s.show_slices = False  # meshes, not cross-section planes, in the 3D panel
+        # meshes, not cross-section planes, in the 3D panel (zarr: planes, see above)
+        s.show_slices = lazy and not segments
         s.projection_orientation = VIEW_3D
     return viewer
 
