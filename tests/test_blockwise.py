@@ -265,3 +265,21 @@ def test_bad_zarr_input_one_line_exit_2(tmp_path, script, args, fragments):
     result = run_script(script, *[a.format(t=tmp_path) for a in args])
     assert_user_error(result, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "something was written"
+
+
+def test_cli_connects_to_a_running_scheduler(tmp_path):
+    """--scheduler tcp://HOST:PORT: the path a cluster deployment (dask-jobqueue, ...) takes."""
+    from conftest import run_script
+    from dask.distributed import LocalCluster
+
+    ids = blobs((6, 40, 50), 20, 12)
+    src = store(tmp_path, "ids", ids, (4, 16, 32))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        result = run_script("process3D.py", "--operation", "membrane", "--input_dir", src,
+                            "--output_dir", tmp_path / "m.zarr", "--scheduler",
+                            cluster.scheduler_address)
+    assert result.returncode == 0, result.stderr
+    assert "dask: 1 workers" in result.stderr
+    np.testing.assert_array_equal(zarrio.read_zarr(tmp_path / "m.zarr"),
+                                  labels.membrane(ids).astype(np.uint8) * 255)

@@ -1,0 +1,196 @@
+"""Blockwise reconstruct, evaluate and the membrane operation at 1x, 4x and 16x a base size.
+
+For each size the inputs are generated blockwise straight into zarr stores (smooth random
+cytoplasm and overlap masks; Voronoi-like ground-truth labels), then:
+
+* **blockwise**: a fresh dask LocalCluster (``--workers`` processes, one thread each, memory
+  limit ``--memory_limit`` per worker) runs ``neuron3d.blockwise.reconstruct``,
+  ``contingency_table`` + every score (evaluate), and the per-slice ``membrane`` operation,
+  zarr to zarr.  Peak worker memory is the largest peak resident size (``ru_maxrss``) of any
+  worker process over the three operations (the workers are new for each size).
+* **in memory** (sizes up to ``--in_memory_max``): the same three operations on the whole
+  arrays, in a child process whose peak resident size is reported (reading the zarr
+  stores is included in the time, as the blockwise path includes its reads).
+
+Wall time is the median of ``--repeats`` runs; throughput is voxels per second.  The
+targets (issue 12): peak worker memory flat (within 1.5x) while the volume grows 16x, and
+blockwise throughput at least half the in-memory throughput at the same size.
+
+    python -m benchmarks.bench_scale [--base 32 512 512] [--chunks 16 256 256] [--workers 2]
+                                     [--memory_limit 2GiB] [--repeats 1] [--in_memory_max 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neuron3d import blockwise, zarrio
+
+FACTORS = (1, 4, 16)
+
+
+def _smooth_block(block, seed, density, block_info=None):
+    from scipy import ndimage
+
+    loc = block_info[0]["chunk-location"] if block_info else (0, 0, 0)
+    rng = np.random.default_rng([seed, *loc])
+    noise = ndimage.gaussian_filter(rng.random(block.shape, dtype=np.float32), (0, 3, 3))
+    return (noise > np.quantile(noise, 1 - density)).astype(np.uint8) * 255
+
+
+def _labels_block(block, seed, block_info=None):
+    """Ground truth: square cells of 24 pixels, re-numbered per 8 slices (unique ids)."""
+    loc = block_info[0]["array-location"]
+    z = np.arange(*loc[0])[:, None, None] // 8
+    y = np.arange(*loc[1])[None, :, None] // 24
+    x = np.arange(*loc[2])[None, None, :] // 24
+    return ((z * 100_003 + y * 1_009 + x) % 2_000_000 + 1).astype(np.uint32)
+
+
+def make_inputs(folder, shape, chunks, seed=0):
+    """cytoplasm.zarr, overlap.zarr (N planes, the last ignored), truth.zarr of ``shape``."""
+    import dask.array as da
+
+    template = da.zeros(shape, chunks=chunks, dtype=np.uint8)
+    paths = {}
+    for name, density, offset in (("cytoplasm", 0.6, 0), ("overlap", 0.3, 1)):
+        array = template.map_blocks(_smooth_block, seed + offset, density, dtype=np.uint8)
+        paths[name] = zarrio.write_zarr(folder / f"{name}.zarr", array, chunks)
+    truth = template.map_blocks(_labels_block, seed, dtype=np.uint32)
+    paths["truth"] = zarrio.write_zarr(folder / "truth.zarr", truth, chunks)
+    return paths
+
+
+def _peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_blockwise(paths, folder, chunks, workers, memory_limit):
+    """Seconds of reconstruct, evaluate, membrane; the peak worker memory (MiB)."""
+    from neuron3d.metrics import scores_from_table
+
+    seconds = {}
+    with blockwise.engine(f"local:{workers}", memory_limit) as client:
+        start = time.perf_counter()
+        blockwise.reconstruct(client, paths["cytoplasm"], paths["overlap"],
+                              folder / "recon.zarr", chunks)
+        seconds["reconstruct"] = time.perf_counter() - start
+        start = time.perf_counter()
+        scores_from_table(blockwise.contingency_table(client, paths["truth"],
+                                                      folder / "recon.zarr", chunks))
+        seconds["evaluate"] = time.perf_counter() - start
+        start = time.perf_counter()
+        blockwise.per_slice(client, "membrane", paths["truth"], folder / "membrane.zarr",
+                            chunks)
+        seconds["membrane"] = time.perf_counter() - start
+        peak = max(client.run(_peak_rss_mib).values())
+    return seconds, peak
+
+
+def _in_memory(paths, folder, chunks, queue):
+    """What the commands do without --scheduler: read whole, compute, write the store."""
+    from neuron3d import labels
+    from neuron3d.metrics import evaluate
+    from neuron3d.reconstruct import reconstruct
+
+    seconds = {}
+    start = time.perf_counter()
+    cyto = zarrio.read_zarr(paths["cytoplasm"]) >= 127
+    over = zarrio.read_zarr(paths["overlap"])[:-1] >= 127
+    recon = reconstruct(cyto, over)
+    del cyto, over
+    zarrio.write_zarr(folder / "recon_memory.zarr", recon, chunks)
+    seconds["reconstruct"] = time.perf_counter() - start
+    del recon
+    start = time.perf_counter()
+    evaluate(zarrio.read_zarr(paths["truth"]), zarrio.read_zarr(folder / "recon_memory.zarr"))
+    seconds["evaluate"] = time.perf_counter() - start
+    start = time.perf_counter()
+    zarrio.write_zarr(folder / "membrane_memory.zarr",
+                      labels.membrane(zarrio.read_zarr(paths["truth"])), chunks)
+    seconds["membrane"] = time.perf_counter() - start
+    queue.put((seconds, _peak_rss_mib()))
+
+
+def run_in_memory(paths, folder, chunks):
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    child = context.Process(target=_in_memory, args=(paths, folder, chunks, queue))
+    child.start()
+    result = queue.get()
+    child.join()
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", type=int, nargs=3, default=(32, 512, 512))
+    parser.add_argument("--chunks", type=int, nargs=3, default=(16, 256, 256))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--memory_limit", default="2GiB")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--in_memory_max", type=int, default=16,
+                        help="largest factor also run in memory")
+    parser.add_argument("--factors", type=int, nargs="+", default=FACTORS)
+    args = parser.parse_args(argv)
+    chunks = tuple(args.chunks)
+    rows = []
+    for factor in args.factors:
+        shape = (args.base[0] * factor,) + tuple(args.base[1:])
+        folder = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+        try:
+            paths = {k: str(v) for k, v in make_inputs(folder, shape, chunks).items()}
+            voxels = int(np.prod(shape))
+            runs = [run_blockwise(paths, folder, chunks, args.workers, args.memory_limit)
+                    for _ in range(args.repeats)]
+            row = {"factor": factor, "shape": shape, "voxels": voxels,
+                   "blockwise": {op: statistics.median(r[0][op] for r in runs)
+                                 for op in runs[0][0]},
+                   "blockwise_peak_mib": max(r[1] for r in runs)}
+            if factor <= args.in_memory_max:
+                memory = [run_in_memory(paths, folder, chunks) for _ in range(args.repeats)]
+                row["in_memory"] = {op: statistics.median(m[0][op] for m in memory)
+                                    for op in memory[0][0]}
+                row["in_memory_peak_mib"] = max(m[1] for m in memory)
+            rows.append(row)
+            print_row(row, flush=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    print_table(rows)
+    return 0
+
+
+def print_row(row, flush=False):
+    print(f"{row['factor']}x {row['shape']}: blockwise {row['blockwise']}, peak worker "
+          f"{row['blockwise_peak_mib']:.0f} MiB; in memory {row.get('in_memory')}, peak "
+          f"{row.get('in_memory_peak_mib', float('nan')):.0f} MiB", flush=flush)
+
+
+def print_table(rows):
+    print("\n| size | voxels | operation | blockwise s | blockwise Mvox/s | in memory s | "
+          "in memory Mvox/s | ratio | peak worker MiB | in-memory peak MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        for op, seconds in row["blockwise"].items():
+            mem = row.get("in_memory", {}).get(op)
+            rate = row["voxels"] / seconds / 1e6
+            mem_rate = row["voxels"] / mem / 1e6 if mem else float("nan")
+            print(f"| {row['factor']}x {' x '.join(map(str, row['shape']))} | "
+                  f"{row['voxels'] / 1e6:.0f} M | {op} | {seconds:.1f} | {rate:.1f} | "
+                  f"{mem if mem else float('nan'):.1f} | {mem_rate:.1f} | "
+                  f"{rate / mem_rate if mem else float('nan'):.2f} | "
+                  f"{row['blockwise_peak_mib']:.0f} | "
+                  f"{row.get('in_memory_peak_mib', float('nan')):.0f} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
