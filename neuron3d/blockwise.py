@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import shutil
 import sys
-import time
 from contextlib import contextmanager
 from itertools import product
 from pathlib import Path
@@ -426,8 +424,8 @@ def label_volume(client, masks, shape, output, chunks=None):
             path = _store_path(out)
             tasks = [(region, mapping[offsets[i]:offsets[i] + counts[i] + 1].copy())
                      for i, region in enumerate(grid)]
-            for region, part in tasks:
-                part[0] = 0
+            for _, part in tasks:
+                part[0] = 0  # the block's background (its slice starts at the previous block's)
             run_tasks(client, lambda item: _relabel_pass(local, path, *item), tasks,
                       "relabel blocks")
     finally:
