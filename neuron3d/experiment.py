@@ -102,6 +102,16 @@ def build_parser():
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic TensorFlow kernels and fixed thread counts in training "
                         "(the same numbers on every machine of the same kind; see README)")
+    big = p.add_argument_group("large volumes (see documentation/cluster.md)")
+    big.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                     help="run the evaluation volumes, the thinning of the predicted overlaps, "
+                          "the reconstruction and its evaluation through OME-Zarr stores of "
+                          "these chunks, blockwise on dask (results equal to the default "
+                          "in-memory run)")
+    big.add_argument("--scheduler", metavar="SPEC",
+                     help="with --chunks: local:N or tcp://HOST:PORT (default local:2)")
+    big.add_argument("--memory_limit", metavar="BYTES",
+                     help="with --chunks and --scheduler local:N: each worker's memory limit")
     p.add_argument("--force", action="store_true", help="re-run every step")
     p.add_argument("--dry_run", "--dry-run", action="store_true",
                    help="print every step's command and whether it would run; run nothing")
@@ -127,6 +137,9 @@ class Options:
     shape: tuple[int, int, int] | None
     seed: int
     deterministic: bool
+    chunks: tuple[int, int, int] | None = None
+    scheduler: str | None = None
+    memory_limit: str | None = None
     force: bool = field(default=False, compare=False)
     dry_run: bool = field(default=False, compare=False)
 
@@ -180,11 +193,24 @@ def resolve(args):
     if args.recipe is not None and args.quick and args.recipe != "quick":
         raise ValueError(f"--quick and --recipe {args.recipe} contradict each other")
     recipe = args.recipe or ("quick" if args.quick or args.demo else "thesis")
+    chunks, scheduler = None, None
+    if args.chunks is not None:
+        from .blockwise import check_memory_limit, parse_scheduler
+        from .zarrio import check_chunks
+
+        chunks = check_chunks(args.chunks)
+        scheduler = args.scheduler or "local:2"
+        parse_scheduler(scheduler)
+        if args.memory_limit is not None:
+            check_memory_limit(args.memory_limit)
+    elif args.scheduler is not None or args.memory_limit is not None:
+        raise ValueError("--scheduler and --memory_limit go with --chunks Z Y X")
     return Options(demo=args.demo, recipe=recipe, datasets=datasets,
                    work=str(Path(work)), results=str(Path(args.results)), run=run,
                    epochs=args.epochs, steps=args.steps, minutes=args.minutes, paths=args.paths,
                    method=args.method, erosions=args.erosions, shape=shape, seed=args.seed,
-                   deterministic=args.deterministic, force=args.force, dry_run=args.dry_run)
+                   deterministic=args.deterministic, chunks=chunks, scheduler=scheduler,
+                   memory_limit=args.memory_limit, force=args.force, dry_run=args.dry_run)
 
 
 # ---- networks and file names ----------------------------------------------------------------
@@ -242,11 +268,26 @@ class Layout:
     work: Path
     run_dir: Path
     run: str
+    zarr: bool = False  #: the blockwise stages' stacks are .zarr stores (``--chunks``)
 
     @classmethod
     def of(cls, options):
         return cls(Path(options.datasets), Path(options.work),
-                   Path(options.results) / options.run, options.run)
+                   Path(options.results) / options.run, options.run,
+                   options.chunks is not None)
+
+    def _stack(self, name):
+        """``name.tif`` (or ``name.zarr`` with --chunks)."""
+        return self.work / f"{name}{'.zarr' if self.zarr else '.tif'}"
+
+    def label_zarr(self, q):
+        """The ground-truth quadrant as a zarr store (--chunks)."""
+        return self.work / f"label_{q}.zarr"
+
+    def zarr_of(self, path):
+        """The zarr copy of a .tif or slice folder (--chunks): ``<name>.zarr`` beside it."""
+        path = Path(path)
+        return path.with_name(f"{path.stem if path.suffix == '.tif' else path.name}.zarr")
 
     @property
     def em_volume(self):
@@ -271,7 +312,7 @@ class Layout:
         return self.work / "combined" / f"{pairs}_{q}"
 
     def evaluation(self, q=TEST_QUADRANT):
-        return self.work / f"evaluate_{q}.tif"
+        return self._stack(f"evaluate_{q}")
 
     def network(self, key):
         return self.run_dir / NETWORKS[key].train_dir
@@ -294,14 +335,15 @@ class Layout:
                             else f"cytoplasm_predicted_{key}_{q}.tif")
 
     def overlap_thinned(self, key, q=TEST_QUADRANT):
-        return self.work / (f"overlap_predicted_{q}_eroskele" if key == "nn5"
-                            else f"overlap_predicted_{key}_{q}_eroskele")
+        name = (f"overlap_predicted_{q}_eroskele" if key == "nn5"
+                else f"overlap_predicted_{key}_{q}_eroskele")
+        return self.work / (f"{name}.zarr" if self.zarr else name)
 
     def reconstruction_name(self, cyto, over):
         return self.run if (cyto, over) == COMBOS["thesis"][0] else f"{self.run}_{cyto}_{over}"
 
     def reconstruction(self, cyto, over):
-        return self.work / f"{self.reconstruction_name(cyto, over)}.tif"
+        return self._stack(self.reconstruction_name(cyto, over))
 
     def scores(self, cyto, over):
         return self.run_dir / f"scores_{cyto}_{over}.json"
@@ -345,11 +387,12 @@ class Layout:
     def as_dict(self):
         """Absolute paths, so that report and figures find the files from any folder."""
         return {"data": str(self.data.absolute()), "work": str(self.work.absolute()),
-                "run_dir": str(self.run_dir.absolute()), "run": self.run}
+                "run_dir": str(self.run_dir.absolute()), "run": self.run, "zarr": self.zarr}
 
     @classmethod
     def from_dict(cls, d):
-        return cls(Path(d["data"]), Path(d["work"]), Path(d["run_dir"]), d["run"])
+        return cls(Path(d["data"]), Path(d["work"]), Path(d["run_dir"]), d["run"],
+                   d.get("zarr", False))
 
 
 # ---- training recipes -----------------------------------------------------------------------
@@ -451,9 +494,20 @@ def plan(options, layout, shape):
     list of Step
     """
     L, steps = layout, []
+    # --chunks: the blockwise stages run on dask, .zarr to .zarr
+    engine = () if options.chunks is None else (
+        "--chunks", *options.chunks, "--scheduler", options.scheduler,
+        *(("--memory_limit", options.memory_limit) if options.memory_limit else ()))
 
     def step(name, argv, inputs, outputs, resume=None):
         _step(steps, name, argv, inputs, outputs, resume)
+
+    def to_zarr(name, source, store=None):
+        """--chunks: a step converting ``source`` (.tif or slices) to zarr; returns the store."""
+        store = store or L.zarr_of(source)
+        step(name, p3d("--operation", "tif_to_zarr", "--input_dir", source, "--output_dir",
+                       store, "--chunks", *options.chunks), [source], [store])
+        return store
 
     def combine(name, a, b, out):
         step(name, _command("imagetranslation/tools/process.py", "--operation", "combine",
@@ -489,9 +543,13 @@ def plan(options, layout, shape):
         out = L.overlap_thinned(key, q)
         if not thesis:  # the agglomeration reads NN-5's overlaps un-thinned
             return
+        source, folder = f"{L.prediction(key, q)}/images/", L.prediction(key, q)
+        if options.chunks is not None:
+            source = folder = to_zarr(f"zarr_overlap_{key}_{q}", L.prediction(key, q) / "images",
+                                      L.work / f"overlap_predicted_{key}_{q}.zarr")
         step(f"eroskele_{key}_{q}", p3d(
-            "--operation", "eroskele", "--input_dir", f"{L.prediction(key, q)}/images/",
-            "--output_dir", out, "--erosions", options.erosions), [L.prediction(key, q)], [out])
+            "--operation", "eroskele", "--input_dir", source, "--output_dir", out,
+            "--erosions", options.erosions, *engine), [folder], [out])
 
     # ---- data -----------------------------------------------------------------------------
     if options.demo:
@@ -518,10 +576,16 @@ def plan(options, layout, shape):
         combine(f"combine_em_membrane_{q}", L.images("em", q), L.images("membrane", q),
                 L.combined("em_membrane", q))
     for q in TEST_QUADRANT + (CHOICE_QUADRANT if agglomerate else ""):
-        step(f"evaluation_{q}", p3d("--operation", "evaluation", "--input_dir",
-                                    L.quadrant_tif("label", q), "--output_dir", f"{L.work}/",
-                                    "--name", L.evaluation(q).stem),
-             [L.quadrant_tif("label", q)], [L.evaluation(q)])
+        if options.chunks is None:
+            step(f"evaluation_{q}", p3d("--operation", "evaluation", "--input_dir",
+                                        L.quadrant_tif("label", q), "--output_dir",
+                                        f"{L.work}/", "--name", L.evaluation(q).stem),
+                 [L.quadrant_tif("label", q)], [L.evaluation(q)])
+        else:
+            labels = to_zarr(f"zarr_label_{q}", L.quadrant_tif("label", q))
+            step(f"evaluation_{q}", p3d("--operation", "evaluation", "--input_dir", labels,
+                                        "--output_dir", L.evaluation(q), *engine),
+                 [labels], [L.evaluation(q)])
 
     # ---- NN-3: EM -> membrane, trained on a, predicted on b and c (and d) -------------------
     train("nn3")
@@ -589,16 +653,23 @@ def plan(options, layout, shape):
 
     # ---- the thesis' reconstruction of each combination, scored ------------------------------
     for cyto, over in COMBOS[options.paths] if thesis else ():
-        recon = L.reconstruction(cyto, over)
+        recon, cytoplasm = L.reconstruction(cyto, over), L.cytoplasm_predicted(cyto)
+        if options.chunks is not None:
+            made = {p for s in steps for p in s.outputs}
+            if L.zarr_of(cytoplasm) not in made:  # --paths all uses each cytoplasm twice
+                to_zarr(f"zarr_cytoplasm_{cyto}", cytoplasm)
+            cytoplasm = L.zarr_of(cytoplasm)
         step(f"reconstruct_{cyto}_{over}", _command(
-            "reconstruct3D.py", "--input_dir_cytoplasm", L.cytoplasm_predicted(cyto),
+            "reconstruct3D.py", "--input_dir_cytoplasm", cytoplasm,
             "--input_dir_overlap", L.overlap_thinned(over), "--output_dir", f"{L.work}/",
-            "--name", recon.stem),
-            [L.cytoplasm_predicted(cyto), L.overlap_thinned(over)], [recon])
+            "--name", recon.name if options.chunks else recon.stem, *engine),
+            [cytoplasm, L.overlap_thinned(over)], [recon])
         truth = L.quadrant_tif("label", TEST_QUADRANT)
+        if options.chunks is not None:
+            truth = L.label_zarr(TEST_QUADRANT)
         step(f"evaluate_{cyto}_{over}", _command(
             "evaluate3D.py", "--predicted", recon, "--true", L.evaluation(), "--labels", truth,
-            "--output", L.scores(cyto, over)),
+            "--output", L.scores(cyto, over), *engine),
             [recon, L.evaluation(), truth], [L.scores(cyto, over)])
     return steps
 

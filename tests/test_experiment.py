@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 from neuron3d import experiment as E
-from neuron3d.io import read_labels
+from neuron3d.io import read_labels, read_stack
 from neuron3d.metrics import evaluate
 
 
@@ -51,6 +51,9 @@ def test_missing_data_says_what_to_download_and_writes_nothing(tmp_path):
     (["--demo", "--run", "../x"], "--run must be a plain name"),
     (["--demo", "--run", ""], "--run must be a plain name"),
     (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--demo", "--chunks", "4", "0", "8"], "--chunks must be three whole numbers"),
+    (["--demo", "--scheduler", "local:2"], "--scheduler and --memory_limit go with --chunks"),
+    (["--demo", "--chunks", "4", "8", "8", "--scheduler", "nowhere"], "--scheduler"),
 ])
 def test_bad_options_one_line_exit_2(tmp_path, args, fragment):
     r = run_experiment(tmp_path, *args)
@@ -338,6 +341,40 @@ def scores_of(run_dir):
 
 def temporaries(*folders):
     return sorted(str(p) for f in folders for p in f.rglob(".*") if ".part" in p.name)
+
+
+@pytest.mark.slow
+def test_demo_through_zarr_and_dask_equals_the_in_memory_stages(tmp_path):
+    """--chunks: evaluation volumes, thinning, reconstruction and evaluation run blockwise on
+    a LocalCluster through zarr; each equals the in-memory computation on the same run's
+    files (chunks that divide nothing: 4 x 13 x 15 on 6 x 32 x 32 quadrants)."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("dask.distributed")
+    from neuron3d.labels import eroskele
+    from neuron3d.reconstruct import evaluation_volume, reconstruct
+    from neuron3d.zarrio import read_zarr
+
+    r = run_experiment(tmp_path, "--demo", "--shape", "6", "64", "64", "--steps", "2",
+                       "--chunks", "4", "13", "15", "--method", "thesis")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    data, run = tmp_path / "data", tmp_path / "results" / "demo"
+    report = json.loads((run / "report.json").read_text())
+    assert report["options"]["chunks"] == [4, 13, 15]
+    assert report["options"]["scheduler"] == "local:2"
+    assert "--scheduler local:2" in report["commands"]["reconstruct_nn4_nn5"]
+    labels = read_labels(data / "label_c.tif")
+    np.testing.assert_array_equal(read_zarr(data / "evaluate_c.zarr"), evaluation_volume(labels))
+    overlap = read_stack(run / "P5_membrane_overlap_c" / "images", channel=0) >= 127
+    thin = read_zarr(data / "overlap_predicted_c_eroskele.zarr") > 0
+    np.testing.assert_array_equal(thin, eroskele(overlap, 10))
+    cytoplasm = read_stack(data / "cytoplasm_predicted_c.tif", channel=0) >= 127
+    recon = reconstruct(cytoplasm, thin[:-1])
+    np.testing.assert_array_equal(read_zarr(data / "demo.zarr"), recon)
+    row = report["results"][0]
+    expected = evaluate(evaluation_volume(labels), recon)
+    for key, value in expected.items():
+        assert row[key] == value, key  # bit for bit
+    assert row["labels_scores"] == evaluate(labels, recon)
 
 
 @pytest.mark.slow
