@@ -80,7 +80,7 @@ def test_consecutive_and_eroskele_equal_in_memory(client, tmp_path):
 
 def spiral_and_comb(shape):
     """Objects that cross block faces many times: a comb whose teeth join only in the last
-    block along x, and a 3D spiral staircase winding through every block."""
+    block along x."""
     cyto = np.zeros(shape, bool)
     z, y, x = shape
     cyto[:, 5:y - 5:4, 2:x - 2] = True          # teeth along x
@@ -90,7 +90,25 @@ def spiral_and_comb(shape):
     return cyto, over
 
 
-@pytest.mark.parametrize("case", ["random", "comb", "dense", "one_slice", "empty"])
+def spiral(shape):
+    """A spiral staircase: one object whose steps wind around the centre through every
+    block of the grid, each step joined to the next only through an overlap plane."""
+    z, y, x = shape
+    cyto = np.zeros(shape, bool)
+    over = np.zeros((z - 1, y, x), bool)
+    yy, xx = np.mgrid[:y, :x]
+    angle = np.arctan2(yy - y / 2, xx - x / 2)
+    ring = np.hypot(yy - y / 2, xx - x / 2)
+    for k in range(z):
+        start = -np.pi + 2 * np.pi * k / z * 3 % (2 * np.pi)
+        arc = (np.mod(angle - start, 2 * np.pi) < 2.5) & (ring > 20) & (ring < 60)
+        cyto[k] = arc
+        if k:
+            over[k - 1] = arc & cyto[k - 1]
+    return cyto, over
+
+
+@pytest.mark.parametrize("case", ["random", "comb", "spiral", "dense", "one_slice", "empty"])
 def test_reconstruct_equals_in_memory(client, tmp_path, case):
     shape = SHAPE
     if case == "random":
@@ -98,6 +116,8 @@ def test_reconstruct_equals_in_memory(client, tmp_path, case):
                                                                  0.3, 5)
     elif case == "comb":
         cyto, over = spiral_and_comb(shape)
+    elif case == "spiral":
+        cyto, over = spiral(shape)
     elif case == "dense":  # objects touching every face of every block
         cyto = np.ones(shape, bool)
         over = np.zeros((shape[0] - 1,) + shape[1:], bool)
@@ -108,6 +128,8 @@ def test_reconstruct_equals_in_memory(client, tmp_path, case):
     else:
         cyto, over = np.zeros(shape, bool), np.zeros((shape[0] - 1,) + shape[1:], bool)
     expected = reconstruct(cyto, over)
+    if case in ("spiral", "dense"):
+        assert expected.max() == 1  # one object through every block
     out = tmp_path / "recon.zarr"
     # Overlap stores always hold a plane per cytoplasm slice here: the last one is ignored.
     padded = np.concatenate([over, np.zeros((1,) + shape[1:], bool)])
