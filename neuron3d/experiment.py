@@ -102,6 +102,11 @@ def build_parser():
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic TensorFlow kernels and fixed thread counts in training "
                         "(the same numbers on every machine of the same kind; see README)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: the predictions of c and d averaged over the "
+                        "8 flips and transposes (translate.py --mode test --tta; 8x their "
+                        "prediction time); b's predictions, NN-4's and NN-5's training "
+                        "inputs, stay plain")
     big = p.add_argument_group("large volumes (see documentation/cluster.md)")
     big.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
                      help="run the evaluation volumes, the thinning of the predicted overlaps, "
@@ -137,6 +142,7 @@ class Options:
     shape: tuple[int, int, int] | None
     seed: int
     deterministic: bool
+    tta: bool = False
     chunks: tuple[int, int, int] | None = None
     scheduler: str | None = None
     memory_limit: str | None = None
@@ -209,7 +215,7 @@ def resolve(args):
                    work=str(Path(work)), results=str(Path(args.results)), run=run,
                    epochs=args.epochs, steps=args.steps, minutes=args.minutes, paths=args.paths,
                    method=args.method, erosions=args.erosions, shape=shape, seed=args.seed,
-                   deterministic=args.deterministic, chunks=chunks, scheduler=scheduler,
+                   deterministic=args.deterministic, tta=args.tta, chunks=chunks, scheduler=scheduler,
                    memory_limit=args.memory_limit, force=args.force, dry_run=args.dry_run)
 
 
@@ -524,7 +530,8 @@ def plan(options, layout, shape):
         data = L.combined(NETWORKS[key].pairs, q)
         step(f"predict_{key}_{q}", _command(
             "imagetranslation/translate.py", "--mode", "test", "--checkpoint", L.network(key),
-            "--input_dir", data, "--output_dir", L.prediction(key, q), "--model", "pix2pix"),
+            "--input_dir", data, "--output_dir", L.prediction(key, q), "--model", "pix2pix",
+            *(("--tta",) if options.tta and q != "b" else ())),
             [L.network(key), data], [L.prediction(key, q)])
 
     def cytoplasm_network(key):

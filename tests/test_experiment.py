@@ -126,6 +126,17 @@ def test_plan_trains_only_what_the_method_reads(method):
     assert not (agglomerate & names) or method != "thesis"
 
 
+def test_tta_applies_to_the_test_time_predictions_only():
+    o = options("--demo", "--shape", "8", "96", "96", "--tta")
+    by_name = {s.name: s for s in E.plan(o, E.Layout.of(o), o.shape)}
+    assert "--tta" not in by_name["predict_nn3_b"].argv  # NN-4's and NN-5's training data
+    for name in ("predict_nn3_c", "predict_nn3_d", "predict_nn4_c", "predict_nn5_c",
+                 "predict_nn5_d"):
+        assert by_name[name].argv[-1] == "--tta", name
+    plain = options("--demo", "--shape", "8", "96", "96")
+    assert all("--tta" not in s.argv for s in E.plan(plain, E.Layout.of(plain), plain.shape))
+
+
 def test_training_recipes():
     quick = options("--demo", "--shape", "8", "96", "96")
     args = E.training_args(quick, quick.shape, "nn3")
