@@ -132,6 +132,13 @@ def build_parser():
     p.add_argument("--threads", type=int,
                    help="TensorFlow intra- and inter-op threads (default: one per core; "
                         "1 with --deterministic)")
+    from neuron3d.blockwise import add_arguments
+
+    big = add_arguments(p)  # --mode test of a .zarr EM volume into a .zarr store
+    big.add_argument("--tile", type=int, metavar="N",
+                     help="test of a .zarr volume: predict N x N tiles (a multiple of the "
+                          "generator's stride) grown by its receptive radius, centres kept "
+                          "(default: whole slices)")
     return p
 
 
@@ -173,10 +180,44 @@ def run(args):
         trainer.device_summary()  # TensorFlow probes its devices here
     if args.mode == "train":
         trainer.train(options)
+    elif args.mode == "test" and _zarr_test(args):
+        _test_zarr(args)
     elif args.mode == "test":
+        for flag in ("scheduler", "memory_limit", "chunks", "tile"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag} is for --mode test of a .zarr --input_dir")
         trainer.test(options)
     else:
         trainer.export(options)
+
+
+def _zarr_test(args):
+    from neuron3d.zarrio import is_zarr
+
+    return is_zarr(args.input_dir) or is_zarr(args.output_dir)
+
+
+def _test_zarr(args):
+    """--mode test of a .zarr EM volume (or consecutive pairs) into a .zarr store, slice chunk
+    by slice chunk, on dask with --scheduler (see imagetranslation/tiled.py)."""
+    from contextlib import nullcontext
+
+    from imagetranslation.tiled import predict_volume
+    from neuron3d import blockwise
+    from neuron3d.zarrio import is_zarr, open_array
+
+    blockwise.check_arguments(args, {"--input_dir": args.input_dir},
+                              {"--output_dir": args.output_dir})
+    if not (is_zarr(args.input_dir) and is_zarr(args.output_dir)):
+        raise ValueError("--mode test of a zarr volume reads --input_dir X.zarr and writes "
+                         f"--output_dir Y.zarr, got {args.input_dir} and {args.output_dir}")
+    open_array(args.input_dir, "--input_dir")  # before starting anything
+    engine = nullcontext() if args.scheduler is None else \
+        blockwise.engine(args.scheduler, args.memory_limit)
+    with engine as client:
+        shape = predict_volume(args.checkpoint, args.input_dir, args.output_dir, args.chunks,
+                               args.tile, args.tta, client)
+    print(f"translate.py: wrote {shape} predictions to {args.output_dir}", file=sys.stderr)
 
 
 def main(argv=None):
