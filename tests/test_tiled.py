@@ -74,6 +74,19 @@ def test_zarr_prediction_equals_the_png_prediction(tmp_path):
     tiled.predict_volume(run, tmp_path / "em.zarr", tmp_path / "tiles.zarr", tile=16)
     tiles = zarrio.read_zarr(tmp_path / "tiles.zarr")
     assert np.abs(tiles.astype(int) - got.astype(int)).max() <= 1
+    # The command line, on a LocalCluster of 2 workers (each loads the network once).
+    from conftest import assert_user_error, run_script
+
+    r = run_script("imagetranslation/translate.py", "--mode", "test", "--checkpoint", run,
+                   "--input_dir", tmp_path / "em.zarr", "--output_dir", tmp_path / "cli.zarr",
+                   "--tile", "16", "--scheduler", "local:2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    cli = zarrio.read_zarr(tmp_path / "cli.zarr")
+    assert np.abs(cli.astype(int) - got.astype(int)).max() <= 1
+    assert_user_error(run_script("imagetranslation/translate.py", "--mode", "test",
+                                 "--checkpoint", run, "--input_dir", tmp_path / "em.zarr",
+                                 "--output_dir", tmp_path / "x", "--scheduler", "local:1"),
+                      "--output_dir", ".zarr")
     generator, _ = tiled._generator(run)
     assert 16 < tiled.receptive_radius(generator, 4) < 64  # tiles of 16 need the halo
     with pytest.raises(ValueError, match="--tile must be a multiple of 4"):
