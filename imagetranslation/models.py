@@ -2,7 +2,16 @@
 
 Images are (batch, height, width, channels) float in [-1, 1].  Batch
 normalisation always uses the statistics of the current batch (``training=True``
-in the graph), at test time too, as pix2pix does.
+in the graph), at test time too, as pix2pix does.  With ``synchronized=True``
+(training on several devices, see :mod:`imagetranslation.trainer`) a training
+step's statistics are those of the global batch, summed over the replicas; the
+weights are the same either way.
+
+The ResNet, highway and dense generators share the thesis trainer's encoder
+(7x7 conv, two 3x3 stride-2 convs) and decoder (two 4x4 stride-2 transposed
+convs, 7x7 conv, tanh) and differ in the core at 1/4 resolution, as in
+imagetranslation-tensorflow (``create_res_net``, ``create_highway_net``,
+``create_dense_net``).
 """
 
 from __future__ import annotations
@@ -10,13 +19,20 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from .options import GENERATORS
+
+#: Initial offset (beta) of the highway gates' batch norm, as in the thesis' trainer.
+HIGHWAY_GATE_OFFSET = -10.0
+
 
 def _init():
     return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
 
 
-def _bn(x):
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9,
+def _bn(x, synchronized=False, offset=0.0):
+    beta = "zeros" if offset == 0 else keras.initializers.Constant(offset)
+    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, synchronized=synchronized,
+                                     beta_initializer=beta,
                                      gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))(
         x, training=True)
 
@@ -36,8 +52,29 @@ def _output(x):
     return layers.Activation("tanh", dtype="float32", name="output")(x)
 
 
+def _encoder(inputs, ngf, encoder_activation, synchronized):
+    """The thesis trainer's encoder: 7x7 conv ``ngf``, 3x3 stride-2 convs ``2 ngf``, ``4 ngf``."""
+    x = inputs
+    for filters, size, stride in ((ngf, 7, 1), (2 * ngf, 3, 2), (4 * ngf, 3, 2)):
+        x = _conv(x, filters, size, stride)
+        if encoder_activation:
+            x = layers.ReLU()(_bn(x, synchronized))
+    return x
+
+
+def _decoder(x, ngf, channels_out, synchronized):
+    """4x4 stride-2 transposed convs to ``2 ngf`` and ``ngf`` (batch norm, ReLU); 7x7 conv; tanh."""
+    for filters in (2 * ngf, ngf):
+        x = layers.ReLU()(_bn(_deconv(x, filters), synchronized))
+    return _output(_conv(x, channels_out, 7))
+
+
+def _conv_bn_relu(x, filters, synchronized, name=None):
+    return layers.ReLU(name=name)(_bn(_conv(x, filters, 3), synchronized))
+
+
 def resnet_generator(channels_in=3, channels_out=3, ngf=32, n_res_blocks=9,
-                     encoder_activation=False):
+                     encoder_activation=False, synchronized=False):
     """The thesis' ResNet generator.
 
     7x7 conv ``ngf``; 3x3 stride-2 conv ``2 ngf``; 3x3 stride-2 conv ``4 ngf``
@@ -46,25 +83,79 @@ def resnet_generator(channels_in=3, channels_out=3, ngf=32, n_res_blocks=9,
     (3x3 conv, batch norm, ReLU) plus the skip; 4x4 stride-2 transposed convs to
     ``2 ngf`` and ``ngf`` (each batch norm, ReLU); 7x7 conv to ``channels_out``;
     tanh.  Height and width must be multiples of 4 (see :func:`stride_of`).
+    ``synchronized``: batch statistics over all replicas (see the module docstring).
     """
     inputs = keras.Input((None, None, channels_in), name="input")
-    x = inputs
-    for filters, size, stride in ((ngf, 7, 1), (2 * ngf, 3, 2), (4 * ngf, 3, 2)):
-        x = _conv(x, filters, size, stride)
-        if encoder_activation:
-            x = layers.ReLU()(_bn(x))
+    x = _encoder(inputs, ngf, encoder_activation, synchronized)
     for _ in range(n_res_blocks):
         skip = x
         for _ in range(2):
-            x = layers.ReLU()(_bn(_conv(x, 4 * ngf, 3)))
+            x = _conv_bn_relu(x, 4 * ngf, synchronized)
         x = layers.Add()([skip, x])
-    for filters in (2 * ngf, ngf):
-        x = layers.ReLU()(_bn(_deconv(x, filters)))
-    x = _conv(x, channels_out, 7)
-    return keras.Model(inputs, _output(x), name="resnet_generator")
+    return keras.Model(inputs, _decoder(x, ngf, channels_out, synchronized),
+                       name="resnet_generator")
 
 
-def unet_generator(channels_in=3, channels_out=3, ngf=64, depth=8):
+def highway_generator(channels_in=3, channels_out=3, ngf=32, n_highway_units=9,
+                      encoder_activation=False, synchronized=False):
+    """The thesis trainer's highway generator (``--generator highwaynet``).
+
+    The ResNet generator's encoder and decoder around ``n_highway_units``
+    gated residual units (Srivastava et al. 2015) at ``4 ngf`` channels.  Each
+    unit computes the transform ``H(x)`` = two (3x3 conv, batch norm, ReLU), as
+    a residual block does, and the gate ``T(x)`` = 3x3 conv, batch norm whose
+    offset starts at :data:`HIGHWAY_GATE_OFFSET` (-10), then
+    ``(1 + sigmoid) / 2``, per pixel and channel; the unit's output is
+    ``T * H(x) + (1 - T) * x``.  As in imagetranslation-tensorflow (its "fix
+    gate in highway net"), T lies in [0.5, 1] and starts at 0.5 (sigmoid(-10)
+    is 5e-5): an even mix of carrying x and transforming it, which training
+    may shift towards the transform, not the textbook gate in [0, 1].  Sizes:
+    multiples of 4.  Layers ``highway_<i>_transform``, ``highway_<i>_gate`` and
+    ``highway_<i>`` give H, T and the output of unit i.
+    """
+    inputs = keras.Input((None, None, channels_in), name="input")
+    x = _encoder(inputs, ngf, encoder_activation, synchronized)
+    for unit in range(1, n_highway_units + 1):
+        transform = x
+        for layer in (1, 2):
+            transform = _conv_bn_relu(transform, 4 * ngf, synchronized,
+                                      name=f"highway_{unit}_transform" if layer == 2 else None)
+        gate = _bn(_conv(x, 4 * ngf, 3), synchronized, offset=HIGHWAY_GATE_OFFSET)
+        gate = layers.Rescaling(0.5, offset=0.5, name=f"highway_{unit}_gate")(
+            layers.Activation("sigmoid")(gate))
+        # x + T (H - x) = T H + (1 - T) x
+        x = layers.Add(name=f"highway_{unit}")(
+            [x, layers.Multiply()([gate, layers.Subtract()([transform, x])])])
+    return keras.Model(inputs, _decoder(x, ngf, channels_out, synchronized),
+                       name="highway_generator")
+
+
+def dense_generator(channels_in=3, channels_out=3, ngf=32, n_dense_blocks=5, n_dense_layers=5,
+                    encoder_activation=False, synchronized=False):
+    """The thesis trainer's densely connected generator (``--generator densenet``).
+
+    The ResNet generator's encoder and decoder around ``n_dense_blocks`` dense
+    blocks (Huang et al. 2017) of ``n_dense_layers`` layers each.  Layer l of a
+    block is a 3x3 conv to ``4 ngf`` channels, batch norm and ReLU on the
+    concatenation of the block's input and the outputs of layers 1 .. l-1
+    (``4 ngf * l`` channels in); the block passes on the output of its last
+    layer (``4 ngf`` channels), which is its transition to the next block: as in
+    imagetranslation-tensorflow there is no separate 1x1 transition conv and no
+    pooling (the resolution stays at 1/4).  Sizes: multiples of 4.
+    """
+    inputs = keras.Input((None, None, channels_in), name="input")
+    x = _encoder(inputs, ngf, encoder_activation, synchronized)
+    for _ in range(n_dense_blocks):
+        nodes = [x]
+        for _ in range(n_dense_layers):
+            joined = nodes[0] if len(nodes) == 1 else layers.Concatenate()(nodes)
+            nodes.append(_conv_bn_relu(joined, 4 * ngf, synchronized))
+        x = nodes[-1]
+    return keras.Model(inputs, _decoder(x, ngf, channels_out, synchronized),
+                       name="dense_generator")
+
+
+def unet_generator(channels_in=3, channels_out=3, ngf=64, depth=8, synchronized=False):
     """The pix2pix U-Net: ``depth`` 4x4 stride-2 encoder convs (LeakyReLU 0.2, batch norm
     after the first), mirrored transposed-conv decoder (batch norm, ReLU, dropout 0.5 in
     the three deepest) with skip connections; tanh output.  Sizes: multiples of 2**depth.
@@ -75,10 +166,10 @@ def unet_generator(channels_in=3, channels_out=3, ngf=64, depth=8):
     x = _conv(inputs, widths[0], 4, 2)
     skips.append(x)
     for width in widths[1:]:
-        x = _bn(_conv(layers.LeakyReLU(0.2)(x), width, 4, 2))
+        x = _bn(_conv(layers.LeakyReLU(0.2)(x), width, 4, 2), synchronized)
         skips.append(x)
     for i, width in reversed(list(enumerate(widths[:-1]))):
-        x = _bn(_deconv(layers.ReLU()(x), width))
+        x = _bn(_deconv(layers.ReLU()(x), width), synchronized)
         if i >= depth - 4:
             x = layers.Dropout(0.5)(x, training=True)
         x = layers.Concatenate()([x, skips[i]])
@@ -86,7 +177,8 @@ def unet_generator(channels_in=3, channels_out=3, ngf=64, depth=8):
     return keras.Model(inputs, _output(x), name="unet_generator")
 
 
-def patch_discriminator(channels_in=3, channels_out=3, ndf=64, n_layers=3, sigmoid=True):
+def patch_discriminator(channels_in=3, channels_out=3, ndf=64, n_layers=3, sigmoid=True,
+                        synchronized=False):
     """PatchGAN on the concatenated (input, target-or-output) pair; 70 x 70 receptive field."""
     a = keras.Input((None, None, channels_in), name="input")
     b = keras.Input((None, None, channels_out), name="target")
@@ -99,22 +191,57 @@ def patch_discriminator(channels_in=3, channels_out=3, ndf=64, n_layers=3, sigmo
     x = layers.LeakyReLU(0.2)(conv(x, ndf, 2))
     for i in range(1, n_layers + 1):
         stride = 2 if i < n_layers else 1
-        x = layers.LeakyReLU(0.2)(_bn(conv(x, ndf * min(2**i, 8), stride)))
+        x = layers.LeakyReLU(0.2)(_bn(conv(x, ndf * min(2**i, 8), stride), synchronized))
     x = conv(x, 1, 1)
     x = layers.Activation("sigmoid" if sigmoid else "linear", dtype="float32")(x)
     return keras.Model([a, b], x, name="patch_discriminator")
 
 
 def stride_of(options):
-    """Total downsampling of the generator: image sizes must be multiples of this."""
-    return 4 if options["generator"] == "resnet" else 2 ** options["u_depth"]
+    """Total downsampling of the generator: image sizes must be multiples of this.
+
+    4 for the generators with the thesis trainer's encoder (resnet, highwaynet,
+    densenet), ``2 ** u_depth`` for the U-Net.
+    """
+    if options["generator"] not in GENERATORS:
+        raise ValueError(f"unknown generator {options['generator']!r}; expected one of "
+                         f"{', '.join(GENERATORS)}")
+    return 2 ** options["u_depth"] if options["generator"] == "unet" else 4
 
 
-def build_generator(options, channels_in=3, channels_out=3):
-    """Generator for an options dict (``generator``, ``ngf``, ``n_res_blocks``, ``u_depth``)."""
-    if options["generator"] == "resnet":
-        return resnet_generator(channels_in, channels_out, options["ngf"],
-                                options["n_res_blocks"], options.get("encoder_activation", False))
-    if options["generator"] == "unet":
-        return unet_generator(channels_in, channels_out, options["ngf"], options["u_depth"])
-    raise ValueError(f"unknown generator {options['generator']!r}; expected resnet or unet")
+#: Defaults of the generators' size options (translate.py's flags of the same names).
+GENERATOR_DEFAULTS = {"n_res_blocks": 9, "u_depth": 8, "n_highway_units": 9,
+                      "n_dense_blocks": 5, "n_dense_layers": 5}
+
+
+def build_generator(options, channels_in=3, channels_out=3, synchronized=False):
+    """Generator for an options dict.
+
+    Parameters
+    ----------
+    options : dict
+        ``generator`` (one of :data:`~imagetranslation.options.GENERATORS`),
+        ``ngf``, ``encoder_activation`` (not unet) and the size option of the
+        generator: ``n_res_blocks`` (resnet), ``u_depth`` (unet),
+        ``n_highway_units`` (highwaynet), ``n_dense_blocks`` and
+        ``n_dense_layers`` (densenet); missing ones take
+        :data:`GENERATOR_DEFAULTS` (the options.json of older runs lacks them).
+    synchronized : bool
+        Batch statistics over all replicas of a ``tf.distribute`` strategy.
+    """
+    size = {k: options[k] if options.get(k) is not None else v
+            for k, v in GENERATOR_DEFAULTS.items()}
+    kind, ngf = options["generator"], options["ngf"]
+    activation = options.get("encoder_activation", False)
+    if kind == "resnet":
+        return resnet_generator(channels_in, channels_out, ngf, size["n_res_blocks"], activation,
+                                synchronized)
+    if kind == "unet":
+        return unet_generator(channels_in, channels_out, ngf, size["u_depth"], synchronized)
+    if kind == "highwaynet":
+        return highway_generator(channels_in, channels_out, ngf, size["n_highway_units"],
+                                 activation, synchronized)
+    if kind == "densenet":
+        return dense_generator(channels_in, channels_out, ngf, size["n_dense_blocks"],
+                               size["n_dense_layers"], activation, synchronized)
+    raise ValueError(f"unknown generator {kind!r}; expected one of {', '.join(GENERATORS)}")

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 #: Integers that must be >= 1 when given.
 POSITIVE_INTS = ("ngf", "ndf", "crop_size", "batch_size", "scale_size", "u_depth",
-                 "image_height", "image_width", "threads")
+                 "n_dense_layers", "image_height", "image_width", "threads")
 #: Integers that must be >= 0 when given (0 means "never" for the frequencies).
-NON_NEGATIVE_INTS = ("n_res_blocks", "max_epochs", "max_steps", "save_freq", "summary_freq",
-                     "progress_freq", "display_freq")
+NON_NEGATIVE_INTS = ("n_res_blocks", "n_highway_units", "n_dense_blocks", "max_epochs",
+                     "max_steps", "save_freq", "summary_freq", "progress_freq", "display_freq")
 #: Floats that must be finite and >= 0.
 NON_NEGATIVE_FLOATS = ("gan_weight", "classic_weight", "blur_sigma", "elastic_pixels")
 #: Floats that must lie in [0, 1].
@@ -28,6 +29,60 @@ AUGMENT_INTS = (("elastic_spacing", 2), ("misalign_pixels", 0))
 AUGMENTATIONS = ("elastic", "intensity", "blur", "misalign", "missing_slice")
 #: Largest ``--blur_sigma`` (the kernel has radius ceil(3 sigma) and must fit the crop).
 MAX_BLUR_SIGMA = 10.0
+#: The generators (``--generator``), as named by the thesis' trainer.
+GENERATORS = ("resnet", "unet", "highwaynet", "densenet")
+#: What ``--restore`` takes from ``--checkpoint`` (the thesis trainer's choices): ``all``
+#: resumes the run; ``both`` (generator and discriminator weights) and ``generators``
+#: (generator weights) start a new training from them.
+RESTORE = ("all", "both", "generators")
+#: The words ``--devices`` takes besides a comma list of device names.
+DEVICE_WORDS = ("auto", "all", "cpu")
+_DEVICE_NAME = re.compile(r"^(?:/?device:|/)?(cpu|gpu):(\d+)$", re.IGNORECASE)
+
+
+def parse_devices(value, source=None):
+    """What ``--devices`` asks for: a word of :data:`DEVICE_WORDS` or device names.
+
+    Parameters
+    ----------
+    value : str or None
+        ``auto`` (None too), ``all``, ``cpu``, or a comma list of device names
+        ``GPU:0,GPU:1`` (case-insensitive; ``/device:GPU:0`` and ``/gpu:0``
+        are accepted too).
+    source : str or Path or None
+        As for :func:`check_values`.
+
+    Returns
+    -------
+    str or tuple of str
+        The word, or the names in TensorFlow's spelling (``"GPU:0"``), in the
+        order given.  Whether the devices exist is checked when TensorFlow runs
+        (:func:`imagetranslation.trainer.device_strategy`).
+
+    Raises
+    ------
+    ValueError
+        Naming the flag and the value if it is neither a word nor a list of
+        distinct device names.
+    """
+    if value is None:
+        return "auto"
+    if not isinstance(value, str):
+        raise ValueError(f"{_name('devices', source)} must be a string, got {value!r}")
+    if value.strip().lower() in DEVICE_WORDS:
+        return value.strip().lower()
+    names = []
+    for part in value.split(","):
+        match = _DEVICE_NAME.match(part.strip())
+        if not match:
+            raise ValueError(f"{_name('devices', source)} {value}: {part.strip()!r} is not a "
+                             f"device name (expected {', '.join(DEVICE_WORDS)}, or a comma "
+                             "list such as GPU:0,GPU:1)")
+        name = f"{match.group(1).upper()}:{int(match.group(2))}"
+        if name in names:
+            raise ValueError(f"{_name('devices', source)} {value}: {name} is named twice")
+        names.append(name)
+    return tuple(names)
 
 
 def parse_augment(value, source=None):
@@ -107,7 +162,11 @@ def check_values(options, source=None):
         range (``brightness``, ``missing_slice_p``, ``misalign_p`` in [0, 1];
         ``contrast`` in [0, 1); ``gamma`` >= 1; ``blur_sigma`` in [0, 10];
         ``elastic_pixels`` >= 0; ``elastic_spacing`` >= 2; ``misalign_pixels``
-        >= 0) or an unknown name in ``augment`` (see :func:`parse_augment`).
+        >= 0) or an unknown name in ``augment`` (see :func:`parse_augment`);
+        ``generator`` not one of :data:`GENERATORS`, ``restore`` not one of
+        :data:`RESTORE`, ``devices`` not a word or device list (see
+        :func:`parse_devices`); ``n_highway_units``, ``n_dense_blocks`` < 0 or
+        ``n_dense_layers`` < 1.
     """
     def given(key):
         return options.get(key) is not None
@@ -158,7 +217,10 @@ def check_values(options, source=None):
     beta1 = options.get("beta1")
     if given("beta1") and (not _is_real(beta1) or not 0 <= beta1 < 1):
         raise ValueError(f"{_name('beta1', source)} must be in [0, 1), got {beta1!r}")
-    for key, choices in (("generator", ("resnet", "unet")), ("which_direction", ("AtoB", "BtoA")),
+    if "devices" in options:
+        parse_devices(options["devices"], source)
+    for key, choices in (("generator", GENERATORS), ("restore", RESTORE),
+                         ("which_direction", ("AtoB", "BtoA")),
                          ("loss", ("log", "square")),
                          ("Y_loss", ("hinge", "square", "dice", "logistic")),
                          ("mixed_precision", ("bf16", "fp16", None))):

@@ -35,16 +35,23 @@ from neuron3d.io import same_path, write_file, write_folder, write_image
 from neuron3d.progress import StepProgress
 
 from . import data as D
-from .models import build_generator, patch_discriminator, stride_of
-from .options import check_values, parse_augment
+from .models import GENERATOR_DEFAULTS, build_generator, patch_discriminator, stride_of
+from .options import check_values, parse_augment, parse_devices
 
 #: Options that define the network; test mode takes them from the checkpoint.
 ARCH_KEYS = ("which_direction", "model", "generator", "ngf", "ndf", "n_res_blocks", "u_depth",
-             "encoder_activation", "Y_loss", "loss", "gan_weight", "classic_weight",
-             "mixed_precision")
+             "n_highway_units", "n_dense_blocks", "n_dense_layers", "encoder_activation",
+             "Y_loss", "loss", "gan_weight", "classic_weight", "mixed_precision")
 #: Options that shape the weights; a resumed run keeps the checkpoint's.
 NETWORK_KEYS = ("which_direction", "generator", "ngf", "ndf", "n_res_blocks", "u_depth",
-                "encoder_activation", "loss", "mixed_precision")
+                "n_highway_units", "n_dense_blocks", "n_dense_layers", "encoder_activation",
+                "loss", "mixed_precision")
+#: The options that shape each generator's weights besides ``ngf`` (``--restore generators``
+#: needs them equal to the checkpoint's).
+GENERATOR_SHAPE_KEYS = {"resnet": ("n_res_blocks", "encoder_activation"),
+                        "unet": ("u_depth",),
+                        "highwaynet": ("n_highway_units", "encoder_activation"),
+                        "densenet": ("n_dense_blocks", "n_dense_layers", "encoder_activation")}
 EPS = 1e-12
 PROG = "translate.py"
 
@@ -189,8 +196,91 @@ def device_summary():
     return f"GPU ({len(gpus)}: {', '.join(g.name for g in gpus)})" if gpus else "CPU"
 
 
-def classic_loss(kind, output, target):
-    """The regression ("classic") loss between output and target in [-1, 1]."""
+#: The strategies made by :func:`device_strategy`, by device list.  A second
+#: MirroredStrategy over the same devices in one process would start its collective
+#: operations' keys where the first one's started, and TensorFlow's runtime, which remembers
+#: them, aborts ("Shape mismatch in the collective instance"): later runs in the process
+#: (tests, notebooks) reuse the first one.
+_STRATEGIES = {}
+
+
+def device_strategy(devices, batch_size):
+    """The ``tf.distribute`` strategy for translate.py's ``--devices`` and ``--batch_size``.
+
+    Parameters
+    ----------
+    devices : str
+        ``auto``: every GPU if more than one is visible (with a ``batch_size``
+        that is not a multiple of their count, the most GPUs that divide it,
+        with a note on stderr), else TensorFlow's default single device;
+        ``all``: every GPU (every CPU device if there is no GPU); ``cpu``: the
+        first CPU; or a comma list of device names (see
+        :func:`imagetranslation.options.parse_devices`).
+    batch_size : int
+        The global batch, split evenly over the devices.
+
+    Returns
+    -------
+    strategy : tf.distribute.Strategy or None
+        None for the default single-device path, ``OneDeviceStrategy`` for one
+        named device, ``MirroredStrategy`` for several (the same object for the
+        same devices throughout the process).
+    names : list of str
+        The devices used (``["GPU:0", "GPU:1"]``); empty for the default path.
+
+    Raises
+    ------
+    ValueError
+        Naming ``--devices`` and the value: a device that is not visible here
+        (the message lists those that are), or several devices that
+        ``batch_size`` cannot be split evenly over.
+    """
+    import tensorflow as tf
+
+    wanted = parse_devices(devices)
+
+    def visible(kind):
+        return [d.name.split("device:", 1)[-1] for d in tf.config.list_logical_devices(kind)]
+
+    gpus, cpus = visible("GPU"), visible("CPU")
+    if wanted == "auto":
+        names = gpus
+        if len(names) > 1 and batch_size % len(names):
+            usable = max(k for k in range(1, len(names) + 1) if batch_size % k == 0)
+            print(f"{PROG}: --batch_size {batch_size} is split over {usable} of the "
+                  f"{len(names)} GPUs (a multiple of {len(names)} uses all of them)",
+                  file=sys.stderr)
+            names = names[:usable]
+        if len(names) <= 1:
+            return None, []
+    elif wanted == "all":
+        names = gpus or cpus
+    elif wanted == "cpu":
+        names = cpus[:1]
+    else:
+        missing = [name for name in wanted if name not in gpus + cpus]
+        if missing:
+            raise ValueError(f"--devices {devices}: no device {missing[0]} here (visible: "
+                             f"{', '.join(cpus + gpus)})")
+        names = list(wanted)
+    if len(names) > 1 and batch_size % len(names):
+        raise ValueError(f"--devices {devices}: --batch_size {batch_size} cannot be split "
+                         f"evenly over its {len(names)} devices ({', '.join(names)}); pass a "
+                         f"multiple of {len(names)}")
+    key = tuple(names)
+    if key not in _STRATEGIES:  # one per process and device list: see _STRATEGIES
+        _STRATEGIES[key] = (tf.distribute.OneDeviceStrategy(f"/{names[0]}") if len(names) == 1
+                            else tf.distribute.MirroredStrategy([f"/{n}" for n in names]))
+    return _STRATEGIES[key], names
+
+
+def classic_loss(kind, output, target, replica_sum=None):
+    """The regression ("classic") loss between output and target in [-1, 1].
+
+    ``replica_sum``: under several replicas, a function that sums a tensor over
+    them; dice then uses the sums of the global batch (the other losses are
+    means of their own, averaged over the replicas by the caller).
+    """
     import tensorflow as tf
 
     if kind == "hinge":  # the thesis trainer's name for L1
@@ -198,6 +288,9 @@ def classic_loss(kind, output, target):
     if kind == "square":
         return tf.reduce_mean(tf.square(output - target))
     p, t = (output + 1.0) / 2.0, (target + 1.0) / 2.0
+    if kind == "dice" and replica_sum is not None:
+        sums = replica_sum(tf.stack([tf.reduce_sum(p * t), tf.reduce_sum(p), tf.reduce_sum(t)]))
+        return 1.0 - (2.0 * sums[0] + 1.0) / (sums[1] + sums[2] + 1.0)
     if kind == "dice":
         overlap = 2.0 * tf.reduce_sum(p * t) + 1.0
         return 1.0 - overlap / (tf.reduce_sum(p) + tf.reduce_sum(t) + 1.0)
@@ -221,39 +314,78 @@ def gan_losses(kind, real, fake):
 
 
 class Model:
-    """Generator (+ discriminator) with optimizers and a checkpoint."""
+    """Generator (+ discriminator) with optimizers and a checkpoint.
 
-    def __init__(self, options):
+    Parameters
+    ----------
+    options : dict
+        The run's options (network, losses, ``lr``, ``beta1``, ``xla``).
+    strategy : tf.distribute.Strategy or None
+        Where the variables live and the step runs (see :func:`device_strategy`);
+        None: TensorFlow's default device.  With several replicas batch
+        normalisation is synchronized (statistics of the global batch).  The
+        checkpoint's contents do not depend on it: a run saved under one
+        strategy resumes under another.
+    """
+
+    def __init__(self, options, strategy=None):
+        import contextlib
+
         import keras
         import tensorflow as tf
 
         self.options = options
-        self.generator = build_generator(options)
-        self.g_opt = keras.optimizers.Adam(options["lr"], beta_1=options["beta1"])
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        tracked = {"generator": self.generator, "gen_optimizer": self.g_opt, "step": self.step}
-        self.discriminator = None
-        if options["gan_weight"] > 0:
-            self.discriminator = patch_discriminator(ndf=options["ndf"],
-                                                     sigmoid=options["loss"] == "log")
-            self.d_opt = keras.optimizers.Adam(options["lr"], beta_1=options["beta1"])
-            tracked.update(discriminator=self.discriminator, disc_optimizer=self.d_opt)
-        self.g_opt.build(self.generator.trainable_variables)
-        if self.discriminator is not None:
-            self.d_opt.build(self.discriminator.trainable_variables)
-        self.checkpoint = tf.train.Checkpoint(**tracked)
+        self.strategy = strategy
+        self.replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+        synchronized = self.replicas > 1
+        with contextlib.nullcontext() if strategy is None else strategy.scope():
+            self.generator = build_generator(options, synchronized=synchronized)
+            self.g_opt = keras.optimizers.Adam(options["lr"], beta_1=options["beta1"])
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            tracked = {"generator": self.generator, "gen_optimizer": self.g_opt,
+                       "step": self.step}
+            self.discriminator = None
+            if options["gan_weight"] > 0:
+                self.discriminator = patch_discriminator(ndf=options["ndf"],
+                                                         sigmoid=options["loss"] == "log",
+                                                         synchronized=synchronized)
+                self.d_opt = keras.optimizers.Adam(options["lr"], beta_1=options["beta1"])
+                tracked.update(discriminator=self.discriminator, disc_optimizer=self.d_opt)
+            self.g_opt.build(self.generator.trainable_variables)
+            if self.discriminator is not None:
+                self.d_opt.build(self.discriminator.trainable_variables)
+            self.checkpoint = tf.train.Checkpoint(**tracked)
 
     def train_step_fn(self):
-        """A ``tf.function`` that trains one batch and adds 1 to the step counter."""
+        """A ``tf.function`` that trains one batch and adds 1 to the step counter.
+
+        Called with a batch of inputs and targets (under a strategy: the
+        elements of ``strategy.experimental_distribute_dataset``); returns the
+        losses (of the whole batch), the outputs (under several replicas: the
+        first replica's share) and the new step.
+        """
         import tensorflow as tf
 
         o = self.options
         gen, disc = self.generator, self.discriminator
+        strategy, replicas = self.strategy, self.replicas
+        replica_sum = None
+        if replicas > 1:
+            def replica_sum(value):
+                return tf.distribute.get_replica_context().all_reduce(
+                    tf.distribute.ReduceOp.SUM, value)
 
-        def step(inputs, targets):
+        def share(value):
+            # Each replica's losses are means over its share of the global batch (dice and
+            # batch statistics: over the whole batch), and the optimizers sum the replicas'
+            # gradients: 1/replicas of each gives the gradient of the global batch's mean,
+            # so the learning rate stays that of one device.
+            return value if replicas == 1 else value / replicas
+
+        def update(inputs, targets):
             with tf.GradientTape(persistent=True) as tape:
                 outputs = gen(inputs)
-                classic = classic_loss(o["Y_loss"], outputs, targets)
+                classic = classic_loss(o["Y_loss"], outputs, targets, replica_sum)
                 loss = o["classic_weight"] * classic
                 gan = d_loss = tf.constant(0.0)
                 if disc is not None:
@@ -261,17 +393,28 @@ class Model:
                     fake = disc([inputs, outputs])
                     gan, d_loss = gan_losses(o["loss"], real, fake)
                     loss = loss + o["gan_weight"] * gan
+                shared_loss, shared_d_loss = share(loss), share(d_loss)  # on the tape
             if disc is not None:
-                d_grads = tape.gradient(d_loss, disc.trainable_variables)
+                d_grads = tape.gradient(shared_d_loss, disc.trainable_variables)
                 self.d_opt.apply_gradients(zip(d_grads, disc.trainable_variables))
-            grads = tape.gradient(loss, gen.trainable_variables)
+            grads = tape.gradient(shared_loss, gen.trainable_variables)
             self.g_opt.apply_gradients(zip(grads, gen.trainable_variables))
             del tape
+            return {"gen_loss_classic": classic, "gen_loss_GAN": gan,
+                    "discrim_loss": d_loss}, outputs
+
+        def step(inputs, targets):
+            if strategy is None:
+                losses, outputs = update(inputs, targets)
+            else:
+                losses, outputs = strategy.run(update, args=(inputs, targets))
+                losses = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                          for k, v in losses.items()}
+                outputs = strategy.experimental_local_results(outputs)[0]
             # The step counter moves in the same graph call as the weights, so an
             # interrupt (Ctrl-C) never separates them.
             step = self.step.assign_add(1)
-            return {"gen_loss_classic": classic, "gen_loss_GAN": gan, "discrim_loss": d_loss,
-                    "outputs": outputs, "step": step}
+            return {**losses, "outputs": outputs, "step": step}
 
         return tf.function(step, jit_compile=bool(o.get("xla")), reduce_retracing=True)
 
@@ -317,12 +460,19 @@ def check_train_output(options):
     ------
     ValueError
         If ``output_dir`` holds checkpoints or an options.json and is not the
-        ``checkpoint`` folder being resumed and ``force`` is not set; or if
-        ``force`` would remove the checkpoint being resumed.
+        ``checkpoint`` folder being resumed and ``force`` is not set; if
+        ``force`` would remove the checkpoint being resumed; or if ``restore``
+        (``generators``, ``both``) would start a new run in the ``checkpoint``
+        folder it reads.
     """
     out, checkpoint = Path(options["output_dir"]), options.get("checkpoint")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output_dir {out} is an existing file, expected a folder")
+    what = options.get("restore") or "all"
+    if checkpoint is not None and what != "all" and same_path(checkpoint, out):
+        raise ValueError(f"--restore {what} starts a new training from the weights of "
+                         f"--checkpoint {checkpoint}: --output_dir must be another folder (to "
+                         "resume that run, leave out --restore)")
     resuming_here = checkpoint is not None and same_path(checkpoint, out)
     if options.get("force") and resuming_here:
         raise ValueError(f"--force would remove the checkpoints of --checkpoint {checkpoint} "
@@ -419,6 +569,78 @@ def resume_options(options):
     return {**options, **changed}, saved.get("gan_weight", 0) > 0
 
 
+def _shown(key, value):
+    if key == "encoder_activation":
+        return f"--encoder_activation {'on' if value else 'off'}"
+    return f"--{key} {value}"
+
+
+def transfer_options(options):
+    """Check that a new training can start from the weights of ``options["checkpoint"]``.
+
+    For ``restore`` ``generators`` (generator weights) and ``both`` (generator
+    and discriminator weights): the generator the options ask for must be the
+    checkpoint's (same ``generator``, ``ngf`` and size options, see
+    :data:`GENERATOR_SHAPE_KEYS`; ``both`` also needs a discriminator on
+    both sides with the same ``ndf``).  Reads the checkpoint's options.json
+    only.  The weights' shapes (the channel counts) are checked when they are
+    restored (:func:`restore`).
+
+    Raises
+    ------
+    ValueError
+        Naming the flag, its value and the checkpoint's value (with the file).
+    FileNotFoundError
+        If the checkpoint folder does not exist.
+    """
+    saved, source = _saved_options(options["checkpoint"])
+    what, checkpoint = options["restore"], options["checkpoint"]
+    kind = options["generator"]
+    keys = ("generator", "ngf") + GENERATOR_SHAPE_KEYS.get(kind, ())
+    defaults = {**GENERATOR_DEFAULTS, "encoder_activation": False}
+    for key in keys:
+        mine, theirs = options.get(key), saved.get(key, defaults.get(key))
+        if key == "encoder_activation":
+            mine, theirs = bool(mine), bool(theirs)
+        elif mine is None:
+            mine = defaults.get(key)
+        if mine != theirs:
+            raise ValueError(f"--restore {what}: {_shown(key, mine)} does not match the "
+                             f"generator of --checkpoint {checkpoint} ({key} {theirs!r} in "
+                             f"{source})")
+    if what == "both":
+        if not saved.get("gan_weight", 0) > 0:
+            raise ValueError(f"--restore both: --checkpoint {checkpoint} has no discriminator "
+                             f"(gan_weight {saved.get('gan_weight', 0)!r} in {source}); use "
+                             "--restore generators")
+        if not options["gan_weight"] > 0:
+            raise ValueError(f"--restore both: --gan_weight {options['gan_weight']:g} trains "
+                             "no discriminator; use --restore generators")
+        if options["ndf"] != saved.get("ndf"):
+            raise ValueError(f"--restore both: --ndf {options['ndf']} does not match the "
+                             f"discriminator of --checkpoint {checkpoint} (ndf "
+                             f"{saved.get('ndf')!r} in {source})")
+
+
+def restore_weights(model, folder, what):
+    """Restore the generator (``what == "generators"``) or the generator and the
+    discriminator (``"both"``) of ``model`` from the latest checkpoint in ``folder``.
+
+    The optimizers and the step counter stay new: training starts at step 0.
+    Returns the checkpoint prefix; raises ``ValueError`` as :func:`restore` does.
+    """
+    import tensorflow as tf
+
+    parts = {"generator": model.generator}
+    if what == "both":
+        parts["discriminator"] = model.discriminator
+    return restore(tf.train.Checkpoint(**parts), folder)
+
+
+_SHAPES = re.compile(r"incompatible tensor with shape (\(.*?\)) when attempting to restore "
+                     r"variable with shape (\(.*?\)) and name (\S+?)\.?$")
+
+
 def _latest_checkpoint(folder):
     """The newest checkpoint prefix listed in ``folder/checkpoint``.
 
@@ -463,6 +685,8 @@ def restore(checkpoint, folder, partial=False):
     partial : bool
         Allow objects missing from the saved checkpoint (a discriminator that
         joins a generator trained without one; inference needs only the generator).
+        Without it every variable of ``checkpoint`` must be restored; values in
+        the saved checkpoint that ``checkpoint`` lacks are ignored either way.
 
     Returns
     -------
@@ -473,18 +697,28 @@ def restore(checkpoint, folder, partial=False):
     ------
     ValueError
         Naming the checkpoint files if they cannot be read (corrupt or
-        truncated) or do not match the network.
+        truncated) or do not match the network (a weight of another shape:
+        the message gives both shapes and the variable).
     """
     import tensorflow as tf
 
     latest = _latest_checkpoint(folder)
     try:
         status = checkpoint.restore(latest)
-        if partial:
-            status.expect_partial()
-        else:
+        if not partial:
             status.assert_existing_objects_matched()
-    except (tf.errors.OpError, IndexError, ValueError, RuntimeError, OSError) as exc:
+        status.expect_partial()
+    except ValueError as exc:
+        shapes = _SHAPES.search(" ".join(str(exc).split()))
+        if shapes is None:
+            raise ValueError(f"cannot read checkpoint {latest} ({Path(latest).name}.index, "
+                             f"{Path(latest).name}.data-*): corrupt or truncated? "
+                             f"{_first_line(exc)}") from None
+        saved, needed, name = shapes.groups()
+        raise ValueError(f"checkpoint {latest} does not match the network being trained: it "
+                         f"holds a weight of shape {saved} where the network's ({name}) has "
+                         f"shape {needed} (another generator, channel count or size?)") from None
+    except (tf.errors.OpError, IndexError, RuntimeError, OSError) as exc:
         # DataLossError and friends; a truncated data file gives IndexError.
         raise ValueError(f"cannot read checkpoint {latest} ({Path(latest).name}.index, "
                          f"{Path(latest).name}.data-*): corrupt or truncated? "
@@ -507,9 +741,11 @@ def train(options):
     -------
     dict
         ``options`` (the options the run used, as written to options.json,
-        ``max_steps`` resolved and a resumed checkpoint's network options
-        applied), ``step`` (the step reached), ``losses`` (the last step's) and
-        ``training``: the record written to ``training.json`` (see :func:`fit`).
+        ``max_steps`` resolved, a resumed checkpoint's network options
+        applied, and ``training_devices``: the devices of :func:`device_strategy`,
+        empty for TensorFlow's default one), ``step`` (the step reached),
+        ``losses`` (the last step's) and ``training``: the record written to
+        ``training.json`` (see :func:`fit`).
 
     Raises
     ------
@@ -520,8 +756,18 @@ def train(options):
     """
     options = dict(options)
     check_values(options)
+    options["restore"] = options.get("restore") or "all"
+    if options["restore"] != "all" and not options.get("checkpoint"):
+        raise ValueError(f"--restore {options['restore']} needs --checkpoint (the training "
+                         "output folder whose weights the new training starts from)")
     configure_runtime(options.get("deterministic", False), options.get("threads"))
     check_train_output(options)
+    strategy, devices = device_strategy(options.get("devices") or "auto", options["batch_size"])
+    if options.get("xla") and len(devices) > 1:
+        raise ValueError(f"--xla compiles the step for one device; --devices "
+                         f"{options.get('devices') or 'auto'} trains on {len(devices)} "
+                         f"({', '.join(devices)}): pass --devices {devices[0]} or leave out --xla")
+    options["training_devices"] = devices
     inputs, targets, _ = D.load_pairs(options["input_dir"], options["which_direction"])
     check_sizes(options, *inputs.shape[1:3])
     steps_per_epoch = math.ceil(len(inputs) / options["batch_size"])
@@ -538,13 +784,21 @@ def train(options):
               f"the green channel, but the inputs of {options['input_dir']} have equal red "
               "and green channels (one slice, not a consecutive pair)", file=sys.stderr)
     saved_with_gan = None
-    if options.get("checkpoint"):
+    resuming = bool(options.get("checkpoint")) and options["restore"] == "all"
+    if resuming:
         options, saved_with_gan = resume_options(options)
+    elif options.get("checkpoint"):
+        transfer_options(options)
     configure(options)
-    model = Model(options)
-    if options.get("checkpoint"):
+    model = Model(options, strategy)
+    if resuming:
         restore(model.checkpoint, options["checkpoint"],
                 partial=not saved_with_gan and model.discriminator is not None)
+    elif options.get("checkpoint"):
+        restored = restore_weights(model, options["checkpoint"], options["restore"])
+        parts = {"generators": "generator", "both": "generator and discriminator"}
+        print(f"{PROG}: a new training from the {parts[options['restore']]} weights of "
+              f"{restored}", file=sys.stderr)
     out = Path(options["output_dir"])
     if options.get("force"):
         remove_run_files(out)
@@ -554,9 +808,15 @@ def train(options):
     end = "" if options["max_steps"] is None else options["max_steps"]
     budget = "" if options.get("max_minutes") is None else \
         f", at most {options['max_minutes']:g} minutes"
+    where = f"device {device_summary()}"
+    if devices:
+        share = options["batch_size"] // len(devices)
+        where = (f"device{'s' if len(devices) > 1 else ''} {', '.join(devices)}"
+                 + (f" ({share} image{'s' if share > 1 else ''} each)"
+                    if len(devices) > 1 else ""))
     print(f"{PROG}: training {options['generator']} (ngf {options['ngf']}) on "
           f"{len(inputs)} images, steps {start}..{end}{budget} "
-          f"({steps_per_epoch} per epoch), device {device_summary()}", file=sys.stderr)
+          f"({steps_per_epoch} per epoch), {where}", file=sys.stderr)
     dataset = D.training_dataset(inputs, targets, options, start)
     step, losses, record = fit(model, dataset, options, start)
     print(f"{PROG}: trained to step {step} in {record['seconds']:.1f} s (stopped by "
@@ -568,7 +828,7 @@ def train(options):
 def _previous_seconds(options):
     """``seconds_total`` of the training.json in the folder being resumed (0 if none)."""
     checkpoint = options.get("checkpoint")
-    if not checkpoint:
+    if not checkpoint or (options.get("restore") or "all") != "all":
         return 0.0
     try:
         record = json.loads((Path(checkpoint) / "training.json").read_text(encoding="utf-8"))
@@ -625,6 +885,9 @@ def fit(model, dataset, options, start):
     budget = None if minutes is None else 60.0 * minutes
     earlier = _previous_seconds(options)
     step_fn = model.train_step_fn()
+    strategy = getattr(model, "strategy", None)
+    if strategy is not None:  # each global batch split evenly over the replicas, in order
+        dataset = strategy.experimental_distribute_dataset(dataset)
     progress = StepProgress(total, start, desc=PROG, every_steps=options["progress_freq"],
                             final_line=True, unit="step")
     losses, step, saved = {}, start, None
@@ -657,6 +920,9 @@ def fit(model, dataset, options, start):
                     for key, value in losses.items():
                         tf.summary.scalar(key, value)
             if options["display_freq"] and step % options["display_freq"] == 0:
+                if strategy is not None:  # the first replica's share, as result["outputs"]
+                    batch_inputs, batch_targets = (strategy.experimental_local_results(b)[0]
+                                                   for b in (batch_inputs, batch_targets))
                 _display(out, step, batch_inputs, result["outputs"], batch_targets, writer)
             if options["save_freq"] and step % options["save_freq"] == 0:
                 save()

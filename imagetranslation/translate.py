@@ -16,8 +16,12 @@ one.  ``--max_minutes M`` ends training at a wall-time budget (alone or with
 run gets M more minutes); ``training.json`` records the steps reached and why
 training stopped.  ``--augment`` adds EM augmentations (stateless, like the
 flips); ``--mode test --tta`` averages the predictions over the 8 flips and
-transposes.  ``--deterministic`` (with ``--threads N``, default 1) makes the numbers
-of a seed the same on other machines; the run's ``options.json`` records the
+transposes.  ``--generator highwaynet|densenet`` are the thesis trainer's
+other generators; ``--restore generators --checkpoint DIR`` starts a new
+training from another run's generator weights; ``--devices`` trains on several
+GPUs (MirroredStrategy; the global ``--batch_size`` is split over them).
+``--deterministic`` (with ``--threads N``, default 1) makes the numbers of a
+seed the same on other machines; the run's ``options.json`` records the
 TensorFlow settings in effect under ``"runtime"``.  Test and export refuse to
 write into a training run's folder.  Bad input: one line on stderr, exit 2.
 """
@@ -29,7 +33,7 @@ import sys
 
 from imagetranslation import quiet_tensorflow_start
 from imagetranslation.data import AUGMENT_DEFAULTS
-from imagetranslation.options import AUGMENTATIONS, check_values, parse_augment
+from imagetranslation.options import AUGMENTATIONS, GENERATORS, RESTORE, check_values, parse_augment
 from neuron3d.cli import ArgumentParser, run_cli
 
 #: oneDNN instruction set used with --deterministic (unless ONEDNN_MAX_CPU_ISA is set).
@@ -43,18 +47,33 @@ def build_parser():
     p.add_argument("--output_dir", required=True, help="where outputs are written")
     p.add_argument("--checkpoint", help="training output folder to resume from (train) or "
                    "to load (test, export)")
+    p.add_argument("--restore", choices=RESTORE, default="all",
+                   help="train with --checkpoint: all = resume that run (default); generators = "
+                        "start a new training (step 0, new optimizers) from its generator "
+                        "weights, e.g. NN-4 from NN-3; both = from its generator and "
+                        "discriminator weights. The generator options must match the "
+                        "checkpoint's; --output_dir must be another folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--which_direction", choices=["AtoB", "BtoA"], default="AtoB")
     p.add_argument("--model", choices=["pix2pix"], default="pix2pix")
-    p.add_argument("--generator", choices=["resnet", "unet"], default="resnet")
+    p.add_argument("--generator", choices=GENERATORS, default="resnet",
+                   help="resnet (the thesis'), unet, highwaynet or densenet (the thesis "
+                        "trainer's others: the resnet's encoder and decoder around gated "
+                        "residual units or densely connected blocks)")
     p.add_argument("--ngf", type=int, default=0,
-                   help="generator filters in the first layer (0 = 32 for resnet, 64 for unet)")
+                   help="generator filters in the first layer (0 = 64 for unet, 32 for the "
+                        "others)")
     p.add_argument("--ndf", type=int, default=64, help="discriminator filters in the first layer")
     p.add_argument("--n_res_blocks", type=int, default=9, help="residual blocks (resnet)")
     p.add_argument("--u_depth", type=int, default=8, help="encoder depth (unet)")
+    p.add_argument("--n_highway_units", type=int, default=9,
+                   help="gated residual units (highwaynet)")
+    p.add_argument("--n_dense_blocks", type=int, default=5, help="dense blocks (densenet)")
+    p.add_argument("--n_dense_layers", type=int, default=5,
+                   help="densely connected layers in each block (densenet)")
     p.add_argument("--encoder_activation", action="store_true",
-                   help="batch norm + ReLU after the resnet's three encoder convs (the thesis' "
-                        "trainer had none)")
+                   help="batch norm + ReLU after the three encoder convs of resnet, "
+                        "highwaynet, densenet (the thesis' trainer had none)")
     p.add_argument("--Y_loss", choices=["hinge", "square", "dice", "logistic"], default="hinge",
                    help="regression loss: hinge = L1, square = L2 (default hinge)")
     p.add_argument("--loss", choices=["log", "square"], default="log", help="GAN loss")
@@ -106,7 +125,18 @@ def build_parser():
                         "stops after the first step that reaches it, checkpoints, and records "
                         "the steps reached in training.json; with --max_steps/--max_epochs "
                         "whichever comes first, alone the budget ends training")
-    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--batch_size", type=int, default=1,
+                   help="images per training step (the global batch: split evenly over the "
+                        "devices of --devices)")
+    p.add_argument("--devices", default="auto",
+                   help="training devices: auto = every GPU if more than one is visible (else "
+                        "TensorFlow's default single device; with a --batch_size that is not a "
+                        "multiple of the GPU count, as many GPUs as divide it), all = every "
+                        "GPU, cpu = the CPU only, or a comma list such as GPU:0,GPU:1. On "
+                        "several devices (tf.distribute.MirroredStrategy) each step splits the "
+                        "--batch_size images evenly over them, batch norm uses the statistics "
+                        "of the whole batch and the learning rate is unchanged: a step equals "
+                        "one step on one device with the same batch, up to rounding")
     p.add_argument("--lr", type=float, default=0.0002, help="Adam learning rate")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     p.add_argument("--summary_freq", type=int, default=100, help="TensorBoard scalars every N")
@@ -153,7 +183,7 @@ def resolve(args):
     """
     options = vars(args).copy()
     if options["ngf"] == 0:
-        options["ngf"] = 32 if options["generator"] == "resnet" else 64
+        options["ngf"] = 64 if options["generator"] == "unet" else 32
     check_values(options)
     options["augment"] = parse_augment(options["augment"])
     if args.mode in ("train", "test") and not args.input_dir:
@@ -162,6 +192,9 @@ def resolve(args):
         if args.max_epochs is None and args.max_steps is None and args.max_minutes is None:
             raise ValueError("--mode train needs --max_epochs or --max_steps, or a time "
                              "budget --max_minutes")
+        if args.restore != "all" and not args.checkpoint:
+            raise ValueError(f"--restore {args.restore} needs --checkpoint (the training output "
+                             "folder whose weights the new training starts from)")
     elif not args.checkpoint:
         raise ValueError(f"--mode {args.mode} needs --checkpoint (a training output folder)")
     return options
