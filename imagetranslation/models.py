@@ -1,11 +1,17 @@
 """Generators and discriminator of pix2pix, as Keras 3 functional models.
 
-Images are (batch, height, width, channels) float in [-1, 1].  Batch
-normalisation always uses the statistics of the current batch (``training=True``
-in the graph), at test time too, as pix2pix does.  With ``synchronized=True``
-(training on several devices, see :mod:`imagetranslation.trainer`) a training
-step's statistics are those of the global batch, summed over the replicas; the
-weights are the same either way.
+Images are (batch, height, width, channels) float in [-1, 1].  The graph is
+built with ``training=True`` for batch normalisation (and the U-Net's dropout):
+training, and a call without a ``training`` argument, normalise with the
+statistics of the current batch.  Prediction (``trainer.predict``) calls the
+model with ``training=False``, which in Keras 3 overrides the flag the graph
+was built with: it normalises with the moving averages kept during training and
+drops no units.  (pix2pix used the batch statistics at test time too; here an
+output pixel depends only on its receptive field, which is what lets
+``imagetranslation.tiled`` predict tile by tile.)  With ``synchronized=True``
+(training on several devices, see :mod:`imagetranslation.trainer`) those are
+the statistics of the global batch, summed over the replicas; the weights are
+the same either way.
 
 The ResNet, highway and dense generators share the thesis trainer's encoder
 (7x7 conv, two 3x3 stride-2 convs) and decoder (two 4x4 stride-2 transposed

@@ -1056,8 +1056,7 @@ def predict_tta(generator, image, stride):
     """Test-time augmentation: :func:`predict` averaged over the 8 flips and transposes.
 
     Each of the 8 symmetries of the square (:data:`DIHEDRAL`) is applied to
-    ``image``, predicted alone (a batch of one, as without TTA: batch
-    normalisation uses each image's own statistics), inverted, and the 8
+    ``image``, predicted alone (a batch of one, as without TTA), inverted, and the 8
     results are averaged.  Non-square images get all 8 too: the generator is
     fully convolutional, so a transposed (x, y) image is predicted like any
     other size.  Costs 8 predictions.  For a generator that commutes with flips
