@@ -215,8 +215,9 @@ def resolve(args):
                    work=str(Path(work)), results=str(Path(args.results)), run=run,
                    epochs=args.epochs, steps=args.steps, minutes=args.minutes, paths=args.paths,
                    method=args.method, erosions=args.erosions, shape=shape, seed=args.seed,
-                   deterministic=args.deterministic, tta=args.tta, chunks=chunks, scheduler=scheduler,
-                   memory_limit=args.memory_limit, force=args.force, dry_run=args.dry_run)
+                   deterministic=args.deterministic, tta=args.tta, chunks=chunks,
+                   scheduler=scheduler, memory_limit=args.memory_limit, force=args.force,
+                   dry_run=args.dry_run)
 
 
 # ---- networks and file names ----------------------------------------------------------------
