@@ -286,11 +286,17 @@ def _interleaved_region(region):
     return (slice(2 * z.start, 2 * z.stop),) + region[1:]
 
 
-def _label_pass(masks, local, shape, region):
+def _without(items, axis):
+    return tuple(item for i, item in enumerate(items) if i != axis)
+
+
+def _label_pass(masks, local, faces, chunks, shape, region):
     """Pass 1: label one block's interleaved planes (cc3d, 6-connected) into the temporary
-    store ``local``; return (count, the block's labels seen in cytoplasm planes, the C-order
-    index of each one's first voxel in the output volume)."""
+    store ``local``, and its first and last plane along each axis into the face stores;
+    return (count, the block's labels seen in cytoplasm planes, the C-order index of each
+    one's first voxel in the output volume)."""
     import cc3d
+    import fastremap
 
     cyto, over = masks(region=region)
     planes = np.zeros((len(cyto) + len(over),) + cyto.shape[1:], dtype=bool)
@@ -301,8 +307,11 @@ def _label_pass(masks, local, shape, region):
     target = _interleaved_region(region)
     target = (slice(target[0].start, target[0].start + len(planes)),) + target[1:]
     _open_array_raw(local)[target] = ids
-    import fastremap
-
+    for axis, face in enumerate(faces):  # small stores: pass 2 reads planes, not blocks
+        store = _open_array_raw(face)
+        index = region[axis].start // chunks[axis]
+        for side, plane in ((0, 0), (1, -1)):
+            store[(index, side) + _without(target, axis)] = np.take(ids, plane, axis=axis)
     kept = np.ascontiguousarray(ids[0::2])  # fastremap's indices are C order of a contiguous
     values, first = fastremap.unique(kept, return_index=True)  # array; 30x np.unique
     if len(values) and values[0] == 0:
@@ -313,23 +322,19 @@ def _label_pass(masks, local, shape, region):
     return int(count), values.astype(np.uint32), index.astype(np.uint64)
 
 
-def _face_pass(local, interleaved_shape, region):
+def _face_pass(faces, chunks, interleaved_shape, region):
     """Pass 2: the label pairs (this block, next block) that touch across the block's three
-    upper faces (6-connectivity: the same pixel on both sides)."""
-    array = _open_array_raw(local)
+    upper faces (6-connectivity: the same pixel on both sides), read from the face stores."""
     target = _interleaved_region(region)
     target = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(target, interleaved_shape))
-    block = np.asarray(array[target])  # one read of this block; one plane of each neighbour
     pairs = []
-    for axis in range(3):
-        edge = target[axis].stop
-        if edge >= interleaved_shape[axis]:
+    for axis, face in enumerate(faces):
+        if target[axis].stop >= interleaved_shape[axis]:
             pairs.append(np.zeros((0, 2), np.uint32))
             continue
-        theirs = list(target)
-        theirs[axis] = slice(edge, edge + 1)
-        a = np.take(block, [-1], axis=axis).ravel()
-        b = np.asarray(array[tuple(theirs)]).ravel()
+        store, index = _open_array_raw(face), region[axis].start // chunks[axis]
+        a = np.asarray(store[(index, 1) + _without(target, axis)]).ravel()
+        b = np.asarray(store[(index + 1, 0) + _without(target, axis)]).ravel()
         both = (a > 0) & (b > 0)
         found = np.stack([a[both], b[both]], axis=1)
         pairs.append(np.unique(found, axis=0) if len(found) else found.astype(np.uint32))
@@ -382,20 +387,28 @@ def label_volume(client, masks, shape, output, chunks=None):
     scratch = _new_temp_dir(Path(output))
     try:
         local = str(scratch / "local.zarr")
-        zarr.create_array(store=local, shape=interleaved, dtype=np.uint32,
-                          chunks=(2 * chunks[0],) + chunks[1:], fill_value=0, zarr_format=2)
-        first = run_tasks(client, functools.partial(_label_pass, masks, local, shape), grid,
-                          "label blocks")
+        block = (2 * chunks[0],) + chunks[1:]  # a block in the interleaved volume
+        zarr.create_array(store=local, shape=interleaved, dtype=np.uint32, chunks=block,
+                          fill_value=0, zarr_format=2)
+        faces = []  # per axis: (blocks along it, first/last plane, the other two axes)
+        for axis in range(3):
+            faces.append(str(scratch / f"faces_{axis}.zarr"))
+            count_along = -(-shape[axis] // chunks[axis])
+            zarr.create_array(store=faces[-1], shape=(count_along, 2) + _without(interleaved,
+                              axis), dtype=np.uint32, chunks=(1, 1) + _without(block, axis),
+                              fill_value=0, zarr_format=2)
+        first = run_tasks(client, functools.partial(_label_pass, masks, local, faces, chunks,
+                                                    shape), grid, "label blocks")
         counts = np.array([c for c, _, _ in first], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
         total = int(counts.sum())
-        faces = run_tasks(client, functools.partial(_face_pass, local, interleaved), grid,
-                          "block faces")
+        touching = run_tasks(client, functools.partial(_face_pass, faces, chunks, interleaved),
+                             grid, "block faces")
         # One union-find over the touching pairs; node 0 is the background.
         index = {tuple(s.start for s in region): i for i, region in enumerate(grid)}
         edges = [np.zeros((0, 2), np.int64)]
         for i, region in enumerate(grid):
-            for axis, pairs in enumerate(faces[i]):
+            for axis, pairs in enumerate(touching[i]):
                 if len(pairs):
                     start = [s.start for s in region]
                     start[axis] = region[axis].stop
