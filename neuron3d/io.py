@@ -22,6 +22,7 @@ import re
 import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -371,6 +372,29 @@ def write_image(path, image):
                              path.suffix, "an image file")
 
 
+@contextmanager
+def staging_dir(target, expected="a folder"):
+    """A new hidden temporary folder beside ``target``, for building it atomically.
+
+    Refuses a ``target`` that is an existing file, creates missing parents, removes what
+    killed writers of ``target`` left (:func:`remove_stale_temporaries`) and yields the
+    temporary folder; the caller installs it before the ``with`` block ends.  On an
+    exception the temporary folder and the parents created for it are removed.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"output path is an existing file, expected {expected}: {target}")
+    created = _make_parents(target.parent)
+    remove_stale_temporaries(target)
+    tmp = _new_temp_dir(target)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_if_empty(created)
+        raise
+
+
 def write_folder(folder, write, owned=None):
     """Fill ``folder`` atomically: ``write`` fills a new temporary folder, then it is installed.
 
@@ -413,12 +437,7 @@ def write_folder(folder, write, owned=None):
         If ``folder`` is an existing file.
     """
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"output path is an existing file, expected a folder: {folder}")
-    created = _make_parents(folder.parent)
-    remove_stale_temporaries(folder)
-    tmp = _new_temp_dir(folder)
-    try:
+    with staging_dir(folder) as tmp:
         write(tmp)
         names = sorted(p.name for p in tmp.iterdir())
         if not folder.exists():
@@ -432,10 +451,6 @@ def write_folder(folder, write, owned=None):
                     if old.name not in new and owned(old.name) and old.is_file():
                         old.unlink()
             tmp.rmdir()
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_if_empty(created)
-        raise
     return [folder / name for name in names]
 
 

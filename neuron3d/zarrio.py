@@ -167,15 +167,10 @@ def creating(path, shape, dtype, chunks=None, voxel_size=None):
     """
     import zarr
 
-    from .io import _make_parents, _new_temp_dir, _remove_if_empty, remove_stale_temporaries
+    from .io import _new_temp_dir, staging_dir
 
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output path is an existing file, expected a .zarr folder: {path}")
-    created = _make_parents(path.parent)
-    remove_stale_temporaries(path)
-    tmp = _new_temp_dir(path)
-    try:
+    with staging_dir(path, "a .zarr folder") as tmp:
         group = zarr.open_group(store=str(tmp), mode="w", zarr_format=2)
         group.attrs.update(_metadata(shape, voxel_size, path.stem))
         array = group.create_array("0", shape=tuple(shape), dtype=dtype,
@@ -189,10 +184,6 @@ def creating(path, shape, dtype, chunks=None, voxel_size=None):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _remove_if_empty(created)
-        raise
 
 
 def write_zarr(path, stack, chunks=None, voxel_size=None):
