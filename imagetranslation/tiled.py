@@ -99,16 +99,16 @@ def predict_slice(generator, image, stride, tile=None, halo=0, tta=False):
 def _predict_block(checkpoint, source, output, tile, tta, region):
     """Predict the slices of ``region`` (z range, whole slices) into the output store."""
     from imagetranslation.models import stride_of
-    from neuron3d.blockwise import _open, _open_write
+    from neuron3d.blockwise import open_input, open_output
 
     generator, options = _generator(checkpoint)
     stride = stride_of(options)
     halo = 0
     if tile is not None:
         halo = -(-receptive_radius(generator, stride) // stride) * stride
-    block = as_network_input(_open(source)[region[0]])
+    block = as_network_input(open_input(source)[region[0]])
     out = np.stack([predict_slice(generator, image, stride, tile, halo, tta) for image in block])
-    _open_write(output)[region[0]] = out
+    open_output(output)[region[0]] = out
 
 
 def predict_volume(checkpoint, source, output, chunks=None, tile=None, tta=False, client=None):

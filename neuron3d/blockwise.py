@@ -16,11 +16,11 @@ chunk.  What each operation reads around its block, and why that is exact:
 * consecutive: the next slice.
 * eroskele: whole slices (blocks span the slice in y and x): the skeleton of a
   pixel depends on its whole connected component, which no fixed halo bounds.
-* reconstruct / evaluation volume: 3D connected components per block (cc3d)
-  into a temporary zarr of block-local labels; the labels touching across each
-  block face are paired; one union-find over those pairs (scipy's sparse
-  connected components); then each block is relabelled with its slice of the
-  map.  **Canonical numbering**: objects are numbered 1..K in the C order
+* reconstruct / evaluation volume: 3D connected components per block (cc3d);
+  the labels touching across each block face are paired from the planes the
+  labelling tasks hold; one union-find over those pairs (scipy's sparse
+  connected components); then each block is labelled again and written with its
+  slice of the map.  **Canonical numbering**: objects are numbered 1..K in the C order
   (z, then y, then x) of their first voxel in the output, the same numbering the
   in-memory path gives (it renumbers in order of first appearance), so both
   results are equal bit for bit.  6-connectivity only (the thesis' choice):
@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 import sys
 from contextlib import contextmanager
 from itertools import product
-from pathlib import Path
 
 import numpy as np
 
@@ -77,6 +75,14 @@ def check_memory_limit(text, name="--memory_limit"):
     return int(value)
 
 
+# glibc's allocator in the LocalCluster's workers.  dask sets MALLOC_TRIM_THRESHOLD_=65536,
+# which also turns off glibc's adaptive mmap threshold: every array above 128 KiB is then a
+# fresh mmap whose pages fault in, and a block's arrays are megabytes (the reconstruction ran
+# 1.5 times slower in one process with that setting).  Arrays below 32 MiB come from the heap
+# and are reused instead; up to 128 MiB of freed heap is kept before it is returned.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20, "MALLOC_TRIM_THRESHOLD_": 128 * 2**20}
+
+
 @contextmanager
 def engine(spec, memory_limit=None, connect_timeout=5.0):
     """A dask.distributed ``Client`` for ``--scheduler spec`` (see :func:`parse_scheduler`).
@@ -87,13 +93,17 @@ def engine(spec, memory_limit=None, connect_timeout=5.0):
     """
     kind, value = parse_scheduler(spec)
     limit = check_memory_limit(memory_limit) if memory_limit is not None else "auto"
+    import dask
     from dask.distributed import Client, LocalCluster
 
     cluster = None
     if kind == "local":
-        cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
-                               memory_limit=limit, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR)
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v
+                              for k, v in WORKER_MALLOC.items()}):
+            cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
+                                   memory_limit=limit, host="127.0.0.1",
+                                   dashboard_address="127.0.0.1:0",
+                                   silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
         if memory_limit is not None:
@@ -116,12 +126,16 @@ def engine(spec, memory_limit=None, connect_timeout=5.0):
 
 def run_tasks(client, function, items, desc):
     """``[function(item) for item in items]`` on the cluster, with a progress bar on stderr."""
+    return gather_with_progress(client.map(function, list(items), pure=False), desc)
+
+
+def gather_with_progress(futures, desc):
+    """The results of ``futures`` in their order, with a progress bar on stderr as they
+    complete."""
     from dask.distributed import as_completed
 
     from .progress import StepProgress
 
-    items = list(items)
-    futures = client.map(function, items, pure=False)
     index = {f.key: i for i, f in enumerate(futures)}
     results = [None] * len(futures)
     bar = StepProgress(len(futures), desc=desc, every_seconds=10, final_line=True,
@@ -162,14 +176,46 @@ def read_region(array, region, halo=(0, 0, 0), extra_after_z=0):
     return data, tuple(inner)
 
 
-def _open(path, what="input"):
-    return zarrio.open_array(path, what)
+_OPENED = {}  # per process: (path, mode) -> (the store folder's identity, zarr.Array)
 
 
-def _open_write(path):
+def _cached(path, mode, opener):
+    """``opener()``, reused while the store folder at ``path`` is the same one (its inode and
+    modification time): a worker opens each store once, not once per block (zarr's open
+    reads several metadata files, about 2.5 ms).  A store replaced under the same name
+    (the atomic writes rename a new folder in) is opened again."""
+    import os
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return opener()  # the opener names the missing store
+    identity = (info.st_ino, info.st_dev, info.st_mtime_ns)
+    key = (os.path.abspath(path), mode)
+    hit = _OPENED.get(key)
+    if hit is not None and hit[0] == identity:
+        return hit[1]
+    array = opener()
+    if len(_OPENED) >= 32:
+        _OPENED.clear()
+    _OPENED[key] = (identity, array)
+    return array
+
+
+def open_input(path, what="input"):
+    """The image array of the zarr store ``path`` for reading (see
+    :func:`neuron3d.zarrio.open_array`; ``what`` names it in errors), opened once per
+    process."""
+    return _cached(str(path), "r", lambda: zarrio.open_array(path, what))
+
+
+def open_output(path):
+    """The array ``0`` of the OME-Zarr store being written at ``path`` (a store
+    :func:`neuron3d.zarrio.creating` made), for writing blocks; opened once per process."""
     import zarr
 
-    return zarr.open_array(store=str(path), path="0", mode="r+")
+    return _cached(str(path), "r+",
+                   lambda: zarr.open_array(store=str(path), path="0", mode="r+"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,18 +230,18 @@ def _labels_block(data, source):
 
 def _label_op(src, dst, region, op):
     """membrane or cytoplasm of one block (1-pixel halo in y and x)."""
-    data, inner = read_region(_open(src), region, (0, 1, 1))
+    data, inner = read_region(open_input(src), region, (0, 1, 1))
     data = _labels_block(data, src)
     mask = L.membrane(data, src)
     out = mask if op == "membrane" else L.cytoplasm(data, mask, src)
-    _open_write(dst)[region] = zarrio.as_stored(out[inner])
+    open_output(dst)[region] = zarrio.as_stored(out[inner])
 
 
 def _overlap_op(src, dst, region):
     """overlap planes of one block: its slices, the next one, a 1-pixel halo in y and x."""
-    data, inner = read_region(_open(src), region, (0, 1, 1), extra_after_z=1)
+    data, inner = read_region(open_input(src), region, (0, 1, 1), extra_after_z=1)
     out = L.overlap(_labels_block(data, src), source=src)[: region[0].stop - region[0].start]
-    _open_write(dst)[region] = zarrio.as_stored(out[(slice(None),) + inner[1:]])
+    open_output(dst)[region] = zarrio.as_stored(out[(slice(None),) + inner[1:]])
 
 
 def _first_channel(data):
@@ -203,15 +249,15 @@ def _first_channel(data):
 
 
 def _consecutive_op(src, dst, region):
-    data, _ = read_region(_open(src), region, extra_after_z=1)
+    data, _ = read_region(open_input(src), region, extra_after_z=1)
     out = L.consecutive(_first_channel(data), src)[: region[0].stop - region[0].start]
-    _open_write(dst)[region + (slice(None),)] = out
+    open_output(dst)[region + (slice(None),)] = out
 
 
 def _eroskele_op(src, dst, region, erosions, threshold):
-    data, _ = read_region(_open(src), region)
+    data, _ = read_region(open_input(src), region)
     out = L.eroskele(_first_channel(data) >= threshold, erosions, src)
-    _open_write(dst)[region] = zarrio.as_stored(out)
+    open_output(dst)[region] = zarrio.as_stored(out)
 
 
 OPERATIONS = {"membrane": functools.partial(_label_op, op="membrane"),
@@ -222,7 +268,7 @@ OPERATIONS = {"membrane": functools.partial(_label_op, op="membrane"),
 def per_slice(client, operation, source, output, chunks=None, erosions=10, threshold=127):
     """Run a process3D.py operation (:data:`OPERATIONS`) blockwise from zarr ``source`` to zarr
     ``output`` (written atomically, chunks ``chunks``).  Returns the output's shape."""
-    array = _open(source)
+    array = open_input(source)
     shape = tuple(array.shape[:3])
     if operation in ("membrane", "cytoplasm", "overlap") and array.ndim != 3:
         raise ValueError(f"label stack must be 3-D (z, y, x), got shape {array.shape} from "
@@ -257,8 +303,8 @@ def _store_path(array):
 def _masks_from_images(cytoplasm, overlap, threshold, region):
     """Cytoplasm planes of ``region`` and the overlap planes that follow each of them (the
     last slice of the volume has none), thresholded as reconstruct3D.py reads images."""
-    cyto = _open(cytoplasm)
-    over = _open(overlap)
+    cyto = open_input(cytoplasm)
+    over = open_input(overlap)
     z = region[0]
     cyto_block = _first_channel(np.asarray(cyto[region])) >= threshold
     stop = min(z.stop, cyto.shape[0] - 1)
@@ -270,7 +316,7 @@ def _masks_from_images(cytoplasm, overlap, threshold, region):
 def _masks_from_labels(source, region):
     """The cytoplasm and overlap planes of ground-truth labels (the evaluation volume's
     input): the block, the next slice and a 1-pixel halo in y and x."""
-    array = _open(source)
+    array = open_input(source)
     data, inner = read_region(array, region, (0, 1, 1), extra_after_z=1)
     data = _labels_block(data, source)
     mask = L.membrane(data, source)
@@ -286,17 +332,12 @@ def _interleaved_region(region):
     return (slice(2 * z.start, 2 * z.stop),) + region[1:]
 
 
-def _without(items, axis):
-    return tuple(item for i, item in enumerate(items) if i != axis)
-
-
-def _label_pass(masks, local, faces, chunks, shape, region):
-    """Pass 1: label one block's interleaved planes (cc3d, 6-connected) into the temporary
-    store ``local``, and its first and last plane along each axis into the face stores;
-    return (count, the block's labels seen in cytoplasm planes, the C-order index of each
-    one's first voxel in the output volume)."""
+def _block_labels(masks, region):
+    """The block's interleaved planes (its cytoplasm planes, each followed by its overlap
+    plane; none after the volume's last slice), labelled by cc3d with 6-connectivity:
+    (labels uint32 numbered 1..count in the block, count).  Deterministic, so pass 1 and
+    pass 3 label a block alike."""
     import cc3d
-    import fastremap
 
     cyto, over = masks(region=region)
     planes = np.zeros((len(cyto) + len(over),) + cyto.shape[1:], dtype=bool)
@@ -304,14 +345,19 @@ def _label_pass(masks, local, faces, chunks, shape, region):
     planes[1::2] = over
     ids, count = cc3d.connected_components(planes, connectivity=6, return_N=True,
                                            out_dtype=np.uint32)
-    target = _interleaved_region(region)
-    target = (slice(target[0].start, target[0].start + len(planes)),) + target[1:]
-    _open_array_raw(local)[target] = ids
-    for axis, face in enumerate(faces):  # small stores: pass 2 reads planes, not blocks
-        store = _open_array_raw(face)
-        index = region[axis].start // chunks[axis]
-        for side, plane in ((0, 0), (1, -1)):
-            store[(index, side) + _without(target, axis)] = np.take(ids, plane, axis=axis)
+    return ids, int(count)
+
+
+def _label_pass(masks, shape, region):
+    """Pass 1: label one block; return its count, the block's labels seen in cytoplasm
+    planes with the C-order index of each one's first voxel in the output volume, and its
+    first and last interleaved plane along each axis (held by the cluster until the face
+    pairs are taken, never by the client)."""
+    import fastremap
+
+    ids, count = _block_labels(masks, region)
+    faces = [(np.take(ids, 0, axis=axis).copy(), np.take(ids, -1, axis=axis).copy())
+             for axis in range(3)]
     kept = np.ascontiguousarray(ids[0::2])  # fastremap's indices are C order of a contiguous
     values, first = fastremap.unique(kept, return_index=True)  # array; 30x np.unique
     if len(values) and values[0] == 0:
@@ -319,42 +365,48 @@ def _label_pass(masks, local, faces, chunks, shape, region):
     dz, dy, dx = np.unravel_index(first, kept.shape)
     z0, y0, x0 = (s.start for s in region)
     index = ((dz + z0).astype(np.uint64) * shape[1] + (dy + y0)) * shape[2] + (dx + x0)
-    return int(count), values.astype(np.uint32), index.astype(np.uint64)
+    return count, values.astype(np.uint32), index.astype(np.uint64), faces
 
 
-def _face_pass(faces, chunks, interleaved_shape, region):
-    """Pass 2: the label pairs (this block, next block) that touch across the block's three
-    upper faces (6-connectivity: the same pixel on both sides), read from the face stores."""
-    target = _interleaved_region(region)
-    target = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(target, interleaved_shape))
+def _face_pass(block, *upper):
+    """Pass 2: the block's summary without its planes, and the distinct label pairs (this
+    block, next block) that touch across its three upper faces (6-connectivity: the same
+    pixel on both sides); ``upper`` holds the pass-1 result of the next block along z, y
+    and x (None at the volume's faces)."""
+    import fastremap
+
+    count, values, first, faces = block
     pairs = []
-    for axis, face in enumerate(faces):
-        if target[axis].stop >= interleaved_shape[axis]:
+    for axis, neighbour in enumerate(upper):
+        if neighbour is None:
             pairs.append(np.zeros((0, 2), np.uint32))
             continue
-        store, index = _open_array_raw(face), region[axis].start // chunks[axis]
-        a = np.asarray(store[(index, 1) + _without(target, axis)]).ravel()
-        b = np.asarray(store[(index + 1, 0) + _without(target, axis)]).ravel()
+        a = faces[axis][1].ravel().astype(np.uint64)
+        b = neighbour[3][axis][0].ravel()
         both = (a > 0) & (b > 0)
-        found = np.stack([a[both], b[both]], axis=1)
-        pairs.append(np.unique(found, axis=0) if len(found) else found.astype(np.uint32))
-    return pairs
+        packed = fastremap.unique((a[both] << np.uint64(32)) | b[both])
+        pairs.append(np.stack([packed >> np.uint64(32), packed & np.uint64(0xFFFFFFFF)],
+                              axis=1).astype(np.uint32))
+    return count, values, first, pairs
 
 
-def _relabel_pass(local, output, region, mapping):
-    """Pass 3: the block's cytoplasm planes, block-local labels replaced by final ones."""
-    ids = np.asarray(_open_array_raw(local)[_interleaved_region(region)])[0::2]
-    _open_write(output)[region] = mapping[ids]
-
-
-def _open_array_raw(path):
-    import zarr
-
-    return zarr.open_array(store=str(path), mode="r+")
+def _relabel_pass(masks, output, item):
+    """Pass 3: the block labelled again (as in pass 1), its cytoplasm planes written with
+    block-local labels replaced by final ones."""
+    region, mapping = item
+    ids, _ = _block_labels(masks, region)
+    open_output(output)[region] = mapping[ids[0::2]]
 
 
 def label_volume(client, masks, shape, output, chunks=None):
     """3D connected components of interleaved cytoplasm and overlap planes, blockwise.
+
+    Pass 1 labels each block with cc3d; pass 2 pairs the labels that touch across each
+    block's upper faces (it runs as soon as the block and its three upper neighbours are
+    labelled, on the planes those tasks hold, so nothing but the small pairs reaches the
+    client and no scratch store is written); one union-find on the client joins the pairs;
+    pass 3 labels each block again (cc3d is deterministic and cheaper than storing and
+    re-reading the local labels) and writes it relabelled with its slice of the map.
 
     Parameters
     ----------
@@ -374,76 +426,70 @@ def label_volume(client, masks, shape, output, chunks=None):
         first voxel, dtype the smallest unsigned type of at least 16 bits holding K: the
         result of :func:`neuron3d.reconstruct.reconstruct`, bit for bit.
     """
-    import zarr
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from .io import _new_temp_dir, smallest_uint
+    from .io import smallest_uint
 
     shape = tuple(shape)
     chunks = zarrio.chunks_for(shape, chunks)
     grid = block_grid(shape, chunks)
-    interleaved = (2 * shape[0] - 1,) + shape[1:]
-    scratch = _new_temp_dir(Path(output))
-    try:
-        local = str(scratch / "local.zarr")
-        block = (2 * chunks[0],) + chunks[1:]  # a block in the interleaved volume
-        zarr.create_array(store=local, shape=interleaved, dtype=np.uint32, chunks=block,
-                          fill_value=0, zarr_format=2)
-        faces = []  # per axis: (blocks along it, first/last plane, the other two axes)
-        for axis in range(3):
-            faces.append(str(scratch / f"faces_{axis}.zarr"))
-            count_along = -(-shape[axis] // chunks[axis])
-            zarr.create_array(store=faces[-1], shape=(count_along, 2) + _without(interleaved,
-                              axis), dtype=np.uint32, chunks=(1, 1) + _without(block, axis),
-                              fill_value=0, zarr_format=2)
-        first = run_tasks(client, functools.partial(_label_pass, masks, local, faces, chunks,
-                                                    shape), grid, "label blocks")
-        counts = np.array([c for c, _, _ in first], dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        total = int(counts.sum())
-        touching = run_tasks(client, functools.partial(_face_pass, faces, chunks, interleaved),
-                             grid, "block faces")
-        # One union-find over the touching pairs; node 0 is the background.
-        index = {tuple(s.start for s in region): i for i, region in enumerate(grid)}
-        edges = [np.zeros((0, 2), np.int64)]
-        for i, region in enumerate(grid):
-            for axis, pairs in enumerate(touching[i]):
-                if len(pairs):
-                    start = [s.start for s in region]
-                    start[axis] = region[axis].stop
-                    j = index[tuple(start)]
-                    edges.append(np.stack([pairs[:, 0] + offsets[i], pairs[:, 1] + offsets[j]],
-                                          axis=1).astype(np.int64))
-        edges = np.concatenate(edges)
-        graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
-                           shape=(total + 1, total + 1))
-        _, component = connected_components(graph, directed=False)
-        # Each object's first voxel: the least over its blocks' first voxels.
-        none = np.iinfo(np.uint64).max
-        node_first = np.full(total + 1, none, dtype=np.uint64)
-        for i, (_, values, firsts) in enumerate(first):
-            node_first[offsets[i] + values.astype(np.int64)] = firsts
-        component_first = np.full(component.max() + 1, none, dtype=np.uint64)
-        np.minimum.at(component_first, component, node_first)
-        present = np.flatnonzero(component_first != none)
-        order = present[np.argsort(component_first[present], kind="stable")]
-        count = len(order)
-        dtype = smallest_uint(max(count, np.iinfo(np.uint16).max))
-        final = np.zeros(component.max() + 1, dtype=dtype)
-        final[order] = np.arange(1, count + 1, dtype=dtype)
-        mapping = final[component]
-        mapping[0] = 0
-        with zarrio.creating(output, shape, dtype, chunks) as out:
-            path = _store_path(out)
-            tasks = [(region, mapping[offsets[i]:offsets[i] + counts[i] + 1].copy())
-                     for i, region in enumerate(grid)]
-            for _, part in tasks:
-                part[0] = 0  # the block's background (its slice starts at the previous block's)
-            run_tasks(client, lambda item: _relabel_pass(local, path, *item), tasks,
-                      "relabel blocks")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    index = {tuple(s.start for s in region): i for i, region in enumerate(grid)}
+
+    def upper(region, axis):
+        start = [s.start for s in region]
+        start[axis] = region[axis].stop
+        return index.get(tuple(start))
+
+    neighbours = [[upper(region, axis) for axis in range(3)] for region in grid]
+    labelled = client.map(functools.partial(_label_pass, masks, shape), grid, pure=False)
+    # Face tasks go before the labelling still queued (higher priority), so each block's
+    # planes are released soon after its neighbours are labelled: the cluster holds about
+    # one layer of blocks' faces, whatever the volume.
+    paired = [client.submit(_face_pass, labelled[i],
+                            *[None if j is None else labelled[j] for j in neighbours[i]],
+                            pure=False, priority=1)
+              for i in range(len(grid))]
+    del labelled
+    first = gather_with_progress(paired, "label blocks")
+    del paired
+    counts = np.array([c for c, _, _, _ in first], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    total = int(counts.sum())
+    # One union-find over the touching pairs; node 0 is the background.
+    edges = [np.zeros((0, 2), np.int64)]
+    for i, (_, _, _, touching) in enumerate(first):
+        for axis, pairs in enumerate(touching):
+            if len(pairs):
+                j = neighbours[i][axis]
+                edges.append(np.stack([pairs[:, 0] + offsets[i], pairs[:, 1] + offsets[j]],
+                                      axis=1).astype(np.int64))
+    edges = np.concatenate(edges)
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
+                       shape=(total + 1, total + 1))
+    _, component = connected_components(graph, directed=False)
+    # Each object's first voxel: the least over its blocks' first voxels.
+    none = np.iinfo(np.uint64).max
+    node_first = np.full(total + 1, none, dtype=np.uint64)
+    for i, (_, values, firsts, _) in enumerate(first):
+        node_first[offsets[i] + values.astype(np.int64)] = firsts
+    component_first = np.full(component.max() + 1, none, dtype=np.uint64)
+    np.minimum.at(component_first, component, node_first)
+    present = np.flatnonzero(component_first != none)
+    order = present[np.argsort(component_first[present], kind="stable")]
+    count = len(order)
+    dtype = smallest_uint(max(count, np.iinfo(np.uint16).max))
+    final = np.zeros(component.max() + 1, dtype=dtype)
+    final[order] = np.arange(1, count + 1, dtype=dtype)
+    mapping = final[component]
+    mapping[0] = 0
+    with zarrio.creating(output, shape, dtype, chunks) as out:
+        tasks = [(region, mapping[offsets[i]:offsets[i] + counts[i] + 1].copy())
+                 for i, region in enumerate(grid)]
+        for _, part in tasks:
+            part[0] = 0  # the block's background (its slice starts at the previous block's)
+        run_tasks(client, functools.partial(_relabel_pass, masks, _store_path(out)), tasks,
+                  "relabel blocks")
     return count
 
 
@@ -460,7 +506,8 @@ def reconstruct(client, cytoplasm, overlap, output, chunks=None, threshold=127):
 def check_reconstruct_inputs(cytoplasm, overlap):
     """The shape of the reconstruction of zarr ``cytoplasm`` and ``overlap`` images; ValueError
     unless there are N - 1 (or N, the last ignored) overlap planes of the same size."""
-    cyto, over = _open(cytoplasm, "--input_dir_cytoplasm"), _open(overlap, "--input_dir_overlap")
+    cyto = open_input(cytoplasm, "--input_dir_cytoplasm")
+    over = open_input(overlap, "--input_dir_overlap")
     if tuple(over.shape[1:3]) != tuple(cyto.shape[1:3]) or \
             over.shape[0] not in (cyto.shape[0] - 1, cyto.shape[0]):
         raise ValueError(f"expected {cyto.shape[0] - 1} overlap planes of "
@@ -472,9 +519,9 @@ def check_reconstruct_inputs(cytoplasm, overlap):
 def check_same_shape(predicted, references):
     """ValueError unless the zarr label volumes ``predicted`` and each of ``references``
     (flag -> path) have one shape; returns it."""
-    shape = tuple(_open(predicted, "--predicted").shape)
+    shape = tuple(open_input(predicted, "--predicted").shape)
     for flag, path in references.items():
-        other = tuple(_open(path, flag).shape)
+        other = tuple(open_input(path, flag).shape)
         if other != shape:
             raise ValueError(f"shapes differ: predicted {predicted} is {shape}, {flag} {path} "
                              f"is {other}")
@@ -483,7 +530,7 @@ def check_same_shape(predicted, references):
 
 def evaluation_volume(client, labels, output, chunks=None):
     """process3D.py --operation evaluation blockwise: zarr labels in, zarr labels out."""
-    array = _open(labels)
+    array = open_input(labels)
     if array.ndim != 3:
         raise ValueError(f"label stack must be 3-D (z, y, x), got shape {array.shape} from "
                          f"{labels}")
@@ -499,8 +546,8 @@ def _table_pass(true, pred, region):
     from .io import as_label_stack
     from .metrics import contingency
 
-    t = as_label_stack(np.asarray(_open(true)[region]), true)
-    p = as_label_stack(np.asarray(_open(pred)[region]), pred)
+    t = as_label_stack(np.asarray(open_input(true)[region]), true)
+    p = as_label_stack(np.asarray(open_input(pred)[region]), pred)
     table = contingency(t, p, true, pred)
     return table.true, table.pred, table.counts
 
@@ -512,7 +559,7 @@ def contingency_table(client, true, pred, chunks=None):
     from .metrics import Contingency, sorted_table
 
     shape = check_same_shape(pred, {"--true": true})
-    grid = block_grid(shape, zarrio.chunks_for(shape, chunks or _open(true).chunks[:3]))
+    grid = block_grid(shape, zarrio.chunks_for(shape, chunks or open_input(true).chunks[:3]))
     parts = run_tasks(client, functools.partial(_table_pass, str(true), str(pred)), grid,
                       "contingency blocks")
     return sorted_table(Contingency(np.concatenate([a for a, _, _ in parts]),

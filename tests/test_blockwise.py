@@ -156,6 +156,28 @@ def test_more_than_65535_objects_and_chunk_size_one(client, tmp_path):
     np.testing.assert_array_equal(zarrio.read_zarr(out), expected)
 
 
+def test_open_input_reopens_a_store_replaced_under_the_same_name(tmp_path):
+    path = tmp_path / "x.zarr"
+    zarrio.write_zarr(path, np.zeros((3, 4, 5), np.uint8), (2, 4, 5))
+    first = blockwise.open_input(path)
+    assert blockwise.open_input(path) is first  # opened once per process
+    zarrio.write_zarr(path, np.ones((6, 7, 8), np.uint16), (2, 4, 5))  # renamed in
+    again = blockwise.open_input(path)
+    assert again.shape == (6, 7, 8) and again.dtype == np.uint16
+    with pytest.raises(FileNotFoundError, match="gone.zarr"):
+        blockwise.open_input(tmp_path / "gone.zarr")
+
+
+def test_local_workers_use_the_heap_for_block_sized_arrays(client):
+    import os
+
+    def environment():
+        return {k: os.environ.get(k) for k in blockwise.WORKER_MALLOC}
+
+    expected = {k: str(v) for k, v in blockwise.WORKER_MALLOC.items()}
+    assert list(client.run(environment).values()) == [expected, expected]
+
+
 def test_evaluation_volume_equals_in_memory(client, tmp_path):
     ids = blobs(SHAPE, 200, 7)
     out = tmp_path / "evaluation.zarr"
