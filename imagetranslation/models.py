@@ -35,11 +35,46 @@ def _init():
     return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
 
 
+@keras.saving.register_keras_serializable(package="imagetranslation")
+class BatchNormalization(layers.BatchNormalization):
+    """Keras' batch normalisation, trained with TensorFlow's fused kernel.
+
+    The same layer (weights, names, checkpoints, inference with the moving
+    averages, synchronized statistics) as :class:`keras.layers.BatchNormalization`;
+    only the training step of an unsynchronized layer on (batch, y, x, c) inputs
+    differs: one ``FusedBatchNormV3`` op (and one for its gradient) instead of
+    Keras' moments and arithmetic, a fifth of the CPU training step of the small
+    ResNet.  The moving averages get the batch variance without Bessel's
+    correction, as Keras' own layer gives them (the fused op returns the
+    corrected one; it is scaled back by (n - 1) / n).  float16 and bfloat16
+    inputs are normalised in float32, as Keras does.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (not (training and self.trainable) or self.synchronized or mask is not None
+                or self.renorm or not (self.scale and self.center) or len(inputs.shape) != 4
+                or self.axis not in (-1, 3) or keras.backend.backend() != "tensorflow"):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = tf.cast(inputs, "float32")
+        y, mean, corrected = tf.compat.v1.nn.fused_batch_norm(
+            x, tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32"),
+            epsilon=self.epsilon, is_training=True)
+        n = tf.cast(tf.size(x) // tf.shape(x)[-1], "float32")
+        variance = corrected * ((n - 1.0) / tf.maximum(n, 1.0))
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(self.moving_variance * momentum
+                                    + variance * (1.0 - momentum))
+        return tf.cast(y, self.compute_dtype)
+
+
 def _bn(x, synchronized=False, offset=0.0):
     beta = "zeros" if offset == 0 else keras.initializers.Constant(offset)
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, synchronized=synchronized,
-                                     beta_initializer=beta,
-                                     gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))(
+    return BatchNormalization(epsilon=1e-5, momentum=0.9, synchronized=synchronized,
+                              beta_initializer=beta,
+                              gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))(
         x, training=True)
 
 

@@ -36,7 +36,7 @@ from imagetranslation import data as D, models, trainer, translate
 #: equality rests on (synchronized batch statistics; dice over the global batch) to show that
 #: the comparison can fail.
 ONE_STEP = TWO_CPUS + r'''
-keras.optimizers.Adam = lambda learning_rate, beta_1: keras.optimizers.SGD(learning_rate)
+trainer.FusedAdam = lambda learning_rate, beta_1: keras.optimizers.SGD(learning_rate)
 real_generator, real_discriminator = trainer.build_generator, trainer.patch_discriminator
 real_classic = trainer.classic_loss
 # One strategy for the process (see trainer._STRATEGIES).

@@ -1,0 +1,107 @@
+"""The trainer's fused kernels equal Keras' own layers: models.BatchNormalization (outputs,
+gradients, moving averages, inference, weights' names) and trainer.FusedAdam (weights and
+state after several steps)."""
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from imagetranslation.models import BatchNormalization  # noqa: E402
+
+
+def pair(seed=0, channels=5):
+    kwargs = dict(epsilon=1e-5, momentum=0.9,
+                  gamma_initializer=keras.initializers.RandomNormal(1.0, 0.3, seed=seed),
+                  beta_initializer=keras.initializers.RandomNormal(0.0, 0.3, seed=seed + 1))
+    ours, theirs = BatchNormalization(**kwargs), keras.layers.BatchNormalization(**kwargs)
+    ours.build((None, None, None, channels))
+    theirs.build((None, None, None, channels))
+    theirs.set_weights(ours.get_weights())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("shape", [(2, 9, 7, 5), (1, 16, 16, 5), (1, 1, 1, 5)])
+def test_training_step_equals_keras(shape):
+    ours, theirs = pair()
+    x = tf.constant(np.random.default_rng(1).normal(2.0, 3.0, shape).astype(np.float32))
+    upstream = tf.constant(np.random.default_rng(2).normal(size=shape).astype(np.float32))
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        grads = tape.gradient(loss, [x, layer.gamma.value, layer.beta.value])
+        results.append((y.numpy(), [g.numpy() for g in grads],
+                        layer.moving_mean.numpy(), layer.moving_variance.numpy()))
+    (y1, g1, m1, v1), (y2, g2, m2, v2) = results
+    if np.prod(shape[:-1]) == 1:  # x - mean is 0: y is beta (Keras' moments round, by 4e-5)
+        np.testing.assert_allclose(y1.ravel(), ours.beta.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(y2.ravel(), ours.beta.numpy(), atol=1e-4)
+    else:
+        np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # The moving averages: the batch mean and the variance without Bessel's correction.
+    flat = x.numpy().reshape(-1, shape[-1]).astype(np.float64)
+    np.testing.assert_allclose(m1, 0.1 * flat.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v1, 0.9 + 0.1 * flat.var(0), rtol=1e-5)
+    np.testing.assert_allclose(m1, m2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(v1, v2, rtol=1e-5)
+
+
+def test_inference_uses_the_moving_averages_as_keras_does():
+    ours, theirs = pair(3)
+    x = tf.constant(np.random.default_rng(4).normal(1.0, 2.0, (2, 6, 6, 5)).astype(np.float32))
+    for _ in range(3):
+        ours(x, training=True)
+        theirs(x, training=True)
+    np.testing.assert_allclose(ours(x, training=False).numpy(),
+                               theirs(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
+    assert [w.path.split("/")[-1] for w in ours.weights] == \
+        ["gamma", "beta", "moving_mean", "moving_variance"]
+
+
+def test_a_built_generator_trains_through_the_fused_kernel():
+    from imagetranslation.models import resnet_generator
+
+    model = resnet_generator(ngf=4, n_res_blocks=1)
+    assert all(type(layer) is BatchNormalization for layer in model.layers
+               if isinstance(layer, keras.layers.BatchNormalization))
+    graph = tf.function(lambda x: model(x)).get_concrete_function(
+        tf.TensorSpec((1, 8, 8, 3), tf.float32)).graph
+    ops = {op.type for op in graph.get_operations()}
+    assert "FusedBatchNormV3" in ops
+
+
+def stepper(optimizer, variable):
+    return lambda g: optimizer.apply_gradients([(g, variable)])
+
+
+def test_fused_adam_equals_keras_adam():
+    from imagetranslation.trainer import FusedAdam
+
+    rng = np.random.default_rng(5)
+    start = rng.normal(size=(6, 7)).astype(np.float32)
+    gradients = [rng.normal(size=(6, 7)).astype(np.float32) for _ in range(6)]
+    states, kernels = [], []
+    for kind in (FusedAdam, keras.optimizers.Adam):
+        variable = keras.Variable(start)
+        optimizer = kind(1e-2, beta_1=0.5)
+        optimizer.build([variable])
+
+        step = tf.function(stepper(optimizer, variable))
+        for g in gradients:
+            step(tf.constant(g))
+        graph = step.get_concrete_function(tf.constant(gradients[0])).graph
+        kernels.append("ResourceApplyAdam" in {op.type for op in graph.get_operations()})
+        states.append([variable.numpy(), optimizer._momentums[0].numpy(),
+                       optimizer._velocities[0].numpy(), int(optimizer.iterations.numpy())])
+    ours, theirs = states
+    assert kernels == [True, False]
+    assert ours[3] == theirs[3] == len(gradients)
+    assert np.abs(ours[0] - start).max() > 1e-2  # it moved
+    for a, b in zip(ours[:3], theirs[:3]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
