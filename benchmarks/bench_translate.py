@@ -8,7 +8,11 @@ layers (2 x multiply-adds of every convolution; a training step ~ 3 x forward). 
 reference is a large float32 matmul timed in the same run: CPU training is compute-bound,
 so that rate is the practical ceiling.
 
-    python -m benchmarks.bench_translate [--steps 6] [--xla]
+Prediction (``--mode test``): slices per second of 512 x 512 and 1024 x 1024 slices through
+``trainer.predict_batch`` (one compiled function for any size, batches of 1 and 4), against
+the generator called eagerly per slice.
+
+    python -m benchmarks.bench_translate [--seconds 8] [--xla] [--skip_training]
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ def matmul_gflops(n=2048, repeats=5):
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def time_training(options, steps, warmup=2):
+def time_training(options, seconds, warmup=3):
+    """Median seconds per step of the trainer's real loop (tf.data pipeline, augmentation
+    and the host sync of the losses included), in rounds of about 1 s for ``seconds``."""
     from imagetranslation import data as D
     from imagetranslation.trainer import Model, configure
 
@@ -59,44 +65,103 @@ def time_training(options, steps, warmup=2):
     rng = np.random.default_rng(0)
     size = options["crop_size"]
     images = rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)
-    options = dict(options, max_steps=steps + warmup, scale_size=size)
+    options = dict(options, max_steps=None, scale_size=size)
     model = Model(options)
     step_fn = model.train_step_fn()
-    times = []
-    for i, (x, y) in enumerate(D.training_dataset(images, images, options)):
-        start = time.perf_counter()
-        float(step_fn(x, y)["gen_loss_classic"])
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+    batches = iter(D.training_dataset(images, images, options))
+    for _ in range(warmup):
+        float(step_fn(*next(batches))["gen_loss_classic"])
+    rounds, spent = [], 0.0
+    while spent < seconds or len(rounds) < 3:
+        count, start = 0, time.perf_counter()
+        while count == 0 or time.perf_counter() - start < 1.0:
+            float(step_fn(*next(batches))["gen_loss_classic"])
+            count += 1
+        elapsed = time.perf_counter() - start
+        rounds.append(elapsed / count)
+        spent += elapsed
     flops = 3 * conv_flops(model.generator, size, [3])
     if model.discriminator is not None:
         flops += 8 * conv_flops(model.discriminator, size, [3, 3])
-    return statistics.median(times), flops
+    return statistics.median(rounds), flops
+
+
+def time_prediction(generator, size, batch, seconds, compiled=True):
+    """Slices per second of ``--mode test``'s prediction of (size x size) slices, ``batch``
+    at a time: trainer.predict_batch (compiled), or the generator called eagerly per call
+    (the naive reference)."""
+    from imagetranslation.trainer import predict_batch
+
+    images = np.random.default_rng(1).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    if compiled:
+        def run():
+            return predict_batch(generator, images, 4)
+    else:
+        def run():
+            return np.asarray(generator(images, training=False))
+    run()
+    times, spent = [], 0.0
+    while spent < seconds or len(times) < 3:
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+    return batch / statistics.median(times)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
+    parser.add_argument("--seconds", type=float, default=8.0,
+                        help="timed seconds per configuration (medians of ~1 s rounds)")
     parser.add_argument("--xla", action="store_true", help="compile the step with XLA")
+    parser.add_argument("--skip_training", action="store_true")
+    parser.add_argument("--skip_prediction", action="store_true")
     args = parser.parse_args()
     import tensorflow as tf
 
+    from imagetranslation.models import build_generator
+
     peak = matmul_gflops()
     threads = tf.config.threading.get_intra_op_parallelism_threads() or "all"
-    print(f"float32 matmul 2048^2 on {threads} threads: {peak:.1f} GFLOP/s (reference ceiling)")
-    base = dict(seed=0, batch_size=1, generator="resnet", Y_loss="square", loss="log",
-                classic_weight=100.0, lr=2e-4, beta1=0.5, fliplr=True, flipud=True,
-                transpose=True, ndf=64, u_depth=8, xla=args.xla)
-    configs = [("thesis: ngf 32, 9 blocks, crop 256", dict(ngf=32, n_res_blocks=9, crop_size=256)),
-               ("small: ngf 16, 4 blocks, crop 128", dict(ngf=16, n_res_blocks=4, crop_size=128))]
-    for name, config in configs:
-        for gan_weight in (0.0, 1.0):
-            options = dict(base, **config, gan_weight=gan_weight)
-            seconds, flops = time_training(options, args.steps)
-            rate = flops / seconds / 1e9
-            print(f"{name}, discriminator {'on ' if gan_weight else 'off'}: "
-                  f"{1 / seconds:6.2f} steps/s, {flops / 1e9:6.1f} GFLOP/step, "
-                  f"{rate:5.1f} GFLOP/s = {rate / peak:4.0%} of matmul (median of {args.steps})")
+    gpus = tf.config.list_physical_devices("GPU")
+    print(f"float32 matmul 2048^2 on {threads} threads: {peak:.1f} GFLOP/s (reference ceiling)"
+          f"; GPUs: {len(gpus)}")
+    from imagetranslation.translate import build_parser
+
+    defaults = vars(build_parser().parse_args(["--mode", "train", "--input_dir", "-",
+                                               "--output_dir", "-"]))  # augmentation etc.
+    base = dict(defaults, seed=0, batch_size=1, generator="resnet", Y_loss="square",
+                loss="log", classic_weight=100.0, lr=2e-4, beta1=0.5, fliplr=True,
+                flipud=True, transpose=True, ndf=64, u_depth=8, xla=args.xla)
+    thesis = dict(ngf=32, n_res_blocks=9, crop_size=256)
+    small = dict(ngf=16, n_res_blocks=4, crop_size=128)
+    configs = [("thesis: ngf 32, 9 blocks, crop 256", thesis, (0.0, 1.0)),
+               ("small: ngf 16, 4 blocks, crop 128", small, (0.0, 1.0)),
+               # experiment_8.sh --quick on the demo (its crop: 128) and --recipe real there
+               ("recipe quick (demo)", dict(small, lr=1e-3), (0.0,)),
+               ("recipe real (demo)", dict(ngf=32, n_res_blocks=6, crop_size=128, lr=1e-3,
+                                           augment="elastic,intensity,blur"), (0.0,))]
+    if not args.skip_training:
+        for name, config, gan_weights in configs:
+            for gan_weight in gan_weights:
+                options = dict(base, **config, gan_weight=gan_weight)
+                seconds, flops = time_training(options, args.seconds)
+                rate = flops / seconds / 1e9
+                print(f"{name}, discriminator {'on ' if gan_weight else 'off'}: "
+                      f"{1 / seconds:6.2f} steps/s, {flops / 1e9:6.1f} GFLOP/step, "
+                      f"{rate:5.1f} GFLOP/s = {rate / peak:4.0%} of matmul", flush=True)
+    if not args.skip_prediction:
+        for name, config in (("thesis generator", thesis), ("small generator", small)):
+            generator = build_generator(dict(base, **config))
+            for size in (512, 1024):
+                flops = conv_flops(generator, size, [3])
+                naive = time_prediction(generator, size, 1, args.seconds / 2, compiled=False)
+                for batch in (1, 4):
+                    rate = time_prediction(generator, size, batch, args.seconds / 2)
+                    print(f"predict, {name}, {size} x {size}, batch {batch}: {rate:6.2f} "
+                          f"slices/s, {rate * flops / 1e9:5.1f} GFLOP/s = "
+                          f"{rate * flops / 1e9 / peak:4.0%} of matmul; eager per slice "
+                          f"{naive:6.2f} slices/s (x{rate / naive:.2f})", flush=True)
 
 
 if __name__ == "__main__":

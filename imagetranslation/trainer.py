@@ -1036,14 +1036,50 @@ def load_for_inference(checkpoint_dir, overrides=None):
     return generator, options
 
 
+_COMPILED = None  # generator -> its inference tf.function (a WeakKeyDictionary)
+
+
+def _inference(generator):
+    """``generator(batch, training=False)`` as one ``tf.function`` traced once for any batch
+    size and image size (a Keras model; any other callable is called as it is).  Calling a
+    Keras model eagerly dispatches every layer from Python on every slice."""
+    import weakref
+
+    import tensorflow as tf
+
+    global _COMPILED
+    if not isinstance(generator, keras.Model):
+        return lambda batch: generator(batch, training=False)
+    if _COMPILED is None:
+        _COMPILED = weakref.WeakKeyDictionary()
+    function = _COMPILED.get(generator)
+    if function is None:
+        channels = generator.inputs[0].shape[-1]
+        function = tf.function(lambda batch: generator(batch, training=False),
+                               input_signature=[tf.TensorSpec([None, None, None, channels],
+                                                              tf.float32)])
+        _COMPILED[generator] = function
+    return function
+
+
+def predict_batch(generator, images, stride):
+    """Run ``generator`` on a batch of (n, y, x, c) float images of one size, of any size
+    (padded to a multiple of ``stride``, then cropped); returns (n, y, x, c_out) float32.
+
+    One call of a compiled function for the whole batch; the moving averages normalise
+    (``training=False``), so each image's output does not depend on the others'."""
+    images = np.asarray(images, dtype=np.float32)
+    height, width = images.shape[1:3]
+    pad_h, pad_w = -height % stride, -width % stride
+    mode = "reflect" if min(height, width) > max(pad_h, pad_w) else "edge"
+    padded = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+    output = np.asarray(_inference(generator)(padded), dtype=np.float32)
+    return output[:, :height, :width]
+
+
 def predict(generator, image, stride):
     """Run ``generator`` on one (y, x, c) float image of any size (padded, then cropped)."""
-    height, width = image.shape[:2]
-    pad_h, pad_w = -height % stride, -width % stride
-    padded = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(
-        height, width) > max(pad_h, pad_w) else "edge")
-    output = np.asarray(generator(padded[None], training=False), dtype=np.float32)[0]
-    return output[:height, :width]
+    return predict_batch(generator, image[None], stride)[0]
 
 
 #: The 8 symmetries of the square as (transpose, flip up-down, flip left-right), applied in
@@ -1080,8 +1116,9 @@ def predict_tta(generator, image, stride):
     """Test-time augmentation: :func:`predict` averaged over the 8 flips and transposes.
 
     Each of the 8 symmetries of the square (:data:`DIHEDRAL`) is applied to
-    ``image``, predicted alone (a batch of one, as without TTA), inverted, and the 8
-    results are averaged.  Non-square images get all 8 too: the generator is
+    ``image`` and predicted (the 8 in one batch for a square image, else one batch of 4
+    per orientation; with the moving averages an image's output does not depend on
+    the rest of its batch), inverted, and the 8 results are averaged.  Non-square images get all 8 too: the generator is
     fully convolutional, so a transposed (x, y) image is predicted like any
     other size.  Costs 8 predictions.  For a generator that commutes with flips
     and transposes it equals :func:`predict` (up to rounding) when the sides
@@ -1102,11 +1139,16 @@ def predict_tta(generator, image, stride):
     numpy.ndarray
         (y, x, c_out) float32.
     """
+    if image.shape[0] == image.shape[1]:  # one batch per shape: all 8 at once for a square
+        groups = [list(DIHEDRAL)]
+    else:
+        groups = [[t for t in DIHEDRAL if t[0] == transposed] for transposed in (False, True)]
     total = None
-    for transform in DIHEDRAL:
-        moved = np.ascontiguousarray(dihedral(image, transform))
-        output = dihedral_inverse(predict(generator, moved, stride), transform)
-        total = output.astype(np.float64) if total is None else total + output
+    for group in groups:
+        moved = np.stack([dihedral(image, t) for t in group])
+        for transform, output in zip(group, predict_batch(generator, moved, stride)):
+            output = dihedral_inverse(output, transform).astype(np.float64)
+            total = output if total is None else total + output
     return (total / len(DIHEDRAL)).astype(np.float32)
 
 

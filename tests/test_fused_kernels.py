@@ -105,3 +105,22 @@ def test_fused_adam_equals_keras_adam():
     assert np.abs(ours[0] - start).max() > 1e-2  # it moved
     for a, b in zip(ours[:3], theirs[:3]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_prediction_is_one_compiled_function_for_any_size_and_batch():
+    from imagetranslation import trainer
+    from imagetranslation.models import resnet_generator
+
+    generator = resnet_generator(ngf=4, n_res_blocks=1)
+    rng = np.random.default_rng(6)
+    images = rng.uniform(-1, 1, (3, 20, 28, 3)).astype(np.float32)
+    batch = trainer.predict_batch(generator, images, 4)
+    assert batch.shape == (3, 20, 28, 3) and batch.dtype == np.float32
+    for image, output in zip(images, batch):  # an image's output ignores the rest of the batch
+        np.testing.assert_allclose(trainer.predict(generator, image, 4), output, atol=1e-5)
+        eager = np.asarray(generator(image[None], training=False))[0]
+        np.testing.assert_allclose(output, eager, atol=1e-5)
+    trainer.predict(generator, rng.uniform(-1, 1, (13, 9, 3)).astype(np.float32), 4)
+    trainer.predict_tta(generator, rng.uniform(-1, 1, (16, 16, 3)).astype(np.float32), 4)
+    function = trainer._inference(generator)
+    assert function.experimental_get_tracing_count() == 1  # no retracing per size or batch

@@ -69,7 +69,7 @@ def test_zarr_prediction_equals_the_png_prediction(tmp_path):
     shape = tiled.predict_volume(run, tmp_path / "em.zarr", tmp_path / "out.zarr")
     got = zarrio.read_zarr(tmp_path / "out.zarr")
     assert shape == em.shape and got.shape == expected.shape
-    assert got.std() > 3  # a network that draws something
+    assert got.std() > 2  # a network that draws something (not a constant image)
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
     tiled.predict_volume(run, tmp_path / "em.zarr", tmp_path / "tiles.zarr", tile=16)
     tiles = zarrio.read_zarr(tmp_path / "tiles.zarr")
