@@ -47,6 +47,14 @@ RECIPES = {
     # the best on d at 2 minutes (wide_augment) with the loss that helped on d (dice)
     "wide_dice_augment": ["--generator", "resnet", "--ngf", "32", "--n_res_blocks", "6",
                           "--Y_loss", "dice", "--augment", "elastic,intensity,blur"],
+    # wide_augment with the learning rate decayed to 0 over the budget (longer budgets
+    # overfit the 50 training slices at a constant rate)
+    "wide_augment_cosine": ["--generator", "resnet", "--ngf", "32", "--n_res_blocks", "6",
+                            "--Y_loss", "square", "--augment", "elastic,intensity,blur",
+                            "--lr_decay", "cosine"],
+    "wide_augment_linear": ["--generator", "resnet", "--ngf", "32", "--n_res_blocks", "6",
+                            "--Y_loss", "square", "--augment", "elastic,intensity,blur",
+                            "--lr_decay", "linear"],
 }
 
 

@@ -26,6 +26,8 @@ UNIT_FLOATS = ("brightness", "missing_slice_p", "misalign_p")
 #: Integers of the augmentations: (key, lowest value).
 AUGMENT_INTS = (("elastic_spacing", 2), ("misalign_pixels", 0))
 #: Training augmentations (``--augment``), in the order the pipeline applies them.
+#: --lr_decay: the learning-rate schedules (trainer.learning_rate_at).
+LR_DECAYS = ("none", "cosine", "linear")
 AUGMENTATIONS = ("elastic", "intensity", "blur", "misalign", "missing_slice")
 #: Largest ``--blur_sigma`` (the kernel has radius ceil(3 sigma) and must fit the crop).
 MAX_BLUR_SIGMA = 10.0
@@ -166,7 +168,7 @@ def check_values(options, source=None):
         ``generator`` not one of :data:`GENERATORS`, ``restore`` not one of
         :data:`RESTORE`, ``devices`` not a word or device list (see
         :func:`parse_devices`); ``n_highway_units``, ``n_dense_blocks`` < 0 or
-        ``n_dense_layers`` < 1.
+        ``n_dense_layers`` < 1; ``lr_decay`` not one of :data:`LR_DECAYS`.
     """
     def given(key):
         return options.get(key) is not None
@@ -221,7 +223,7 @@ def check_values(options, source=None):
         parse_devices(options["devices"], source)
     for key, choices in (("generator", GENERATORS), ("restore", RESTORE),
                          ("which_direction", ("AtoB", "BtoA")),
-                         ("loss", ("log", "square")),
+                         ("loss", ("log", "square")), ("lr_decay", LR_DECAYS),
                          ("Y_loss", ("hinge", "square", "dice", "logistic")),
                          ("mixed_precision", ("bf16", "fp16", None))):
         if key in options and options[key] not in choices:

@@ -867,6 +867,30 @@ def write_training_record(out, record):
     write_file(Path(out) / "training.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+def learning_rate_at(lr, decay, step, max_steps=None, elapsed=None, budget=None):
+    """``--lr_decay``: the learning rate of the step after ``step`` steps.
+
+    The run's progress is the larger of ``step / max_steps`` and ``elapsed / budget``
+    (seconds), each where known, clipped to [0, 1]: the schedule ends where the run
+    ends, by steps or by its time budget, whichever comes first.  ``none`` keeps
+    ``lr``; ``cosine`` is ``lr (1 + cos(pi p)) / 2``; ``linear`` is ``lr (1 - p)``.
+    Without a known end (neither given) the rate stays ``lr``.
+    """
+    if decay == "none":
+        return lr
+    progress = []
+    if max_steps:
+        progress.append(step / max_steps)
+    if budget:
+        progress.append((elapsed or 0.0) / budget)
+    p = min(max(max(progress, default=0.0), 0.0), 1.0)
+    if decay == "cosine":
+        return lr * 0.5 * (1.0 + math.cos(math.pi * p))
+    if decay == "linear":
+        return lr * (1.0 - p)
+    raise ValueError(f"--lr_decay must be one of none, cosine, linear; got {decay!r}")
+
+
 def fit(model, dataset, options, start):
     """Run the training loop from step ``start``.
 
@@ -932,8 +956,19 @@ def fit(model, dataset, options, start):
             manager.save(checkpoint_number=step)
             saved = step
 
+    decay = options.get("lr_decay") or "none"
+    optimizers = [model.g_opt] + ([model.d_opt] if model.discriminator is not None else [])
+
+    def schedule():
+        rate = learning_rate_at(options["lr"], decay, step, total, _clock() - began, budget)
+        for optimizer in optimizers:
+            optimizer.learning_rate.assign(rate)
+        return rate
+
     try:
         for batch_inputs, batch_targets in dataset:
+            if decay != "none":
+                rate = schedule()
             result = step_fn(batch_inputs, batch_targets)
             step = int(result["step"])
             losses = {k: float(v) for k, v in result.items() if k not in ("outputs", "step")}
@@ -943,6 +978,8 @@ def fit(model, dataset, options, start):
                 with writer.as_default(step=step):
                     for key, value in losses.items():
                         tf.summary.scalar(key, value)
+                    if decay != "none":
+                        tf.summary.scalar("learning_rate", rate)
             if options["display_freq"] and step % options["display_freq"] == 0:
                 if strategy is not None:  # the first replica's share, as result["outputs"]
                     batch_inputs, batch_targets = (strategy.experimental_local_results(b)[0]
@@ -1118,12 +1155,13 @@ def predict_tta(generator, image, stride):
     Each of the 8 symmetries of the square (:data:`DIHEDRAL`) is applied to
     ``image`` and predicted (the 8 in one batch for a square image, else one batch of 4
     per orientation; with the moving averages an image's output does not depend on
-    the rest of its batch), inverted, and the 8 results are averaged.  Non-square images get all 8 too: the generator is
-    fully convolutional, so a transposed (x, y) image is predicted like any
-    other size.  Costs 8 predictions.  For a generator that commutes with flips
-    and transposes it equals :func:`predict` (up to rounding) when the sides
-    are multiples of ``stride`` (otherwise the padding :func:`predict` adds
-    at the bottom and right lands on other sides of the transformed images).
+    the rest of its batch), inverted, and the 8 results are averaged.  Non-square
+    images get all 8 too: the generator is fully convolutional, so a transposed
+    (x, y) image is predicted like any other size.  Costs 8 predictions.  For a
+    generator that commutes with flips and transposes it equals :func:`predict`
+    (up to rounding) when the sides are multiples of ``stride`` (otherwise the
+    padding :func:`predict` adds at the bottom and right lands on other sides of
+    the transformed images).
 
     Parameters
     ----------

@@ -33,7 +33,14 @@ import sys
 
 from imagetranslation import quiet_tensorflow_start
 from imagetranslation.data import AUGMENT_DEFAULTS
-from imagetranslation.options import AUGMENTATIONS, GENERATORS, RESTORE, check_values, parse_augment
+from imagetranslation.options import (
+    AUGMENTATIONS,
+    GENERATORS,
+    LR_DECAYS,
+    RESTORE,
+    check_values,
+    parse_augment,
+)
 from neuron3d.cli import ArgumentParser, run_cli
 
 #: oneDNN instruction set used with --deterministic (unless ONEDNN_MAX_CPU_ISA is set).
@@ -138,6 +145,12 @@ def build_parser():
                         "of the whole batch and the learning rate is unchanged: a step equals "
                         "one step on one device with the same batch, up to rounding")
     p.add_argument("--lr", type=float, default=0.0002, help="Adam learning rate")
+    p.add_argument("--lr_decay", default="none", metavar="|".join(LR_DECAYS),
+                   help="learning-rate schedule over the run: none (constant --lr, the "
+                        "default), cosine or linear from --lr down to 0 at its end. The end is "
+                        "--max_steps/--max_epochs or the --max_minutes budget, whichever comes "
+                        "first (by steps done or minutes spent, whichever is further along); a "
+                        "budget run resumed with --checkpoint starts its schedule again")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     p.add_argument("--summary_freq", type=int, default=100, help="TensorBoard scalars every N")
     p.add_argument("--progress_freq", type=int, default=50, help="progress line every N steps")

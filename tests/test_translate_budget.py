@@ -134,3 +134,65 @@ def test_force_removes_training_json(tmp_path, combined, monkeypatch):
     assert (tmp_path / "run" / "training.json").exists()
     assert trainer.remove_run_files(tmp_path / "run")
     assert not (tmp_path / "run" / "training.json").exists()
+
+
+def test_learning_rate_schedules_exact_values():
+    at = trainer.learning_rate_at
+    assert at(0.1, "none", 5, 10, 30.0, 60.0) == 0.1
+    assert at(0.1, "linear", 0, 10) == pytest.approx(0.1)
+    assert at(0.1, "linear", 5, 10) == pytest.approx(0.05)
+    assert at(0.1, "cosine", 5, 10) == pytest.approx(0.05)
+    assert at(0.1, "cosine", 10, 10) == pytest.approx(0.0, abs=1e-12)
+    assert at(0.1, "cosine", 1, 4) == pytest.approx(0.1 * (1 + np.cos(np.pi / 4)) / 2)
+    # by time alone, and by whichever end is nearer
+    assert at(0.1, "linear", 3, None, 45.0, 60.0) == pytest.approx(0.025)
+    assert at(0.1, "linear", 8, 10, 15.0, 60.0) == pytest.approx(0.02)   # steps further along
+    assert at(0.1, "linear", 2, 10, 45.0, 60.0) == pytest.approx(0.025)  # time further along
+    assert at(0.1, "linear", 20, 10, 90.0, 60.0) == 0.0                  # clipped
+    assert at(0.1, "cosine", 3) == pytest.approx(0.1)                    # no known end
+    with pytest.raises(ValueError, match="--lr_decay must be one of"):
+        at(0.1, "step", 1, 10)
+
+
+def _optimizer_rate(out):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(out)))
+    names = [n for n in reader.get_variable_to_shape_map()
+             if n.startswith("gen_optimizer/") and "learning_rate" in n]
+    assert len(names) == 1, names
+    return float(reader.get_tensor(names[0]))
+
+
+def test_lr_decay_follows_the_steps_and_is_recorded(tmp_path, combined):
+    assert _train(combined, tmp_path / "linear", "--max_steps", "4", "--lr", "0.01",
+                  "--lr_decay", "linear") == 0
+    # The rate of the last step (after 3 of 4): 0.01 x (1 - 3/4).
+    assert _optimizer_rate(tmp_path / "linear") == pytest.approx(0.0025)
+    options = json.loads((tmp_path / "linear" / "options.json").read_text())
+    assert options["lr_decay"] == "linear"
+    assert _train(combined, tmp_path / "constant", "--max_steps", "4", "--lr", "0.01") == 0
+    assert _optimizer_rate(tmp_path / "constant") == pytest.approx(0.01)
+    # Killed after step 2 of 4 (the step-4 checkpoint removed), then resumed: the schedule is
+    # one of steps, so the weights are those of the uninterrupted run.
+    assert _train(combined, tmp_path / "killed", "--max_steps", "4", "--lr", "0.01",
+                  "--lr_decay", "linear", "--save_freq", "2") == 0
+    for stale in (tmp_path / "killed").glob("ckpt-4*"):
+        stale.unlink()
+    tf.compat.v1.train.update_checkpoint_state(str(tmp_path / "killed"),
+                                               str(tmp_path / "killed" / "ckpt-2"))
+    assert translate.main(["--mode", "train", "--input_dir", str(combined), "--checkpoint",
+                           str(tmp_path / "killed"), "--output_dir", str(tmp_path / "killed"),
+                           *TINY, "--max_steps", "4", "--lr", "0.01",
+                           "--lr_decay", "linear"]) == 0
+    whole, resumed = _weights(tmp_path / "linear"), _weights(tmp_path / "killed")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        np.testing.assert_array_equal(whole[name], resumed[name])
+
+
+def test_unknown_lr_decay_is_one_line(tmp_path, capsys):
+    status = translate.main(["--mode", "train", "--input_dir", str(tmp_path), "--output_dir",
+                             str(tmp_path / "out"), "--max_steps", "1", "--lr_decay", "step"])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--lr_decay must be one of none, cosine, linear; got 'step'" in err
+    assert not (tmp_path / "out").exists()
