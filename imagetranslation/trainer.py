@@ -960,11 +960,13 @@ def fit(model, dataset, options, start):
     optimizers = [model.g_opt] + ([model.d_opt] if model.discriminator is not None else [])
 
     def schedule():
-        rate = learning_rate_at(options["lr"], decay, step, total, _clock() - began, budget)
+        elapsed = _clock() - began if decay != "none" and budget is not None else None
+        rate = learning_rate_at(options["lr"], decay, step, total, elapsed, budget)
         for optimizer in optimizers:
             optimizer.learning_rate.assign(rate)
         return rate
 
+    rate = schedule()  # also on a resume: the checkpoint holds the rate it stopped at
     try:
         for batch_inputs, batch_targets in dataset:
             if decay != "none":
@@ -1092,7 +1094,8 @@ def _inference(generator):
     function = _COMPILED.get(generator)
     if function is None:
         channels = generator.inputs[0].shape[-1]
-        function = tf.function(lambda batch: generator(batch, training=False),
+        model = weakref.ref(generator)  # the cache must not keep the generator alive
+        function = tf.function(lambda batch: model()(batch, training=False),
                                input_signature=[tf.TensorSpec([None, None, None, channels],
                                                               tf.float32)])
         _COMPILED[generator] = function
@@ -1118,6 +1121,11 @@ def predict(generator, image, stride):
     """Run ``generator`` on one (y, x, c) float image of any size (padded, then cropped)."""
     return predict_batch(generator, image[None], stride)[0]
 
+
+#: Test-time augmentation predicts its transforms in batches of at most this many pixels
+#: (all 8 of a 724 x 724 slice at once; a 1024 x 1024 slice 4 at a time), so that a slice
+#: that fits alone does not need 8 times the activations.
+TTA_BATCH_PIXELS = 2**22
 
 #: The 8 symmetries of the square as (transpose, flip up-down, flip left-right), applied in
 #: that order; the identity first.
@@ -1153,15 +1161,16 @@ def predict_tta(generator, image, stride):
     """Test-time augmentation: :func:`predict` averaged over the 8 flips and transposes.
 
     Each of the 8 symmetries of the square (:data:`DIHEDRAL`) is applied to
-    ``image`` and predicted (the 8 in one batch for a square image, else one batch of 4
-    per orientation; with the moving averages an image's output does not depend on
-    the rest of its batch), inverted, and the 8 results are averaged.  Non-square
-    images get all 8 too: the generator is fully convolutional, so a transposed
-    (x, y) image is predicted like any other size.  Costs 8 predictions.  For a
-    generator that commutes with flips and transposes it equals :func:`predict`
-    (up to rounding) when the sides are multiples of ``stride`` (otherwise the
-    padding :func:`predict` adds at the bottom and right lands on other sides of
-    the transformed images).
+    ``image`` and predicted in batches (one per orientation, all 8 at once for a
+    square image, at most :data:`TTA_BATCH_PIXELS` pixels each; with the moving
+    averages an image's output does not depend on the rest of its batch),
+    inverted, and the 8 results are averaged.  Non-square images get all 8 too:
+    the generator is fully convolutional, so a transposed (x, y) image is
+    predicted like any other size.  Costs 8 predictions.  For a generator that
+    commutes with flips and transposes it equals :func:`predict` (up to
+    rounding) when the sides are multiples of ``stride`` (otherwise the padding
+    :func:`predict` adds at the bottom and right lands on other sides of the
+    transformed images).
 
     Parameters
     ----------
@@ -1181,12 +1190,15 @@ def predict_tta(generator, image, stride):
         groups = [list(DIHEDRAL)]
     else:
         groups = [[t for t in DIHEDRAL if t[0] == transposed] for transposed in (False, True)]
+    per_batch = max(1, TTA_BATCH_PIXELS // (image.shape[0] * image.shape[1]))
     total = None
     for group in groups:
-        moved = np.stack([dihedral(image, t) for t in group])
-        for transform, output in zip(group, predict_batch(generator, moved, stride)):
-            output = dihedral_inverse(output, transform).astype(np.float64)
-            total = output if total is None else total + output
+        for start in range(0, len(group), per_batch):  # large slices: fewer at a time
+            part = group[start:start + per_batch]
+            moved = np.stack([dihedral(image, t) for t in part])
+            for transform, output in zip(part, predict_batch(generator, moved, stride)):
+                output = dihedral_inverse(output, transform).astype(np.float64)
+                total = output if total is None else total + output
     return (total / len(DIHEDRAL)).astype(np.float32)
 
 

@@ -77,8 +77,9 @@ def check_memory_limit(text, name="--memory_limit"):
 
 # glibc's allocator in the LocalCluster's workers.  dask sets MALLOC_TRIM_THRESHOLD_=65536,
 # which also turns off glibc's adaptive mmap threshold: every array above 128 KiB is then a
-# fresh mmap whose pages fault in, and a block's arrays are megabytes (the reconstruction ran
-# 1.5 times slower in one process with that setting).  Arrays below 32 MiB come from the heap
+# fresh mmap whose pages fault in, and a block's arrays are megabytes (the 16x volume of
+# benchmarks/bench_scale.py: reconstruct 8.1 s on 2 workers with dask's setting, 4.0 s with
+# this one).  Arrays below 32 MiB come from the heap
 # and are reused instead; up to 128 MiB of freed heap is kept before it is returned.
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20, "MALLOC_TRIM_THRESHOLD_": 128 * 2**20}
 
@@ -177,20 +178,30 @@ def read_region(array, region, halo=(0, 0, 0), extra_after_z=0):
 
 
 _OPENED = {}  # per process: (path, mode) -> (the store folder's identity, zarr.Array)
+_METADATA = (".zarray", "zarr.json", "0/.zarray", "0/zarr.json")
 
 
 def _cached(path, mode, opener):
-    """``opener()``, reused while the store folder at ``path`` is the same one (its inode and
-    modification time): a worker opens each store once, not once per block (zarr's open
-    reads several metadata files, about 2.5 ms).  A store replaced under the same name
-    (the atomic writes rename a new folder in) is opened again."""
+    """``opener()``, reused while the store folder at ``path`` and its array's metadata file
+    are the same ones (inode, modification time, size): a worker opens each store once, not
+    once per block (zarr's open reads several metadata files, about 2.5 ms).  A store
+    replaced under the same name (the atomic writes rename a new folder in) or resized in
+    place is opened again.  On a network file system that caches attributes (NFS), a
+    replacement is seen when the cached attributes expire, as any reader sees it."""
     import os
 
     try:
         info = os.stat(path)
     except OSError:
         return opener()  # the opener names the missing store
-    identity = (info.st_ino, info.st_dev, info.st_mtime_ns)
+    identity = [(info.st_ino, info.st_dev, info.st_mtime_ns)]
+    for name in _METADATA:  # and the array's own metadata (changed by a resize in place)
+        try:
+            meta = os.stat(os.path.join(path, name))
+        except OSError:
+            continue
+        identity.append((name, meta.st_ino, meta.st_mtime_ns, meta.st_size))
+    identity = tuple(identity)
     key = (os.path.abspath(path), mode)
     hit = _OPENED.get(key)
     if hit is not None and hit[0] == identity:
@@ -446,10 +457,9 @@ def label_volume(client, masks, shape, output, chunks=None):
     # Face tasks go before the labelling still queued (higher priority), so each block's
     # planes are released soon after its neighbours are labelled: the cluster holds about
     # one layer of blocks' faces, whatever the volume.
-    paired = [client.submit(_face_pass, labelled[i],
-                            *[None if j is None else labelled[j] for j in neighbours[i]],
-                            pure=False, priority=1)
-              for i in range(len(grid))]
+    upper_of = [[None if n[axis] is None else labelled[n[axis]] for n in neighbours]
+                for axis in range(3)]
+    paired = client.map(_face_pass, labelled, *upper_of, pure=False, priority=1)
     del labelled
     first = gather_with_progress(paired, "label blocks")
     del paired

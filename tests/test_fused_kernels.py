@@ -124,3 +124,41 @@ def test_prediction_is_one_compiled_function_for_any_size_and_batch():
     trainer.predict_tta(generator, rng.uniform(-1, 1, (16, 16, 3)).astype(np.float32), 4)
     function = trainer._inference(generator)
     assert function.experimental_get_tracing_count() == 1  # no retracing per size or batch
+
+
+def test_mixed_precision_inputs_are_normalised_in_float32():
+    previous = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("mixed_float16")
+        ours, theirs = pair(7)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    x = tf.constant(np.random.default_rng(8).normal(1.0, 2.0, (2, 6, 6, 5)), tf.float16)
+    y1, y2 = ours(x, training=True), theirs(x, training=True)
+    assert y1.dtype == y2.dtype == tf.float16
+    np.testing.assert_allclose(y1.numpy().astype(np.float32), y2.numpy().astype(np.float32),
+                               atol=2e-2)
+    np.testing.assert_allclose(ours.moving_variance.numpy(), theirs.moving_variance.numpy(),
+                               rtol=1e-3)
+
+
+def test_tta_batches_and_the_compiled_function_do_not_keep_the_generator(monkeypatch):
+    import gc
+    import weakref
+
+    from imagetranslation import trainer
+    from imagetranslation.models import resnet_generator
+
+    generator = resnet_generator(ngf=4, n_res_blocks=1)
+    image = np.random.default_rng(9).uniform(-1, 1, (16, 16, 3)).astype(np.float32)
+    together = trainer.predict_tta(generator, image, 4)
+    monkeypatch.setattr(trainer, "TTA_BATCH_PIXELS", 3 * 16 * 16)  # batches of 3, 3 and 2
+    np.testing.assert_allclose(trainer.predict_tta(generator, image, 4), together, atol=1e-6)
+    alone = np.mean([trainer.dihedral_inverse(trainer.predict(
+        generator, np.ascontiguousarray(trainer.dihedral(image, t)), 4), t)
+        for t in trainer.DIHEDRAL], axis=0)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    gone = weakref.ref(generator)
+    del generator
+    gc.collect()
+    assert gone() is None

@@ -171,6 +171,11 @@ def test_lr_decay_follows_the_steps_and_is_recorded(tmp_path, combined):
     assert options["lr_decay"] == "linear"
     assert _train(combined, tmp_path / "constant", "--max_steps", "4", "--lr", "0.01") == 0
     assert _optimizer_rate(tmp_path / "constant") == pytest.approx(0.01)
+    # Resumed without --lr_decay: the rate is --lr again, not the one the checkpoint holds.
+    assert translate.main(["--mode", "train", "--input_dir", str(combined), "--checkpoint",
+                           str(tmp_path / "linear"), "--output_dir", str(tmp_path / "more"),
+                           *TINY, "--max_steps", "5", "--lr", "0.01"]) == 0
+    assert _optimizer_rate(tmp_path / "more") == pytest.approx(0.01)
     # Killed after step 2 of 4 (the step-4 checkpoint removed), then resumed: the schedule is
     # one of steps, so the weights are those of the uninterrupted run.
     assert _train(combined, tmp_path / "killed", "--max_steps", "4", "--lr", "0.01",
