@@ -15,6 +15,7 @@ import re
 
 #: Integers that must be >= 1 when given.
 POSITIVE_INTS = ("ngf", "ndf", "crop_size", "batch_size", "scale_size", "u_depth",
+                 "validation_freq",
                  "n_dense_layers", "image_height", "image_width", "threads")
 #: Integers that must be >= 0 when given (0 means "never" for the frequencies).
 NON_NEGATIVE_INTS = ("n_res_blocks", "n_highway_units", "n_dense_blocks", "max_epochs",
@@ -224,6 +225,7 @@ def check_values(options, source=None):
     for key, choices in (("generator", GENERATORS), ("restore", RESTORE),
                          ("which_direction", ("AtoB", "BtoA")),
                          ("loss", ("log", "square")), ("lr_decay", LR_DECAYS),
+                         ("weights", ("best", "last")),
                          ("Y_loss", ("hinge", "square", "dice", "logistic")),
                          ("mixed_precision", ("bf16", "fp16", None))):
         if key in options and options[key] not in choices:

@@ -61,7 +61,7 @@ _RUN_MARKERS = re.compile(r"^(checkpoint|ckpt-\d+.*|options\.json)$")
 #: Files a training run writes into its folder (``--force`` removes them), including
 #: TensorFlow's temporaries of a killed save (``ckpt-N_temp``, ``checkpoint.tmp...``).
 _RUN_FILES = re.compile(r"^(checkpoint|checkpoint\.tmp.*|ckpt-\d+.*|events\.out\.tfevents\..*"
-                        r"|options\.json|training\.json|index\.html)$")
+                        r"|options\.json|training\.json|index\.html|best)$")
 #: Images that training (display_freq) and test write into ``images/``.
 _RUN_IMAGES = re.compile(r"^.+-(inputs|outputs|targets)\.(png|jpeg)$")
 #: Temporaries TensorFlow leaves when killed while saving a checkpoint.
@@ -794,6 +794,10 @@ def train(options):
     options["training_devices"] = devices
     inputs, targets, _ = D.load_pairs(options["input_dir"], options["which_direction"])
     check_sizes(options, *inputs.shape[1:3])
+    validation = None
+    if options.get("validation_dir"):
+        validation = D.load_pairs(options["validation_dir"], options["which_direction"],
+                                  what="--validation_dir")[:2]  # RGB, as the inputs
     steps_per_epoch = math.ceil(len(inputs) / options["batch_size"])
     if options.get("max_steps") is None and options.get("max_epochs") is not None:
         options["max_steps"] = options["max_epochs"] * steps_per_epoch
@@ -842,7 +846,7 @@ def train(options):
           f"{len(inputs)} images, steps {start}..{end}{budget} "
           f"({steps_per_epoch} per epoch), {where}", file=sys.stderr)
     dataset = D.training_dataset(inputs, targets, options, start)
-    step, losses, record = fit(model, dataset, options, start)
+    step, losses, record = fit(model, dataset, options, start, validation)
     print(f"{PROG}: trained to step {step} in {record['seconds']:.1f} s (stopped by "
           f"{record['stopped_by']}); checkpoint, options.json, training.json and TensorBoard "
           f"logs in {out}", file=sys.stderr)
@@ -891,7 +895,61 @@ def learning_rate_at(lr, decay, step, max_steps=None, elapsed=None, budget=None)
     raise ValueError(f"--lr_decay must be one of none, cosine, linear; got {decay!r}")
 
 
-def fit(model, dataset, options, start):
+class Validation:
+    """``--validation_dir``: the generator's ``--Y_loss`` on held-out images, and its best
+    weights in ``<output_dir>/best`` (a checkpoint of the generator alone).
+
+    The images are predicted whole with the moving averages, as ``--mode test`` predicts
+    them, so the loss is that of the network a user would get.  A resumed run in the same
+    folder keeps the best of before (from its training.json).
+    """
+
+    def __init__(self, model, images, options, out):
+        import tensorflow as tf
+
+        self.generator = model.generator
+        self.inputs = D.to_model_range(images[0])
+        self.targets = D.to_model_range(images[1])
+        self.kind, self.stride = options["Y_loss"], stride_of(options)
+        self.folder = Path(out) / "best"
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=model.generator),
+                                                  str(self.folder), max_to_keep=1)
+        self.best_loss, self.best_step, self.history = math.inf, None, []
+        previous = Path(out) / "training.json"
+        if self.manager.latest_checkpoint and previous.is_file():
+            try:
+                earlier = json.loads(previous.read_text()).get("validation") or {}
+            except (OSError, ValueError):
+                earlier = {}
+            if earlier.get("best_loss") is not None:
+                self.best_loss, self.best_step = earlier["best_loss"], earlier["best_step"]
+                self.history = list(earlier.get("history", []))
+
+    def loss(self):
+        import tensorflow as tf
+
+        outputs = np.concatenate([predict_batch(self.generator, self.inputs[i:i + 8],
+                                                self.stride)
+                                  for i in range(0, len(self.inputs), 8)])
+        return float(classic_loss(self.kind, tf.constant(outputs), tf.constant(self.targets)))
+
+    def __call__(self, step):
+        """Validate at ``step``; save the weights if they are the best so far."""
+        loss = self.loss()
+        self.history.append([int(step), loss])
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, int(step)
+            self.manager.save(checkpoint_number=step)
+        return loss
+
+    def record(self, options):
+        return {"dir": str(options["validation_dir"]), "freq": options["validation_freq"],
+                "loss": options["Y_loss"], "best_step": self.best_step,
+                "best_loss": self.best_loss if self.best_step is not None else None,
+                "history": self.history}
+
+
+def fit(model, dataset, options, start, validation=None):
     """Run the training loop from step ``start``.
 
     Writes checkpoints every ``save_freq`` steps and at the end, TensorBoard
@@ -936,6 +994,8 @@ def fit(model, dataset, options, start):
     strategy = getattr(model, "strategy", None)
     if strategy is not None:  # each global batch split evenly over the replicas, in order
         dataset = strategy.experimental_distribute_dataset(dataset)
+    validator = None if validation is None else Validation(model, validation, options, out)
+    validated = None
     progress = StepProgress(total, start, desc=PROG, every_steps=options["progress_freq"],
                             final_line=True, unit="step")
     losses, step, saved = {}, start, None
@@ -947,6 +1007,8 @@ def fit(model, dataset, options, start):
         result = {"steps_reached": step, "start_step": start, "stopped_by": why,
                   "seconds": round(seconds, 3), "seconds_total": round(earlier + seconds, 3),
                   "max_steps": total, "max_minutes": minutes}
+        if validator is not None:
+            result["validation"] = validator.record(options)
         write_training_record(out, result)
         return result
 
@@ -989,6 +1051,10 @@ def fit(model, dataset, options, start):
                 _display(out, step, batch_inputs, result["outputs"], batch_targets, writer)
             if options["save_freq"] and step % options["save_freq"] == 0:
                 save()
+            if validator is not None and step % options["validation_freq"] == 0:
+                value, validated = validator(step), step
+                with writer.as_default(step=step):
+                    tf.summary.scalar("validation_loss", value)
             progress.update(step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
             if budget is not None and step != total and _clock() - began >= budget:
                 stopped_by = "max_minutes"
@@ -996,6 +1062,14 @@ def fit(model, dataset, options, start):
         progress.close()
         if step > start or manager.latest_checkpoint is None:
             save()
+        if validator is not None and validated != step:
+            value = validator(step)
+            with writer.as_default(step=step):
+                tf.summary.scalar("validation_loss", value)
+        if validator is not None:
+            print(f"{PROG}: validation {options['Y_loss']} loss {validator.best_loss:.5g} at "
+                  f"step {validator.best_step} (of {len(validator.history)} checks): its "
+                  f"generator in {validator.folder}", file=sys.stderr)
     except KeyboardInterrupt:
         progress.close()
         step = int(model.step.numpy())
@@ -1071,6 +1145,9 @@ def load_for_inference(checkpoint_dir, overrides=None):
     options.update({k: saved[k] for k in ARCH_KEYS if k in saved})
     configure({"seed": options.get("seed", 0), "mixed_precision": options.get("mixed_precision")})
     generator = build_generator(options)
+    best = Path(checkpoint_dir) / "best"
+    if options.get("weights", "best") == "best" and tf.train.latest_checkpoint(str(best)):
+        checkpoint_dir = best  # the validated best weights (--validation_dir)
     restore(tf.train.Checkpoint(generator=generator), checkpoint_dir, partial=True)
     return generator, options
 

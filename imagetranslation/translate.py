@@ -145,6 +145,17 @@ def build_parser():
                         "of the whole batch and the learning rate is unchanged: a step equals "
                         "one step on one device with the same batch, up to rounding")
     p.add_argument("--lr", type=float, default=0.0002, help="Adam learning rate")
+    p.add_argument("--validation_dir",
+                   help="train: combined images held out from training (as --input_dir); "
+                        "every --validation_freq steps and at the end the generator predicts "
+                        "them whole (as --mode test does) and its --Y_loss on them is "
+                        "recorded; the weights of the lowest go to <output_dir>/best, which "
+                        "--mode test uses (early stopping by checkpoint choice)")
+    p.add_argument("--validation_freq", type=int, default=250,
+                   help="validate every N steps (default %(default)s)")
+    p.add_argument("--weights", default="best", metavar="best|last",
+                   help="test/export: the validated best weights of the run when it has them "
+                        "(default), or its last checkpoint")
     p.add_argument("--lr_decay", default="none", metavar="|".join(LR_DECAYS),
                    help="learning-rate schedule over the run: none (constant --lr, the "
                         "default), cosine or linear from --lr down to 0 at its end. The end is "

@@ -1,0 +1,86 @@
+"""translate.py --validation_dir: the held-out loss during training, the best weights kept in
+<output_dir>/best and used by --mode test (early stopping by checkpoint choice)."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import assert_user_error_status, combined_images
+
+from imagetranslation import trainer, translate
+from imagetranslation.data import load_pairs, to_model_range
+from neuron3d.io import read_stack
+
+tf = pytest.importorskip("tensorflow")
+
+TINY = ["--ngf", "4", "--n_res_blocks", "1", "--crop_size", "16", "--scale_size", "16",
+        "--gan_weight", "0", "--seed", "3", "--progress_freq", "0", "--save_freq", "0",
+        "--lr", "0.01", "--Y_loss", "square"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    return combined_images(folder / "train", (3, 16, 16), seed=1), \
+        combined_images(folder / "held_out", (2, 16, 24), seed=2)
+
+
+def _train(train, out, *extra):
+    return translate.main(["--mode", "train", "--input_dir", str(train), "--output_dir",
+                           str(out), *TINY, *extra])
+
+
+def test_validation_records_every_check_and_keeps_the_best_weights(tmp_path, data):
+    train, held_out = data
+    out = tmp_path / "run"
+    assert _train(train, out, "--max_steps", "7", "--validation_dir", str(held_out),
+                  "--validation_freq", "3") == 0
+    record = json.loads((out / "training.json").read_text())["validation"]
+    steps = [s for s, _ in record["history"]]
+    assert steps == [3, 6, 7]  # every 3 steps and the last one
+    losses = dict(record["history"])
+    assert record["best_step"] == min(losses, key=losses.get)
+    assert record["best_loss"] == min(losses.values()) and record["loss"] == "square"
+    assert tf.train.latest_checkpoint(str(out / "best")).endswith(f"ckpt-{record['best_step']}")
+    # The loss is the L2 of --mode test's prediction of the held-out images.
+    generator, options = trainer.load_for_inference(out)
+    inputs, targets, _ = load_pairs(held_out)
+    outputs = trainer.predict_batch(generator, to_model_range(inputs), 4)
+    expected = np.mean((outputs.astype(np.float64) - to_model_range(targets)) ** 2)
+    assert expected == pytest.approx(record["best_loss"], rel=1e-4)
+    # --mode test takes the best weights; --weights last the last checkpoint.
+    for weights in ("best", "last"):
+        assert translate.main(["--mode", "test", "--checkpoint", str(out), "--input_dir",
+                               str(held_out), "--output_dir", str(tmp_path / weights),
+                               "--weights", weights]) == 0
+    best = read_stack(tmp_path / "best" / "images", channel=0)
+    last = read_stack(tmp_path / "last" / "images", channel=0)
+    reference = (np.clip((outputs[..., 0] + 1) * 127.5, 0, 255) + 0.5).astype(np.uint8)
+    assert np.abs(best.astype(int) - reference.astype(int)).max() <= 1
+    if record["best_step"] != 7:
+        assert np.abs(best.astype(int) - last.astype(int)).max() > 1
+
+
+def test_a_resumed_run_keeps_the_best_of_before(tmp_path, data):
+    train, held_out = data
+    out = tmp_path / "run"
+    assert _train(train, out, "--max_steps", "4", "--validation_dir", str(held_out),
+                  "--validation_freq", "2") == 0
+    first = json.loads((out / "training.json").read_text())["validation"]
+    assert translate.main(["--mode", "train", "--input_dir", str(train), "--output_dir",
+                           str(out), "--checkpoint", str(out), *TINY, "--max_steps", "6",
+                           "--validation_dir", str(held_out), "--validation_freq", "2"]) == 0
+    second = json.loads((out / "training.json").read_text())["validation"]
+    assert second["history"][:len(first["history"])] == first["history"]
+    assert [s for s, _ in second["history"]] == [2, 4, 6]
+    assert second["best_loss"] == min(v for _, v in second["history"])
+
+
+def test_a_missing_validation_folder_is_one_line(tmp_path, data, capsys):
+    train, _ = data
+    status = _train(train, tmp_path / "out", "--max_steps", "2", "--validation_dir",
+                    str(tmp_path / "nowhere"))
+    assert_user_error_status(status, capsys, "--validation_dir", str(tmp_path / "nowhere"))
+    assert not (tmp_path / "out").exists()
+    status = _train(train, tmp_path / "out", "--max_steps", "2", "--validation_freq", "0")
+    assert_user_error_status(status, capsys, "--validation_freq must be an integer >= 1")
