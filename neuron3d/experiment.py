@@ -421,6 +421,12 @@ RECIPES = {
 }
 
 
+#: Recipes whose networks validate on d (--validation_dir) and keep their best weights, with
+#: the networks that have d's images (the agglomerating reconstruction predicts d with them).
+VALIDATED_RECIPES = ("real",)
+VALIDATED_NETWORKS = ("nn3", "nn5")
+
+
 def quick_crop(shape):
     """The small recipes' crop: the quadrant's shorter side, at most 128, a multiple of 4."""
     return min(shape[1] // 2, shape[2] // 2, 128) // 4 * 4
@@ -523,9 +529,15 @@ def plan(options, layout, shape):
     def train(key):
         net, out = NETWORKS[key], L.network(key)
         data = L.combined(net.pairs, net.quadrant)
+        inputs, validation = [data], []
+        if options.recipe in VALIDATED_RECIPES and agglomerate and key in VALIDATED_NETWORKS:
+            # early stopping by checkpoint choice on d, the quadrant choices are made on
+            held_out = L.combined(net.pairs, CHOICE_QUADRANT)
+            inputs.append(held_out)
+            validation = ["--validation_dir", held_out]
         argv = _command("imagetranslation/translate.py", "--mode", "train", "--input_dir", data,
-                        "--output_dir", out, *training_args(options, shape, key))
-        step(f"train_{key}", argv, [data], [out], resume=argv + ("--checkpoint", str(out)))
+                        "--output_dir", out, *training_args(options, shape, key), *validation)
+        step(f"train_{key}", argv, inputs, [out], resume=argv + ("--checkpoint", str(out)))
 
     def predict(key, q):
         data = L.combined(NETWORKS[key].pairs, q)
