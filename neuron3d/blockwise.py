@@ -79,8 +79,8 @@ def check_memory_limit(text, name="--memory_limit"):
 # which also turns off glibc's adaptive mmap threshold: every array above 128 KiB is then a
 # fresh mmap whose pages fault in, and a block's arrays are megabytes (the 16x volume of
 # benchmarks/bench_scale.py: reconstruct 8.1 s on 2 workers with dask's setting, 4.0 s with
-# this one).  Arrays below 32 MiB come from the heap
-# and are reused instead; up to 128 MiB of freed heap is kept before it is returned.
+# this one).  Arrays below 32 MiB come from the heap and are reused instead; up to 128 MiB
+# of freed heap is kept before it is returned.
 WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 32 * 2**20, "MALLOC_TRIM_THRESHOLD_": 128 * 2**20}
 
 
@@ -335,12 +335,6 @@ def _masks_from_labels(source, region):
     cyto = L.cytoplasm(data, mask, source)[:count]
     over = L.overlap(data, mask, source)[:count]
     return cyto[(slice(None),) + inner[1:]], over[(slice(None),) + inner[1:]]
-
-
-def _interleaved_region(region):
-    """The block's planes in the interleaved volume C0, O0, C1, ...: 2 z0 .. 2 z1."""
-    z = region[0]
-    return (slice(2 * z.start, 2 * z.stop),) + region[1:]
 
 
 def _block_labels(masks, region):

@@ -67,9 +67,8 @@ def test_a_resumed_run_keeps_the_best_of_before(tmp_path, data):
     assert _train(train, out, "--max_steps", "4", "--validation_dir", str(held_out),
                   "--validation_freq", "2") == 0
     first = json.loads((out / "training.json").read_text())["validation"]
-    assert translate.main(["--mode", "train", "--input_dir", str(train), "--output_dir",
-                           str(out), "--checkpoint", str(out), *TINY, "--max_steps", "6",
-                           "--validation_dir", str(held_out), "--validation_freq", "2"]) == 0
+    assert _train(train, out, "--checkpoint", str(out), "--max_steps", "6",
+                  "--validation_dir", str(held_out), "--validation_freq", "2") == 0
     second = json.loads((out / "training.json").read_text())["validation"]
     assert second["history"][:len(first["history"])] == first["history"]
     assert [s for s, _ in second["history"]] == [2, 4, 6]
