@@ -12,7 +12,10 @@ Prediction (``--mode test``): slices per second of 512 x 512 and 1024 x 1024 sli
 ``trainer.predict_batch`` (one compiled function for any size, batches of 1 and 4), against
 the generator called eagerly per slice.
 
-    python -m benchmarks.bench_translate [--seconds 8] [--xla] [--skip_training]
+    python -m benchmarks.bench_translate [--seconds 8] [--xla] [--skip_training] [--layers]
+
+``--layers`` also times every convolution of the small generator on its own (forward and
+backward at its shapes), the ceiling the library's kernels set for that configuration.
 """
 
 from __future__ import annotations
@@ -109,6 +112,50 @@ def time_prediction(generator, size, batch, seconds, compiled=True):
     return batch / statistics.median(times)
 
 
+def time_layers(options, seconds):
+    """Each convolution of the generator on its own: (name, input shape, kernel shape, median
+    seconds of its forward and backward pass, training FLOPs) for a crop of the run's size,
+    batch 1.  This is the ceiling of the library's kernels at those shapes, beside the step's
+    rate: what the step cannot pass without other convolution kernels."""
+    import keras
+    import tensorflow as tf
+
+    from imagetranslation.models import build_generator
+
+    size = options["crop_size"]
+    model = keras.models.clone_model(build_generator(options),
+                                     input_tensors=keras.Input((size, size, 3)))
+    rows = []
+    for layer in model.layers:
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            continue
+        shape = (1, *layer.input.shape[1:])
+        _, h, w, _ = (layer.input if isinstance(layer, keras.layers.Conv2DTranspose)
+                      else layer.output).shape
+        flops = 3 * 2 * h * w * int(np.prod(layer.kernel.shape))
+        inputs = tf.random.normal(shape)
+
+        @tf.function
+        def step(x, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                loss = tf.reduce_sum(y * y)
+            grad_x, grad_k = tape.gradient(loss, [x, layer.kernel])
+            return tf.reduce_sum(grad_x) + tf.reduce_sum(grad_k)
+
+        float(step(inputs))
+        times, spent = [], 0.0
+        while spent < seconds or len(times) < 5:
+            start = time.perf_counter()
+            float(step(inputs))
+            times.append(time.perf_counter() - start)
+            spent += times[-1]
+        rows.append((layer.name, shape, tuple(layer.kernel.shape), statistics.median(times),
+                     flops))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0,
@@ -116,6 +163,9 @@ def main():
     parser.add_argument("--xla", action="store_true", help="compile the step with XLA")
     parser.add_argument("--skip_training", action="store_true")
     parser.add_argument("--skip_prediction", action="store_true")
+    parser.add_argument("--layers", action="store_true",
+                        help="also time each convolution of the small generator on its own "
+                             "(forward + backward, batch 1)")
     args = parser.parse_args()
     import tensorflow as tf
 
@@ -150,6 +200,18 @@ def main():
                 print(f"{name}, discriminator {'on ' if gan_weight else 'off'}: "
                       f"{1 / seconds:6.2f} steps/s, {flops / 1e9:6.1f} GFLOP/step, "
                       f"{rate:5.1f} GFLOP/s = {rate / peak:4.0%} of matmul", flush=True)
+    if args.layers:
+        rows = time_layers(dict(base, **small), args.seconds / 8)
+        total = sum(r[3] for r in rows)
+        for name, shape, kernel, seconds, flops in rows:
+            rate = flops / seconds / 1e9
+            print(f"layer {name:20s} input {'x'.join(map(str, shape[1:])):>11s} kernel "
+                  f"{'x'.join(map(str, kernel)):>9s}: {seconds * 1e3:5.2f} ms "
+                  f"({seconds / total:4.0%}), {rate:5.1f} GFLOP/s = {rate / peak:4.0%} of matmul",
+                  flush=True)
+        rate = sum(r[4] for r in rows) / total / 1e9
+        print(f"small generator's convolutions alone: {total * 1e3:.1f} ms, {rate:.1f} GFLOP/s "
+              f"= {rate / peak:.0%} of matmul", flush=True)
     if not args.skip_prediction:
         for name, config in (("thesis generator", thesis), ("small generator", small)):
             generator = build_generator(dict(base, **config))

@@ -161,7 +161,8 @@ def check_values(options, source=None):
         (see :data:`POSITIVE_INTS`, :data:`NON_NEGATIVE_INTS`); ``lr`` not a
         finite number > 0; ``beta1`` outside [0, 1); ``gan_weight`` or
         ``classic_weight`` negative or not finite, or both 0 (nothing to learn);
-        ``max_minutes`` not a finite number > 0; an augmentation parameter out of
+        ``max_minutes`` or ``pos_weight`` not a finite number > 0 (``pos_weight`` other than 1
+        with the dice loss); an augmentation parameter out of
         range (``brightness``, ``missing_slice_p``, ``misalign_p`` in [0, 1];
         ``contrast`` in [0, 1); ``gamma`` >= 1; ``blur_sigma`` in [0, 10];
         ``elastic_pixels`` >= 0; ``elastic_spacing`` >= 2; ``misalign_pixels``
@@ -207,6 +208,15 @@ def check_values(options, source=None):
     if given("blur_sigma") and sigma > MAX_BLUR_SIGMA:
         raise ValueError(f"{_name('blur_sigma', source)} must be <= {MAX_BLUR_SIGMA:g}, "
                          f"got {sigma!r}")
+    weight = options.get("pos_weight")
+    if given("pos_weight") and (not _is_real(weight) or not math.isfinite(weight)
+                                or weight <= 0):
+        raise ValueError(f"{_name('pos_weight', source)} must be a finite number > 0, "
+                         f"got {weight!r}")
+    if given("pos_weight") and weight != 1 and options.get("Y_loss") == "dice":
+        raise ValueError(f"{_name('pos_weight', source)} {weight!r} does not apply to the dice "
+                         "loss (it weighs the classes by their overlap already); use 1 or "
+                         "another --Y_loss")
     minutes = options.get("max_minutes")
     if given("max_minutes") and (not _is_real(minutes) or not math.isfinite(minutes)
                                  or minutes <= 0):

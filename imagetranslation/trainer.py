@@ -42,7 +42,7 @@ from .options import check_values, parse_augment, parse_devices
 #: Options that define the network; test mode takes them from the checkpoint.
 ARCH_KEYS = ("which_direction", "model", "generator", "ngf", "ndf", "n_res_blocks", "u_depth",
              "n_highway_units", "n_dense_blocks", "n_dense_layers", "encoder_activation",
-             "Y_loss", "loss", "gan_weight", "classic_weight", "mixed_precision")
+             "Y_loss", "pos_weight", "loss", "gan_weight", "classic_weight", "mixed_precision")
 #: Options that shape the weights; a resumed run keeps the checkpoint's.
 NETWORK_KEYS = ("which_direction", "generator", "ngf", "ndf", "n_res_blocks", "u_depth",
                 "n_highway_units", "n_dense_blocks", "n_dense_layers", "encoder_activation",
@@ -275,20 +275,29 @@ def device_strategy(devices, batch_size):
     return _STRATEGIES[key], names
 
 
-def classic_loss(kind, output, target, replica_sum=None):
+def classic_loss(kind, output, target, replica_sum=None, pos_weight=1.0):
     """The regression ("classic") loss between output and target in [-1, 1].
 
     ``replica_sum``: under several replicas, a function that sums a tensor over
     them; dice then uses the sums of the global batch (the other losses are
     means of their own, averaged over the replicas by the caller).
+    ``pos_weight`` (``--pos_weight``): hinge, square and logistic weigh each pixel's
+    term by 1 + (pos_weight - 1) x its target in [0, 1] (white 1 -> pos_weight,
+    black -1 -> 1) and take the mean of the weighted terms.
     """
     import tensorflow as tf
 
-    if kind == "hinge":  # the thesis trainer's name for L1
-        return tf.reduce_mean(tf.abs(output - target))
-    if kind == "square":
-        return tf.reduce_mean(tf.square(output - target))
     p, t = (output + 1.0) / 2.0, (target + 1.0) / 2.0
+
+    def mean(terms):
+        if pos_weight == 1:
+            return tf.reduce_mean(terms)
+        return tf.reduce_mean(terms * (1.0 + (pos_weight - 1.0) * t))
+
+    if kind == "hinge":  # the thesis trainer's name for L1
+        return mean(tf.abs(output - target))
+    if kind == "square":
+        return mean(tf.square(output - target))
     if kind == "dice" and replica_sum is not None:
         sums = replica_sum(tf.stack([tf.reduce_sum(p * t), tf.reduce_sum(p), tf.reduce_sum(t)]))
         return 1.0 - (2.0 * sums[0] + 1.0) / (sums[1] + sums[2] + 1.0)
@@ -297,7 +306,7 @@ def classic_loss(kind, output, target, replica_sum=None):
         return 1.0 - overlap / (tf.reduce_sum(p) + tf.reduce_sum(t) + 1.0)
     if kind == "logistic":
         p = tf.clip_by_value(p, EPS, 1.0 - 1e-7)
-        return -tf.reduce_mean(t * tf.math.log(p) + (1.0 - t) * tf.math.log(1.0 - p))
+        return -mean(t * tf.math.log(p) + (1.0 - t) * tf.math.log(1.0 - p))
     raise ValueError(f"unknown Y_loss {kind!r}")
 
 
@@ -409,7 +418,8 @@ class Model:
         def update(inputs, targets):
             with tf.GradientTape(persistent=True) as tape:
                 outputs = gen(inputs)
-                classic = classic_loss(o["Y_loss"], outputs, targets, replica_sum)
+                classic = classic_loss(o["Y_loss"], outputs, targets, replica_sum,
+                                       o.get("pos_weight", 1.0))
                 loss = o["classic_weight"] * classic
                 gan = d_loss = tf.constant(0.0)
                 if disc is not None:
@@ -911,6 +921,7 @@ class Validation:
         self.inputs = D.to_model_range(images[0])
         self.targets = D.to_model_range(images[1])
         self.kind, self.stride = options["Y_loss"], stride_of(options)
+        self.pos_weight = options.get("pos_weight", 1.0)
         self.folder = Path(out) / "best"
         self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=model.generator),
                                                   str(self.folder), max_to_keep=1)
@@ -931,7 +942,8 @@ class Validation:
         outputs = np.concatenate([predict_batch(self.generator, self.inputs[i:i + 8],
                                                 self.stride)
                                   for i in range(0, len(self.inputs), 8)])
-        return float(classic_loss(self.kind, tf.constant(outputs), tf.constant(self.targets)))
+        return float(classic_loss(self.kind, tf.constant(outputs), tf.constant(self.targets),
+                                  pos_weight=self.pos_weight))
 
     def __call__(self, step):
         """Validate at ``step``; save the weights if they are the best so far."""
@@ -944,7 +956,8 @@ class Validation:
 
     def record(self, options):
         return {"dir": str(options["validation_dir"]), "freq": options["validation_freq"],
-                "loss": options["Y_loss"], "best_step": self.best_step,
+                "loss": options["Y_loss"], "pos_weight": self.pos_weight,
+                "best_step": self.best_step,
                 "best_loss": self.best_loss if self.best_step is not None else None,
                 "history": self.history}
 

@@ -83,6 +83,14 @@ def build_parser():
                         "highwaynet, densenet (the thesis' trainer had none)")
     p.add_argument("--Y_loss", choices=["hinge", "square", "dice", "logistic"], default="hinge",
                    help="regression loss: hinge = L1, square = L2 (default hinge)")
+    p.add_argument("--pos_weight", type=float, default=1.0,
+                   help="weight of the target's positive (white) pixels in the hinge, square "
+                        "or logistic --Y_loss, against 1 for the negative ones (default 1): "
+                        "class balance for a minority such as membranes. Trained with weight "
+                        "W, an output of 0.5 (the threshold everything downstream uses) "
+                        "stands for a posterior probability of 1 / (1 + W) of white (square "
+                        "and logistic), so W > 1 marks a pixel white on less evidence; the "
+                        "outputs stay graded")
     p.add_argument("--loss", choices=["log", "square"], default="log", help="GAN loss")
     p.add_argument("--gan_weight", type=float, default=1.0,
                    help="weight of the GAN loss; 0 trains without a discriminator")

@@ -420,6 +420,10 @@ RECIPES = {
              "--n_res_blocks", "6", "--augment", "elastic,intensity,blur"),
 }
 
+#: Options of one network of a recipe, after the recipe's: ``real`` weighs NN-3's membrane
+#: pixels (--pos_weight, chosen on d: documentation/recipes.md), so that its output's 0.5
+#: falls where d's membrane F1 peaks; NN-4 and NN-5 keep the plain L2 loss.
+NETWORK_OPTIONS = {"real": {"nn3": ("--pos_weight", "2")}}
 
 #: Recipes whose networks validate on d (--validation_dir) and keep their best weights, with
 #: the networks that have d's images (the agglomerating reconstruction predicts d with them).
@@ -440,7 +444,8 @@ def training_args(options, shape, key):
             raise ValueError(f"quadrants of {shape[1] // 2} x {shape[2] // 2} are too small for "
                              f"the {options.recipe} networks (volume "
                              f"{' x '.join(map(str, shape))})")
-        args = [*RECIPES[options.recipe], "--crop_size", str(crop),
+        args = [*RECIPES[options.recipe], *NETWORK_OPTIONS.get(options.recipe, {}).get(key, ()),
+                "--crop_size", str(crop),
                 "--scale_size", str(crop), "--lr", "0.001", "--gan_weight", "0",
                 "--progress_freq", "100", "--summary_freq", "20", "--display_freq", "500"]
         length = ["--max_steps", str(QUICK_STEPS["nn3" if key == "nn3" else "other"])]

@@ -149,6 +149,10 @@ def test_training_recipes():
     args = E.training_args(real, real.shape, "nn3")
     assert args[args.index("--ngf") + 1] == "32" and "--augment" in args
     assert args[args.index("--max_minutes") + 1] == "3" and "--max_steps" not in args
+    assert args[args.index("--pos_weight") + 1] == E.NETWORK_OPTIONS["real"]["nn3"][1]
+    assert all("--pos_weight" not in E.training_args(real, real.shape, key)
+               for key in ("nn4", "nn5"))
+    assert "--pos_weight" not in E.training_args(quick, quick.shape, "nn3")
     assert options("--recipe", "quick").recipe == "quick" and options().recipe == "thesis"
     with pytest.raises(ValueError, match="--quick and --recipe real contradict"):
         options("--quick", "--recipe", "real")

@@ -1,6 +1,6 @@
 """The trainer's fused kernels equal Keras' own layers: models.BatchNormalization (outputs,
-gradients, moving averages, inference, weights' names) and trainer.FusedAdam (weights and
-state after several steps)."""
+gradients, moving averages, inference, weights' names), models.Conv2D's phase split (outputs
+and gradients) and trainer.FusedAdam (weights and state after several steps)."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,8 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from imagetranslation.models import BatchNormalization  # noqa: E402
+from imagetranslation import models  # noqa: E402
+from imagetranslation.models import BatchNormalization, Conv2D  # noqa: E402
 
 
 def pair(seed=0, channels=5):
@@ -162,3 +163,58 @@ def test_tta_batches_and_the_compiled_function_do_not_keep_the_generator(monkeyp
     del generator
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize("size, channels_in, filters, shape", [
+    (7, 3, 16, (2, 12, 10)), (7, 16, 3, (1, 8, 8)), (5, 2, 6, (1, 6, 14)), (7, 4, 4, (1, 2, 2)),
+])
+def test_phase_split_convolution_equals_keras(size, channels_in, filters, shape, monkeypatch):
+    monkeypatch.setattr(models, "PHASE_SPLIT_PIXELS", 4)
+    kwargs = dict(padding="same", kernel_initializer=keras.initializers.RandomNormal(seed=3),
+                  bias_initializer=keras.initializers.RandomNormal(seed=4))
+    ours, theirs = Conv2D(filters, size, **kwargs), keras.layers.Conv2D(filters, size, **kwargs)
+    x = tf.constant(np.random.default_rng(5).normal(size=(shape[0], shape[1], shape[2],
+                                                          channels_in)).astype(np.float32))
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    theirs.set_weights(ours.get_weights())
+    assert ours._phase_split(x)
+    upstream = tf.constant(np.random.default_rng(6).normal(size=(*shape, filters)), tf.float32)
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * upstream)
+        results.append([y, *tape.gradient(loss, [x, layer.kernel, layer.bias])])
+    scale = float(tf.reduce_max(tf.abs(results[1][0])))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5 * max(scale, 1), rtol=1e-5)
+    graph = tf.function(ours).get_concrete_function(tf.TensorSpec(x.shape)).graph
+    assert "SpaceToDepth" in {op.type for op in graph.get_operations()}
+
+
+def test_phase_split_only_where_it_applies(monkeypatch):
+    """Odd, unknown or small sizes, strides, small kernels and many channels take Keras'
+    path."""
+    def split(layer, shape):
+        layer.build(shape)
+        return layer._phase_split(keras.KerasTensor(shape))
+
+    assert models.PHASE_SPLIT_PIXELS == 128 * 128
+    assert split(Conv2D(8, 7, padding="same"), (1, 128, 128, 3))
+    assert not split(Conv2D(8, 7, padding="same"), (1, 64, 128, 3))
+    monkeypatch.setattr(models, "PHASE_SPLIT_PIXELS", 4)
+
+    assert split(Conv2D(8, 7, padding="same"), (1, 16, 16, 3))
+    assert not split(Conv2D(8, 7, padding="same"), (1, 15, 16, 3))
+    assert not split(Conv2D(8, 7, padding="same"), (1, None, None, 3))
+    assert not split(Conv2D(8, 7, padding="valid"), (1, 16, 16, 3))
+    assert not split(Conv2D(8, 7, strides=2, padding="same"), (1, 16, 16, 3))
+    assert not split(Conv2D(8, 3, padding="same"), (1, 16, 16, 3))
+    assert not split(Conv2D(8, 7, padding="same"), (1, 16, 16, 8))
+    odd = Conv2D(3, 7, padding="same")
+    odd.build((1, 15, 16, 8))
+    x = tf.constant(np.random.default_rng(9).normal(size=(1, 15, 16, 8)).astype(np.float32))
+    np.testing.assert_allclose(odd(x).numpy(), tf.nn.bias_add(
+        tf.nn.conv2d(x, odd.kernel, 1, "SAME"), odd.bias).numpy(), atol=1e-5)

@@ -49,8 +49,8 @@ def compare(options, batch_statistics="global", dice="global"):
         o, synchronized=synchronized and batch_statistics == "global")
     trainer.patch_discriminator = lambda **kw: real_discriminator(
         **{**kw, "synchronized": kw["synchronized"] and batch_statistics == "global"})
-    trainer.classic_loss = lambda kind, o, t, replica_sum=None: real_classic(
-        kind, o, t, replica_sum if dice == "global" else None)
+    trainer.classic_loss = lambda kind, o, t, replica_sum=None, pos_weight=1.0: real_classic(
+        kind, o, t, replica_sum if dice == "global" else None, pos_weight)
     trainer.configure(options)
     one = trainer.Model(options)
     two = trainer.Model(options, strategy)

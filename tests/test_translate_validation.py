@@ -83,3 +83,36 @@ def test_a_missing_validation_folder_is_one_line(tmp_path, data, capsys):
     assert not (tmp_path / "out").exists()
     status = _train(train, tmp_path / "out", "--max_steps", "2", "--validation_freq", "0")
     assert_user_error_status(status, capsys, "--validation_freq must be an integer >= 1")
+
+
+def test_pos_weight_validates_with_the_weighted_loss(tmp_path, data):
+    """--pos_weight is recorded, and validation scores the weighted L2 the run trains on."""
+    train, held_out = data
+    out = tmp_path / "run"
+    assert _train(train, out, "--max_steps", "3", "--validation_dir", str(held_out),
+                  "--validation_freq", "3", "--pos_weight", "2.5") == 0
+    assert json.loads((out / "options.json").read_text())["pos_weight"] == 2.5
+    record = json.loads((out / "training.json").read_text())["validation"]
+    assert record["pos_weight"] == 2.5
+    generator, options = trainer.load_for_inference(out)
+    assert options["pos_weight"] == 2.5
+    inputs, targets, _ = load_pairs(held_out)
+    outputs = trainer.predict_batch(generator, to_model_range(inputs), 4).astype(np.float64)
+    targets = to_model_range(targets).astype(np.float64)
+    weights = 1 + 1.5 * (targets + 1) / 2
+    expected = np.mean(weights * (outputs - targets) ** 2)
+    assert expected == pytest.approx(record["best_loss"], rel=1e-4)
+    assert np.mean((outputs - targets) ** 2) != pytest.approx(record["best_loss"], rel=1e-2)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--pos_weight", "0"], "--pos_weight must be a finite number > 0, got 0.0"),
+    (["--pos_weight", "-2"], "--pos_weight must be a finite number > 0, got -2.0"),
+    (["--pos_weight", "nan"], "--pos_weight must be a finite number > 0, got nan"),
+    (["--pos_weight", "2", "--Y_loss", "dice"], "--pos_weight 2.0 does not apply to the dice"),
+])
+def test_bad_pos_weight_is_one_line(tmp_path, data, capsys, extra, message):
+    train, _ = data
+    status = _train(train, tmp_path / "out", "--max_steps", "1", *extra)
+    assert_user_error_status(status, capsys, message)
+    assert not (tmp_path / "out").exists()
