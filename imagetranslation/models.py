@@ -82,9 +82,9 @@ class Conv2D(layers.Conv2D):
     static height and width, as a convolution of the input's 2 x 2 space-to-depth (4x the
     channels at half the size) with the kernel rearranged into the four output phases,
     followed by a depth-to-space.  That does 1.3x the multiply-adds of a 7x7 kernel but in
-    convolutions of 4x the channels, which oneDNN runs several times faster: see
-    ``python -m benchmarks.bench_translate --layers``.  Other convolutions, and inputs of
-    unknown or odd size, take Keras' own path.
+    convolutions of 4x the channels, which oneDNN runs up to twice as fast (the figures at
+    :data:`PHASE_SPLIT_PIXELS`).  Other convolutions, and inputs of unknown, odd or smaller
+    size (prediction's compiled function sees unknown sizes), take Keras' own path.
     """
 
     def _phase_split(self, inputs):
