@@ -33,15 +33,36 @@ def conv_flops(model, size, channels):
 
     inputs = [keras.Input((size, size, c)) for c in channels]
     fixed = keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0])
-    total = 0
-    for layer in fixed.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            _, h, w, _ = layer.input.shape
-            total += 2 * h * w * int(np.prod(layer.kernel.shape))
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, h, w, _ = layer.output.shape
-            total += 2 * h * w * int(np.prod(layer.kernel.shape))
-    return total
+    return sum(layer_flops(layer) for layer in fixed.layers if is_conv(layer))
+
+
+def is_conv(layer):
+    import keras
+
+    return isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))
+
+
+def layer_flops(layer):
+    """Forward multiply-add FLOPs (x2) of one convolution of a model with a fixed input size
+    (a transposed convolution's multiply-adds are counted per input pixel)."""
+    import keras
+
+    transposed = isinstance(layer, keras.layers.Conv2DTranspose)
+    _, h, w, _ = (layer.input if transposed else layer.output).shape
+    return 2 * h * w * int(np.prod(layer.kernel.shape))
+
+
+def median_seconds(run, seconds, minimum):
+    """Median seconds of ``run()`` over calls for about ``seconds`` (at least ``minimum``
+    calls), after one untimed call."""
+    run()
+    times, spent = [], 0.0
+    while spent < seconds or len(times) < minimum:
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+        spent += times[-1]
+    return statistics.median(times)
 
 
 def matmul_gflops(n=2048, repeats=5):
@@ -102,14 +123,7 @@ def time_prediction(generator, size, batch, seconds, compiled=True):
     else:
         def run():
             return np.asarray(generator(images, training=False))
-    run()
-    times, spent = [], 0.0
-    while spent < seconds or len(times) < 3:
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-        spent += times[-1]
-    return batch / statistics.median(times)
+    return batch / median_seconds(run, seconds, 3)
 
 
 def time_layers(options, seconds):
@@ -126,13 +140,8 @@ def time_layers(options, seconds):
     model = keras.models.clone_model(build_generator(options),
                                      input_tensors=keras.Input((size, size, 3)))
     rows = []
-    for layer in model.layers:
-        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
-            continue
+    for layer in filter(is_conv, model.layers):
         shape = (1, *layer.input.shape[1:])
-        _, h, w, _ = (layer.input if isinstance(layer, keras.layers.Conv2DTranspose)
-                      else layer.output).shape
-        flops = 3 * 2 * h * w * int(np.prod(layer.kernel.shape))
         inputs = tf.random.normal(shape)
 
         @tf.function
@@ -144,15 +153,9 @@ def time_layers(options, seconds):
             grad_x, grad_k = tape.gradient(loss, [x, layer.kernel])
             return tf.reduce_sum(grad_x) + tf.reduce_sum(grad_k)
 
-        float(step(inputs))
-        times, spent = [], 0.0
-        while spent < seconds or len(times) < 5:
-            start = time.perf_counter()
-            float(step(inputs))
-            times.append(time.perf_counter() - start)
-            spent += times[-1]
-        rows.append((layer.name, shape, tuple(layer.kernel.shape), statistics.median(times),
-                     flops))
+        rows.append((layer.name, shape, tuple(layer.kernel.shape),
+                     median_seconds(lambda x=inputs: float(step(x)), seconds, 5),
+                     3 * layer_flops(layer)))
     return rows
 
 

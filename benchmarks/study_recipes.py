@@ -60,22 +60,19 @@ RECIPES = {
     "wide_augment_validated": ["--generator", "resnet", "--ngf", "32", "--n_res_blocks", "6",
                                "--Y_loss", "square", "--augment", "elastic,intensity,blur",
                                "--validation_dir", "{d}"],
-    # wide_augment_validated with the membranes weighted (--pos_weight): its L2 output is a
-    # posterior mean, and d's F1 of the validated network peaked at a threshold of 0.35-0.4,
-    # not 0.5; weight W moves the output's 0.5 to a posterior of 1 / (1 + W): 0.385, 0.333
-    "wide_augment_validated_balanced": ["--generator", "resnet", "--ngf", "32",
-                                        "--n_res_blocks", "6", "--Y_loss", "square",
-                                        "--augment", "elastic,intensity,blur",
-                                        "--pos_weight", "1.6", "--validation_dir", "{d}"],
-    "wide_augment_validated_balanced2": ["--generator", "resnet", "--ngf", "32",
-                                         "--n_res_blocks", "6", "--Y_loss", "square",
-                                         "--augment", "elastic,intensity,blur",
-                                         "--pos_weight", "2", "--validation_dir", "{d}"],
     "wide_augment_cosine_validated": ["--generator", "resnet", "--ngf", "32",
                                       "--n_res_blocks", "6", "--Y_loss", "square", "--augment",
                                       "elastic,intensity,blur", "--lr_decay", "cosine",
                                       "--validation_dir", "{d}"],
 }
+
+# wide_augment_validated with the membranes weighted (--pos_weight): its L2 output is a
+# posterior mean, and d's F1 of the validated network peaked at a threshold of 0.35-0.4, not
+# 0.5; weight W moves the output's 0.5 to a posterior of 1 / (1 + W): 0.385, 0.333
+RECIPES["wide_augment_validated_balanced"] = [*RECIPES["wide_augment_validated"],
+                                              "--pos_weight", "1.6"]
+RECIPES["wide_augment_validated_balanced2"] = [*RECIPES["wide_augment_validated"],
+                                               "--pos_weight", "2"]
 
 
 def run(*args):
