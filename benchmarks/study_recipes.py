@@ -73,6 +73,10 @@ RECIPES["wide_augment_validated_balanced"] = [*RECIPES["wide_augment_validated"]
                                               "--pos_weight", "1.6"]
 RECIPES["wide_augment_validated_balanced2"] = [*RECIPES["wide_augment_validated"],
                                                "--pos_weight", "2"]
+# the chosen one (balanced2) with a moving average of its weights (--ema), validated and
+# predicted with the average: the validated runs kept early, noisy weights (steps 4250-7250)
+RECIPES["wide_augment_validated_balanced2_ema"] = [*RECIPES["wide_augment_validated_balanced2"],
+                                                   "--ema", "0.999"]
 
 
 def run(*args):

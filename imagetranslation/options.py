@@ -159,7 +159,7 @@ def check_values(options, source=None):
     ValueError
         Naming the flag (or key and file) and the value: integers out of range
         (see :data:`POSITIVE_INTS`, :data:`NON_NEGATIVE_INTS`); ``lr`` not a
-        finite number > 0; ``beta1`` outside [0, 1); ``gan_weight`` or
+        finite number > 0; ``beta1`` or ``ema`` outside [0, 1); ``gan_weight`` or
         ``classic_weight`` negative or not finite, or both 0 (nothing to learn);
         ``max_minutes`` or ``pos_weight`` not a finite number > 0 (``pos_weight`` other than 1
         with the dice loss); an augmentation parameter out of
@@ -227,9 +227,10 @@ def check_values(options, source=None):
     lr = options.get("lr")
     if given("lr") and (not _is_real(lr) or not math.isfinite(lr) or lr <= 0):
         raise ValueError(f"{_name('lr', source)} must be a finite number > 0, got {lr!r}")
-    beta1 = options.get("beta1")
-    if given("beta1") and (not _is_real(beta1) or not 0 <= beta1 < 1):
-        raise ValueError(f"{_name('beta1', source)} must be in [0, 1), got {beta1!r}")
+    for key in ("beta1", "ema"):
+        value = options.get(key)
+        if given(key) and (not _is_real(value) or not 0 <= value < 1):
+            raise ValueError(f"{_name(key, source)} must be in [0, 1), got {value!r}")
     if "devices" in options:
         parse_devices(options["devices"], source)
     for key, choices in (("generator", GENERATORS), ("restore", RESTORE),

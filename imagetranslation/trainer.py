@@ -42,11 +42,13 @@ from .options import check_values, parse_augment, parse_devices
 #: Options that define the network; test mode takes them from the checkpoint.
 ARCH_KEYS = ("which_direction", "model", "generator", "ngf", "ndf", "n_res_blocks", "u_depth",
              "n_highway_units", "n_dense_blocks", "n_dense_layers", "encoder_activation",
-             "Y_loss", "pos_weight", "loss", "gan_weight", "classic_weight", "mixed_precision")
-#: Options that shape the weights; a resumed run keeps the checkpoint's.
+             "Y_loss", "pos_weight", "loss", "gan_weight", "classic_weight", "mixed_precision",
+             "ema")
+#: Options that shape the weights (and what the checkpoint holds); a resumed run keeps the
+#: checkpoint's.
 NETWORK_KEYS = ("which_direction", "generator", "ngf", "ndf", "n_res_blocks", "u_depth",
                 "n_highway_units", "n_dense_blocks", "n_dense_layers", "encoder_activation",
-                "loss", "mixed_precision")
+                "loss", "mixed_precision", "ema")
 #: The options that shape each generator's weights besides ``ngf`` (``--restore generators``
 #: needs them equal to the checkpoint's).
 GENERATOR_SHAPE_KEYS = {"resnet": ("n_res_blocks", "encoder_activation"),
@@ -387,7 +389,46 @@ class Model:
             self.g_opt.build(self.generator.trainable_variables)
             if self.discriminator is not None:
                 self.d_opt.build(self.discriminator.trainable_variables)
+            self.generator_ema = None
+            if options.get("ema"):
+                self.generator_ema = build_generator(options, synchronized=synchronized)
+                tracked["generator_ema"] = self.generator_ema
+                self.reset_ema()
             self.checkpoint = tf.train.Checkpoint(**tracked)
+
+    @property
+    def averaged(self):
+        """The generator a user gets: the moving average with ``--ema``, else the generator."""
+        return self.generator if self.generator_ema is None else self.generator_ema
+
+    def _ema_pairs(self):
+        """(average, variable) of every float variable; the two generators are built alike,
+        so their variables (in the order of the layers) pair up."""
+        averages, weights = self.generator_ema.variables, self.generator.variables
+        if len(averages) != len(weights) or any(
+                tuple(e.shape) != tuple(w.shape) or e.dtype != w.dtype
+                for e, w in zip(averages, weights)):
+            raise AssertionError("the moving-average generator does not mirror the generator")
+        return [(e, w) for e, w in zip(averages, weights) if "float" in str(w.dtype)]
+
+    def reset_ema(self):
+        """Start the moving average at the generator's weights (a new or transferred run)."""
+        if self.generator_ema is not None:
+            for average, weight in self._ema_pairs():
+                average.assign(weight.value)
+
+    def update_ema(self):
+        """One step of the moving average of every generator variable (the weights and batch
+        norm's statistics), with TensorFlow's warm-up: after ``t`` steps the decay is
+        ``min(ema, (1 + t) / (10 + t))``, so the first steps are not averaged with the
+        initial weights for long.  Called after the weights moved, before the step counter
+        does."""
+        import tensorflow as tf
+
+        t = tf.cast(self.step, tf.float32)
+        decay = tf.minimum(tf.constant(self.options["ema"], tf.float32), (1.0 + t) / (10.0 + t))
+        for average, weight in self._ema_pairs():
+            average.assign_sub((1.0 - decay) * (average.value - weight.value))
 
     def train_step_fn(self):
         """A ``tf.function`` that trains one batch and adds 1 to the step counter.
@@ -445,6 +486,8 @@ class Model:
                 losses = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                           for k, v in losses.items()}
                 outputs = strategy.experimental_local_results(outputs)[0]
+            if self.generator_ema is not None:
+                self.update_ema()
             # The step counter moves in the same graph call as the weights, so an
             # interrupt (Ctrl-C) never separates them.
             step = self.step.assign_add(1)
@@ -596,6 +639,7 @@ def resume_options(options):
         Whether the checkpoint was trained with a discriminator.
     """
     saved, source = _saved_options(options["checkpoint"])
+    saved = {"ema": 0.0, **saved}  # runs from before --ema have none
     changed = {k: saved[k] for k in NETWORK_KEYS if k in saved and saved[k] != options.get(k)}
     if changed:
         print(f"{PROG}: resuming with the network options of {source}: {changed}",
@@ -668,7 +712,9 @@ def restore_weights(model, folder, what):
     parts = {"generator": model.generator}
     if what == "both":
         parts["discriminator"] = model.discriminator
-    return restore(tf.train.Checkpoint(**parts), folder)
+    restored = restore(tf.train.Checkpoint(**parts), folder)
+    model.reset_ema()
+    return restored
 
 
 _SHAPES = re.compile(r"incompatible tensor with shape (\(.*?\)) when attempting to restore "
@@ -909,21 +955,22 @@ class Validation:
     """``--validation_dir``: the generator's ``--Y_loss`` on held-out images, and its best
     weights in ``<output_dir>/best`` (a checkpoint of the generator alone).
 
-    The images are predicted whole with the moving averages, as ``--mode test`` predicts
-    them, so the loss is that of the network a user would get.  A resumed run in the same
+    The images are predicted whole with batch norm's moving averages (and with ``--ema``
+    by the weights' moving average), as ``--mode test`` predicts them, so the loss is that
+    of the network a user would get.  A resumed run in the same
     folder keeps the best of before (from its training.json).
     """
 
     def __init__(self, model, images, options, out):
         import tensorflow as tf
 
-        self.generator = model.generator
+        self.generator = model.averaged
         self.inputs = D.to_model_range(images[0])
         self.targets = D.to_model_range(images[1])
         self.kind, self.stride = options["Y_loss"], stride_of(options)
         self.pos_weight = options.get("pos_weight", 1.0)
         self.folder = Path(out) / "best"
-        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=model.generator),
+        self.manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=self.generator),
                                                   str(self.folder), max_to_keep=1)
         self.best_loss, self.best_step, self.history = math.inf, None, []
         previous = Path(out) / "training.json"
@@ -1161,9 +1208,10 @@ def load_for_inference(checkpoint_dir, overrides=None):
     configure({"seed": options.get("seed", 0), "mixed_precision": options.get("mixed_precision")})
     generator = build_generator(options)
     best = Path(checkpoint_dir) / "best"
+    key = "generator_ema" if options.get("ema") else "generator"  # what a user gets
     if options.get("weights", "best") == "best" and tf.train.latest_checkpoint(str(best)):
-        checkpoint_dir = best  # the validated best weights (--validation_dir)
-    restore(tf.train.Checkpoint(generator=generator), checkpoint_dir, partial=True)
+        checkpoint_dir, key = best, "generator"  # the validated best weights (--validation_dir)
+    restore(tf.train.Checkpoint(**{key: generator}), checkpoint_dir, partial=True)
     return generator, options
 
 

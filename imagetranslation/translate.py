@@ -171,6 +171,11 @@ def build_parser():
                         "first (by steps done or minutes spent, whichever is further along); a "
                         "budget run resumed with --checkpoint starts its schedule again")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="train: also keep an exponential moving average of the generator's "
+                        "weights (decay in [0, 1), e.g. 0.999; the decay of step t is "
+                        "min(DECAY, (1+t)/(10+t))), which validation scores and --mode "
+                        "test/export use. 0 (the default): off")
     p.add_argument("--summary_freq", type=int, default=100, help="TensorBoard scalars every N")
     p.add_argument("--progress_freq", type=int, default=50, help="progress line every N steps")
     p.add_argument("--display_freq", type=int, default=0,
