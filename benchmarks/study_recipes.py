@@ -87,8 +87,9 @@ def run(*args):
     return result
 
 
-def prepare(data, work):
+def prepare(data, work, context=False):
     """Quadrants, membrane images and EM | membrane pairs of a, c, d; returns the crop size."""
+    import numpy as np
     import tifffile
 
     from neuron3d.io import write_slices, write_tif
@@ -98,7 +99,12 @@ def prepare(data, work):
     labels = tifffile.imread(Path(data) / "train-labels.tif")
     em_q, label_q = split_quadrants(em), split_quadrants(labels)
     for q in "acd":
-        write_slices(work / f"em_{q}", em_q[q])
+        em_images = em_q[q]
+        if context:  # each slice between its neighbours: red z - 1, green z, blue z + 1
+            z = np.arange(len(em_images))
+            em_images = np.stack([em_images[np.maximum(z - 1, 0)], em_images,
+                                  em_images[np.minimum(z + 1, len(z) - 1)]], axis=-1)
+        write_slices(work / f"em_{q}", em_images)
         write_slices(work / f"membrane_{q}", membrane(label_q[q]))
         write_tif(work / f"label_{q}.tif", label_q[q])
         run("imagetranslation/tools/process.py", "--operation", "combine", "--input_dir",
@@ -109,47 +115,79 @@ def prepare(data, work):
 
 
 def score(prediction, work, q):
+    """Scores of a prediction (a translate.py --mode test folder, or a (z, y, x) uint8 array)."""
     from neuron3d.io import read_stack
     from neuron3d.report import prediction_quality
 
-    quality = prediction_quality(read_stack(prediction / "images", channel=0),
-                                 read_stack(work / f"membrane_{q}", channel=0), membrane=True)
+    if isinstance(prediction, Path):
+        prediction = read_stack(prediction / "images", channel=0)
+    quality = prediction_quality(prediction, read_stack(work / f"membrane_{q}", channel=0),
+                                 membrane=True)
     return {"f1": quality["f1"], "precision": quality["precision"],
             "recall": quality["recall"], "boundary_f1_1px": quality["boundary_1px"]["f1"]}
 
 
-def study(data, minutes, recipes, seed=0, tta=False):
+def train_and_predict(work, name, crop, minutes, seed, tta):
+    """Train recipe ``name`` for ``minutes`` with ``seed``; predict d and c. Returns the row
+    (steps, best step, scores) and the two predictions ((z, y, x) uint8)."""
+    from neuron3d.io import read_stack
+
+    net = work / f"T_{name}_{seed}"
+    start = time.monotonic()
+    run("imagetranslation/translate.py", "--mode", "train", "--input_dir",
+        work / "combined_a", "--output_dir", net, "--crop_size", crop, "--scale_size",
+        crop, "--max_minutes", minutes, "--seed", seed, *BASE,
+        *[str(work / "combined_d") if o == "{d}" else o for o in RECIPES[name]])
+    seconds = time.monotonic() - start
+    training = json.loads((net / "training.json").read_text())
+    row = {"recipe": name, "options": RECIPES[name], "minutes": minutes, "seed": seed,
+           "steps": training["steps_reached"], "train_seconds": round(seconds, 1)}
+    if "validation" in training:
+        row["best_step"] = training["validation"]["best_step"]
+    predictions = {}
+    for q in "dc":
+        out = work / f"P_{name}_{seed}_{q}"
+        run("imagetranslation/translate.py", "--mode", "test", "--checkpoint", net,
+            "--input_dir", work / f"combined_{q}", "--output_dir", out,
+            *(["--tta"] if tta else []))
+        predictions[q] = read_stack(out / "images", channel=0)
+        row[q] = score(out, work, q)
+    print(f"  {name} seed {seed}: {row['steps']} steps (best {row.get('best_step')}); d F1 "
+          f"{row['d']['f1']:.3f}; c F1 {row['c']['f1']:.3f}", file=sys.stderr, flush=True)
+    return row, predictions
+
+
+def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False):
+    """Each recipe for ``minutes``; with ``seeds`` > 1, ``seeds`` networks (seeds ``seed``,
+    ``seed`` + 1, ...) of ``minutes / seeds`` each, scored alone and as an ensemble (the mean
+    of their 8-bit predictions)."""
+    import numpy as np
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="recipes.") as tmp:
         work = Path(tmp)
-        crop = prepare(data, work)
+        crop = prepare(data, work, context)
         for name in recipes:
-            net = work / f"T_{name}"
-            start = time.monotonic()
-            run("imagetranslation/translate.py", "--mode", "train", "--input_dir",
-                work / "combined_a", "--output_dir", net, "--crop_size", crop, "--scale_size",
-                crop, "--max_minutes", minutes, "--seed", seed, *BASE,
-                *[str(work / "combined_d") if o == "{d}" else o for o in RECIPES[name]])
-            seconds = time.monotonic() - start
-            training = json.loads((net / "training.json").read_text())
-            row = {"recipe": name, "options": RECIPES[name], "minutes": minutes,
-                   "steps": training["steps_reached"], "train_seconds": round(seconds, 1)}
-            if "validation" in training:
-                row["best_step"] = training["validation"]["best_step"]
-            for q in "dc":
-                out = work / f"P_{name}_{q}"
-                run("imagetranslation/translate.py", "--mode", "test", "--checkpoint", net,
-                    "--input_dir", work / f"combined_{q}", "--output_dir", out,
-                    *(["--tta"] if tta else []))
-                row[q] = score(out, work, q)
+            members = [train_and_predict(work, name, crop, minutes / seeds, seed + k, tta)
+                       for k in range(seeds)]
+            if seeds == 1:
+                row = members[0][0]
+            else:
+                row = {"recipe": f"{name} x {seeds}", "options": RECIPES[name],
+                       "minutes": minutes, "seeds": [r for r, _ in members],
+                       "steps": "+".join(str(r["steps"]) for r, _ in members)}
+                for q in "dc":
+                    mean = np.mean([p[q].astype(np.float64) for _, p in members], axis=0)
+                    row[q] = score(np.floor(mean + 0.5).astype(np.uint8), work, q)
             rows.append(row)
-            print(f"{name}: {row['steps']} steps (best {row.get('best_step')}); d F1 "
+            print(f"{row['recipe']}: {row['steps']} steps (best {row.get('best_step')}); d F1 "
                   f"{row['d']['f1']:.3f} boundary "
                   f"{row['d']['boundary_f1_1px']:.3f}; c F1 {row['c']['f1']:.3f} boundary "
                   f"{row['c']['boundary_f1_1px']:.3f}", file=sys.stderr, flush=True)
     best = max(rows, key=lambda r: (r["d"]["f1"], r["d"]["boundary_f1_1px"]))
-    return {"data": str(data), "minutes": minutes, "seed": seed, "tta": tta, "rows": rows,
-            "chosen_on_d": best["recipe"]}
+    return {"data": str(data), "minutes": minutes, "seed": seed, "seeds": seeds, "tta": tta,
+            "context": context,
+            "rows": rows, "chosen_on_d": best["recipe"]}
 
 
 def table(result):
@@ -172,9 +210,16 @@ def main(argv=None):
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tta", action="store_true", help="predict with test-time augmentation")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="an ensemble: this many networks per recipe, --minutes shared between "
+                        "them, scored as the mean of their predictions")
+    p.add_argument("--context", action="store_true",
+                   help="NN-3 sees each EM slice with its neighbours (red z - 1, green z, "
+                        "blue z + 1) instead of the slice alone")
     p.add_argument("--output", help="JSON file for the results")
     args = p.parse_args(argv)
-    result = study(args.data, args.minutes, args.recipes, args.seed, args.tta)
+    result = study(args.data, args.minutes, args.recipes, args.seed, args.tta, args.seeds,
+                   args.context)
     print(table(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")

@@ -57,6 +57,7 @@ def compare(options, batch_statistics="global", dice="global"):
     nets = [n for n in ("generator", "discriminator") if getattr(one, n) is not None]
     for name in nets:
         getattr(two, name).set_weights(getattr(one, name).get_weights())
+    two.reset_ema()  # --ema: the average starts at the copied weights
 
     def weights(model):
         return [np.asarray(w) for n in nets for w in getattr(model, n).weights]
@@ -74,8 +75,12 @@ def compare(options, batch_statistics="global", dice="global"):
     update = max(np.abs(a - b).max() for a, b in zip(w1, start))
     losses = {k: [float(r1[k]), float(r2[k])] for k in ("gen_loss_classic", "gen_loss_GAN",
                                                          "discrim_loss")}
+    averages = [[np.asarray(w) for w in m.generator_ema.weights] for m in (one, two)
+                if m.generator_ema is not None]
     return {"update": float(update),
             "difference": float(max(np.abs(a - b).max() for a, b in zip(w1, w2))),
+            "ema_difference": float(max(np.abs(a - b).max() for a, b in zip(*averages)))
+            if averages else None,
             "losses": losses, "steps": [int(r1["step"]), int(r2["step"])],
             "outputs": [list(r1["outputs"].shape), list(r2["outputs"].shape)]}
 
@@ -87,6 +92,7 @@ dice = dict(base, generator="highwaynet", n_highway_units=1, gan_weight=0.0, Y_l
 print(json.dumps({
     "resnet_gan": compare(gan),
     "highwaynet_dice": compare(dice),
+    "resnet_gan_ema": compare(dict(gan, ema=0.5)),
     "control_replica_statistics": compare(gan, batch_statistics="replica"),
     "control_replica_dice": compare(dice, dice="replica"),
 }))
@@ -229,11 +235,15 @@ def test_unknown_devices_are_one_line(tmp_path, capsys, value, expected):
 @pytest.mark.slow
 def test_one_step_on_two_replicas_equals_one_step_on_one_device():
     report = _run(ONE_STEP)
-    for name in ("resnet_gan", "highwaynet_dice"):
+    for name in ("resnet_gan", "highwaynet_dice", "resnet_gan_ema"):
         result = report[name]
         assert result["steps"] == [1, 1] and result["outputs"] == [[4, 32, 32, 3], [2, 32, 32, 3]]
         assert result["update"] > 1e-3, result
         assert result["difference"] <= 3e-5 * result["update"], (name, result)
+        if name.endswith("_ema"):  # the average moves on every replica alike
+            assert result["ema_difference"] <= 3e-5 * result["update"], (name, result)
+        else:
+            assert result["ema_difference"] is None
         for key, (one, two) in result["losses"].items():
             assert abs(one - two) <= 1e-5 * max(1.0, abs(one)), (name, key, one, two)
     for name in ("control_replica_statistics", "control_replica_dice"):
