@@ -361,6 +361,11 @@ class Layout:
         return self.run_dir / f"sweep_agglomerate_{CHOICE_QUADRANT}.json"
 
     @property
+    def calibration(self):
+        """NN-3's calibration on the held-out quadrant (:mod:`neuron3d.calibrate`)."""
+        return self.run_dir / f"calibration_nn3_{CHOICE_QUADRANT}.json"
+
+    @property
     def agglomerated(self):
         return self.work / f"{self.run}_agglomerate.tif"
 
@@ -420,10 +425,11 @@ RECIPES = {
              "--n_res_blocks", "6", "--augment", "elastic,intensity,blur"),
 }
 
-#: Options of one network of a recipe, after the recipe's: ``real`` weighs NN-3's membrane
-#: pixels (--pos_weight, chosen on d: documentation/recipes.md), so that its output's 0.5
-#: falls where d's membrane F1 peaks; NN-4 and NN-5 keep the plain L2 loss.
-NETWORK_OPTIONS = {"real": {"nn3": ("--pos_weight", "2")}}
+#: Recipes whose NN-3 is calibrated on d (neuron3d.calibrate): the 8-bit level of d's best
+#: membrane F1 becomes 0.5 of every predicted membrane image, when d is predicted (the
+#: agglomeration).  Chosen on d against weighting the membranes in the loss (--pos_weight):
+#: documentation/recipes.md.
+CALIBRATED_RECIPES = ("real",)
 
 #: Recipes whose networks validate on d (--validation_dir) and keep their best weights, with
 #: the networks that have d's images (the agglomerating reconstruction predicts d with them).
@@ -444,8 +450,7 @@ def training_args(options, shape, key):
             raise ValueError(f"quadrants of {shape[1] // 2} x {shape[2] // 2} are too small for "
                              f"the {options.recipe} networks (volume "
                              f"{' x '.join(map(str, shape))})")
-        args = [*RECIPES[options.recipe], *NETWORK_OPTIONS.get(options.recipe, {}).get(key, ()),
-                "--crop_size", str(crop),
+        args = [*RECIPES[options.recipe], "--crop_size", str(crop),
                 "--scale_size", str(crop), "--lr", "0.001", "--gan_weight", "0",
                 "--progress_freq", "100", "--summary_freq", "20", "--display_freq", "500"]
         length = ["--max_steps", str(QUICK_STEPS["nn3" if key == "nn3" else "other"])]
@@ -614,12 +619,28 @@ def plan(options, layout, shape):
 
     # ---- NN-3: EM -> membrane, trained on a, predicted on b and c (and d) -------------------
     train("nn3")
-    for q in "bcd" if agglomerate else "bc":
+    membrane_quadrants = "bcd" if agglomerate else "bc"
+    calibrated = options.recipe in CALIBRATED_RECIPES and agglomerate
+    if calibrated:  # d first: its best threshold becomes 0.5 of every quadrant's membranes
+        membrane_quadrants = CHOICE_QUADRANT + membrane_quadrants.replace(CHOICE_QUADRANT, "")
+    for q in membrane_quadrants:
         predict("nn3", q)
-        step(f"membrane_predicted_{q}", p3d(
-            "--operation", "png_to_tif", "--input_dir", f"{L.prediction('nn3', q)}/images/",
-            "--output_dir", f"{L.work}/", "--name", L.membrane_predicted(q).stem),
-            [L.prediction("nn3", q)], [L.membrane_predicted(q)])
+        if calibrated and q == CHOICE_QUADRANT:
+            step("calibrate_nn3", ("-m", "neuron3d.calibrate", "--choose", "--input_dir",
+                                   f"{L.prediction('nn3', q)}/images/", "--truth",
+                                   str(L.images("membrane", q)), "--output", str(L.calibration)),
+                 [L.prediction("nn3", q), L.images("membrane", q)], [L.calibration])
+        if calibrated:
+            step(f"membrane_predicted_{q}", (
+                "-m", "neuron3d.calibrate", "--apply", str(L.calibration), "--input_dir",
+                f"{L.prediction('nn3', q)}/images/", "--output_dir",
+                str(L.membrane_predicted(q))),
+                [L.prediction("nn3", q), L.calibration], [L.membrane_predicted(q)])
+        else:
+            step(f"membrane_predicted_{q}", p3d(
+                "--operation", "png_to_tif", "--input_dir", f"{L.prediction('nn3', q)}/images/",
+                "--output_dir", f"{L.work}/", "--name", L.membrane_predicted(q).stem),
+                [L.prediction("nn3", q)], [L.membrane_predicted(q)])
         if thesis and q != CHOICE_QUADRANT:  # NN-4's input (d only feeds the agglomeration)
             step(f"membrane_predicted_png_{q}", p3d(
                 "--operation", "tif_to_png", "--input_dir", L.membrane_predicted(q),

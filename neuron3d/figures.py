@@ -209,9 +209,16 @@ def metrics_table(report):
 
 
 def quality_rows(report):
-    """(network title, quadrant, quality dict) of every network's predictions in ``report``."""
-    return [(net["title"], q, quality) for net in report.get("networks", {}).values()
-            for q, quality in sorted(net.get("quality", {}).items())]
+    """(network title, quadrant, quality dict) of every network's predictions in ``report``;
+    a network calibrated on d (:mod:`neuron3d.calibrate`) also as calibrated."""
+    rows = []
+    for net in report.get("networks", {}).values():
+        rows += [(net["title"], q, quality) for q, quality in sorted(net["quality"].items())]
+        if net.get("calibration"):
+            title = f"{net['title']}, calibrated on d ({net['calibration']['threshold']:.2f})"
+            rows += [(title, q, quality)
+                     for q, quality in sorted(net.get("quality_calibrated", {}).items())]
+    return rows
 
 
 def quality_table(report):

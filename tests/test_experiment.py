@@ -111,6 +111,34 @@ def test_plan_names_every_file_once_and_chains_steps():
     assert by_name["predict_nn3_b"].shell().startswith("python imagetranslation/translate.py --mode test")
 
 
+@pytest.mark.parametrize("method", ["agglomerate", "both", "thesis"])
+def test_real_recipe_calibrates_nn3_on_d_before_anything_reads_its_membranes(method):
+    o = options("--demo", "--shape", "8", "96", "96", "--recipe", "real", "--minutes", "1",
+                "--method", method)
+    layout = E.Layout.of(o)
+    steps = E.plan(o, layout, o.shape)
+    names = [s.name for s in steps]
+    by_name = {s.name: s for s in steps}
+    if method == "thesis":  # d is not predicted: nothing to calibrate on
+        assert "calibrate_nn3" not in names
+        assert by_name["membrane_predicted_c"].argv[0] == "process3D.py"
+        return
+    choose = by_name["calibrate_nn3"]
+    assert choose.argv[:3] == ("-m", "neuron3d.calibrate", "--choose")
+    assert choose.inputs == (layout.prediction("nn3", "d"), layout.images("membrane", "d"))
+    assert choose.outputs == (layout.calibration,)
+    assert names.index("predict_nn3_d") < names.index("calibrate_nn3") \
+        < names.index("predict_nn3_b")
+    for q in "bcd":
+        apply = by_name[f"membrane_predicted_{q}"]
+        assert apply.argv[:5] == ("-m", "neuron3d.calibrate", "--apply", str(layout.calibration),
+                                  "--input_dir")
+        assert layout.calibration in apply.inputs
+        assert apply.outputs == (layout.membrane_predicted(q),)
+    quick = options("--demo", "--shape", "8", "96", "96", "--method", method)
+    assert "calibrate_nn3" not in {s.name for s in E.plan(quick, E.Layout.of(quick), quick.shape)}
+
+
 @pytest.mark.parametrize("method", ["thesis", "agglomerate", "both"])
 def test_plan_trains_only_what_the_method_reads(method):
     o = options("--demo", "--shape", "8", "96", "96", "--method", method)
@@ -149,10 +177,8 @@ def test_training_recipes():
     args = E.training_args(real, real.shape, "nn3")
     assert args[args.index("--ngf") + 1] == "32" and "--augment" in args
     assert args[args.index("--max_minutes") + 1] == "3" and "--max_steps" not in args
-    assert args[args.index("--pos_weight") + 1] == E.NETWORK_OPTIONS["real"]["nn3"][1]
     assert all("--pos_weight" not in E.training_args(real, real.shape, key)
-               for key in ("nn4", "nn5"))
-    assert "--pos_weight" not in E.training_args(quick, quick.shape, "nn3")
+               for key in ("nn3", "nn4", "nn5"))  # calibrated on d instead (below)
     assert options("--recipe", "quick").recipe == "quick" and options().recipe == "thesis"
     with pytest.raises(ValueError, match="--quick and --recipe real contradict"):
         options("--quick", "--recipe", "real")
