@@ -63,8 +63,8 @@ def build_parser():
                    help="training recipe: thesis (the thesis' networks, default), quick (small "
                         "networks sized for a laptop CPU), real (wider networks, EM augmentations, "
                         "chosen end to end on a real FIB-SEM crop's quadrant d; use with "
-                        "--minutes; "
-                        "see documentation/recipes.md)")
+                        "--minutes), real_calibrated (real with NN-3 unweighted and calibrated "
+                        "on d: the best membranes by d's F1; see documentation/recipes.md)")
     p.add_argument("--quick", action="store_true",
                    help="small networks, crops and step counts (sized for a laptop CPU)")
     p.add_argument("--datasets", metavar="DIR",
@@ -424,16 +424,23 @@ RECIPES = {
     "real": ("--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet", "--ngf", "32",
              "--n_res_blocks", "6", "--augment", "elastic,intensity,blur"),
 }
+#: ``real_calibrated``: real's networks, NN-3 unweighted and calibrated on d (below); the best
+#: NN-3 by d's membrane F1, where ``real`` is the best by d's reconstruction error.
+RECIPES["real_calibrated"] = RECIPES["real"]
+
+#: Options of one network of a recipe, after the recipe's: ``real`` weighs NN-3's membrane
+#: pixels (--pos_weight, chosen on d: documentation/recipes.md), so that its output's 0.5
+#: falls near where d's membrane F1 peaks; NN-4 and NN-5 keep the plain L2 loss.
+NETWORK_OPTIONS = {"real": {"nn3": ("--pos_weight", "2")}}
 
 #: Recipes whose NN-3 is calibrated on d (neuron3d.calibrate): the 8-bit level of d's best
 #: membrane F1 becomes 0.5 of every predicted membrane image, when d is predicted (the
-#: agglomeration).  Chosen on d against weighting the membranes in the loss (--pos_weight):
-#: documentation/recipes.md.
-CALIBRATED_RECIPES = ("real",)
+#: agglomeration).  documentation/recipes.md, "Calibration on d".
+CALIBRATED_RECIPES = ("real_calibrated",)
 
 #: Recipes whose networks validate on d (--validation_dir) and keep their best weights, with
 #: the networks that have d's images (the agglomerating reconstruction predicts d with them).
-VALIDATED_RECIPES = ("real",)
+VALIDATED_RECIPES = ("real", "real_calibrated")
 VALIDATED_NETWORKS = ("nn3", "nn5")
 
 
@@ -450,7 +457,8 @@ def training_args(options, shape, key):
             raise ValueError(f"quadrants of {shape[1] // 2} x {shape[2] // 2} are too small for "
                              f"the {options.recipe} networks (volume "
                              f"{' x '.join(map(str, shape))})")
-        args = [*RECIPES[options.recipe], "--crop_size", str(crop),
+        args = [*RECIPES[options.recipe], *NETWORK_OPTIONS.get(options.recipe, {}).get(key, ()),
+                "--crop_size", str(crop),
                 "--scale_size", str(crop), "--lr", "0.001", "--gan_weight", "0",
                 "--progress_freq", "100", "--summary_freq", "20", "--display_freq", "500"]
         length = ["--max_steps", str(QUICK_STEPS["nn3" if key == "nn3" else "other"])]

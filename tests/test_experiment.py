@@ -112,9 +112,9 @@ def test_plan_names_every_file_once_and_chains_steps():
 
 
 @pytest.mark.parametrize("method", ["agglomerate", "both", "thesis"])
-def test_real_recipe_calibrates_nn3_on_d_before_anything_reads_its_membranes(method):
-    o = options("--demo", "--shape", "8", "96", "96", "--recipe", "real", "--minutes", "1",
-                "--method", method)
+def test_real_calibrated_calibrates_nn3_on_d_before_anything_reads_its_membranes(method):
+    o = options("--demo", "--shape", "8", "96", "96", "--recipe", "real_calibrated",
+                "--minutes", "1", "--method", method)
     layout = E.Layout.of(o)
     steps = E.plan(o, layout, o.shape)
     names = [s.name for s in steps]
@@ -135,8 +135,9 @@ def test_real_recipe_calibrates_nn3_on_d_before_anything_reads_its_membranes(met
                                   "--input_dir")
         assert layout.calibration in apply.inputs
         assert apply.outputs == (layout.membrane_predicted(q),)
-    quick = options("--demo", "--shape", "8", "96", "96", "--method", method)
-    assert "calibrate_nn3" not in {s.name for s in E.plan(quick, E.Layout.of(quick), quick.shape)}
+    for other in ("quick", "real"):
+        o = options("--demo", "--shape", "8", "96", "96", "--method", method, "--recipe", other)
+        assert "calibrate_nn3" not in {s.name for s in E.plan(o, E.Layout.of(o), o.shape)}
 
 
 @pytest.mark.parametrize("method", ["thesis", "agglomerate", "both"])
@@ -177,8 +178,14 @@ def test_training_recipes():
     args = E.training_args(real, real.shape, "nn3")
     assert args[args.index("--ngf") + 1] == "32" and "--augment" in args
     assert args[args.index("--max_minutes") + 1] == "3" and "--max_steps" not in args
+    assert args[args.index("--pos_weight") + 1] == E.NETWORK_OPTIONS["real"]["nn3"][1]
     assert all("--pos_weight" not in E.training_args(real, real.shape, key)
-               for key in ("nn3", "nn4", "nn5"))  # calibrated on d instead (below)
+               for key in ("nn4", "nn5"))
+    assert "--pos_weight" not in E.training_args(quick, quick.shape, "nn3")
+    # real_calibrated: real's networks, NN-3 unweighted (calibrated on d instead, below)
+    calibrated = options("--demo", "--recipe", "real_calibrated", "--minutes", "3")
+    assert E.training_args(calibrated, calibrated.shape, "nn3") == [
+        a for a in args if a not in E.NETWORK_OPTIONS["real"]["nn3"]]
     assert options("--recipe", "quick").recipe == "quick" and options().recipe == "thesis"
     with pytest.raises(ValueError, match="--quick and --recipe real contradict"):
         options("--quick", "--recipe", "real")
@@ -283,6 +290,34 @@ def test_runner_cleans_temporaries_and_survives_a_kill(tmp_path):
 def ran(stdout):
     return {line[3:].split(" (")[0] for line in stdout.splitlines()
             if line.startswith("== ") and ": done before" not in line}
+
+
+@pytest.mark.slow
+def test_real_calibrated_end_to_end_calibrates_nn3_on_d(tmp_path):
+    """--recipe real_calibrated: NN-3's membranes of b, c and d are its predictions mapped with the level of
+    d's best F1, and the report scores them beside the predictions at 0.5."""
+    pytest.importorskip("tensorflow")
+    from neuron3d import calibrate
+    from neuron3d.report import prediction_quality
+
+    r = run_experiment(tmp_path, "--demo", "--shape", "6", "64", "64", "--steps", "3",
+                       "--recipe", "real_calibrated", "--method", "agglomerate")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    run, data = tmp_path / "results" / "demo", tmp_path / "data"
+    report = json.loads((run / "report.json").read_text())
+    nn3 = report["networks"]["nn3"]
+    predicted = {q: read_stack(run / f"P3_em_membrane_{q}" / "images", channel=0) for q in "bcd"}
+    truth = {q: read_stack(data / f"membrane_{q}") for q in "bcd"}
+    level, _ = calibrate.choose_level(predicted["d"], truth["d"])
+    assert nn3["calibration"]["level"] == level
+    for q in "bcd":
+        membranes = read_stack(data / f"membrane_predicted_{q}.tif")
+        assert np.array_equal(membranes, calibrate.remap(predicted[q], level)), q
+        assert nn3["quality_calibrated"][q] == prediction_quality(membranes, truth[q],
+                                                                   membrane=True)
+        assert nn3["quality"][q] == prediction_quality(predicted[q], truth[q], membrane=True)
+    assert nn3["calibration"]["f1"] == pytest.approx(nn3["quality_calibrated"]["d"]["f1"])
+    assert nn3["training"]["validation"]["best_step"] is not None  # validated on d
 
 
 @pytest.mark.slow
