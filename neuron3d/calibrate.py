@@ -12,7 +12,8 @@ image (b, c and d alike) monotonically so that ``T`` lands on 128 (0.5)::
     python -m neuron3d.calibrate --choose --input_dir results/run/P3_em_membrane_d/images/ \\
         --truth datasets/membrane_d --output results/run/calibration_nn3.json
     python -m neuron3d.calibrate --apply results/run/calibration_nn3.json \\
-        --input_dir results/run/P3_em_membrane_c/images/ --output_dir datasets/membrane_predicted_c.tif
+        --input_dir results/run/P3_em_membrane_c/images/ \\
+        --output_dir datasets/membrane_predicted_c.tif
 
 The map is piecewise linear, [0, T) onto [0, 128) and [T, 255] onto [128, 255], so the
 output stays graded and keeps its order (the agglomeration orders merges by it); T = 128 is the
