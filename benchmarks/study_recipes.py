@@ -115,12 +115,10 @@ def prepare(data, work, context=False):
 
 
 def score(prediction, work, q):
-    """Scores of a prediction (a translate.py --mode test folder, or a (z, y, x) uint8 array)."""
+    """Scores of a (z, y, x) uint8 prediction of quadrant ``q``."""
     from neuron3d.io import read_stack
     from neuron3d.report import prediction_quality
 
-    if isinstance(prediction, Path):
-        prediction = read_stack(prediction / "images", channel=0)
     quality = prediction_quality(prediction, read_stack(work / f"membrane_{q}", channel=0),
                                  membrane=True)
     return {"f1": quality["f1"], "precision": quality["precision"],
@@ -151,7 +149,7 @@ def train_and_predict(work, name, crop, minutes, seed, tta):
             "--input_dir", work / f"combined_{q}", "--output_dir", out,
             *(["--tta"] if tta else []))
         predictions[q] = read_stack(out / "images", channel=0)
-        row[q] = score(out, work, q)
+        row[q] = score(predictions[q], work, q)
     print(f"  {name} seed {seed}: {row['steps']} steps (best {row.get('best_step')}); d F1 "
           f"{row['d']['f1']:.3f}; c F1 {row['c']['f1']:.3f}", file=sys.stderr, flush=True)
     return row, predictions

@@ -147,20 +147,18 @@ def networks(layout, steps):
                 found[key]["quality"][q] = prediction_quality(
                     read_stack(images, channel=0), read_stack(layout.images(target, q), channel=0),
                     membrane=target == "membrane")
-        elif step.name == "calibrate_nn3" and "nn3" in found and layout.calibration.exists():
-            # NN-3 calibrated on d: the quality of the membranes everything downstream reads
-            calibration = _read_json(layout.calibration)
-            found["nn3"]["calibration"] = {
-                k: calibration.get(k) for k in ("level", "threshold", "criterion", "f1",
-                                                "f1_at_half", "input_dir", "truth")}
-            found["nn3"]["quality_calibrated"] = {}
-    if "quality_calibrated" in found.get("nn3", {}):
-        for q in found["nn3"]["quality"]:
-            stack = layout.membrane_predicted(q)
-            if stack.exists():
-                found["nn3"]["quality_calibrated"][q] = prediction_quality(
-                    read_stack(stack), read_stack(layout.images("membrane", q), channel=0),
-                    membrane=True)
+    if "calibrate_nn3" in {s.name for s in steps} and "nn3" in found \
+            and layout.calibration.exists():
+        # NN-3 calibrated on d: the quality of the membranes everything downstream reads
+        calibration = _read_json(layout.calibration)
+        found["nn3"]["calibration"] = {
+            k: calibration.get(k) for k in ("level", "threshold", "criterion", "f1",
+                                            "f1_at_half", "input_dir", "truth")}
+        found["nn3"]["quality_calibrated"] = {
+            q: prediction_quality(read_stack(layout.membrane_predicted(q)),
+                                  read_stack(layout.images("membrane", q), channel=0),
+                                  membrane=True)
+            for q in found["nn3"]["quality"] if layout.membrane_predicted(q).exists()}
     return found
 
 

@@ -87,3 +87,23 @@ def combined_images(folder, shape, seed):
                              "--b_dir", str(folder / "mem"),
                              "--output_dir", str(folder / "combined")]) == 0
     return folder / "combined"
+
+
+def training_and_held_out(folder):
+    """Two sets of EM | membrane pairs: 3 training images of 16 x 16, 2 held-out of 16 x 24."""
+    return combined_images(folder / "train", (3, 16, 16), seed=1), \
+        combined_images(folder / "held_out", (2, 16, 24), seed=2)
+
+
+#: A tiny ResNet with the L2 loss and no GAN, without logging or periodic checkpoints.
+TINY_SQUARE = ["--ngf", "4", "--n_res_blocks", "1", "--crop_size", "16", "--scale_size", "16",
+               "--gan_weight", "0", "--progress_freq", "0", "--save_freq", "0", "--lr", "0.01",
+               "--Y_loss", "square"]
+
+
+def train_tiny(train, out, *extra, seed):
+    """``translate.py --mode train`` in process with :data:`TINY_SQUARE`; returns its status."""
+    from imagetranslation import translate
+
+    return translate.main(["--mode", "train", "--input_dir", str(train), "--output_dir",
+                           str(out), *TINY_SQUARE, "--seed", str(seed), *extra])

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_user_error_status, combined_images
+from conftest import assert_user_error_status, train_tiny, training_and_held_out
 
 from imagetranslation import trainer, translate
 from imagetranslation.data import load_pairs, to_model_range
@@ -13,21 +13,14 @@ from neuron3d.io import read_stack
 
 tf = pytest.importorskip("tensorflow")
 
-TINY = ["--ngf", "4", "--n_res_blocks", "1", "--crop_size", "16", "--scale_size", "16",
-        "--gan_weight", "0", "--seed", "3", "--progress_freq", "0", "--save_freq", "0",
-        "--lr", "0.01", "--Y_loss", "square"]
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data")
-    return combined_images(folder / "train", (3, 16, 16), seed=1), \
-        combined_images(folder / "held_out", (2, 16, 24), seed=2)
+    return training_and_held_out(tmp_path_factory.mktemp("data"))
 
 
 def _train(train, out, *extra):
-    return translate.main(["--mode", "train", "--input_dir", str(train), "--output_dir",
-                           str(out), *TINY, *extra])
+    return train_tiny(train, out, *extra, seed=3)
 
 
 def test_validation_records_every_check_and_keeps_the_best_weights(tmp_path, data):
