@@ -283,6 +283,57 @@ def same_path(a, b):
         return False
 
 
+def _resolved(path):
+    """``path`` made absolute with symlinks and ``..`` resolved as far as it exists."""
+    return Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+def check_outputs_apart(inputs, outputs):
+    """Refuse outputs that are, contain or lie inside one of a command's inputs.
+
+    The one rule every command applies, before it reads anything, so that no
+    output a user names can destroy an input: an output is refused if,
+    after resolving ``..`` and symbolic links, it is the same file or folder as
+    an input, a folder (or store) that contains an input, or a path inside an
+    input folder or store (``X.zarr/mem.zarr`` for the input ``X.zarr``).
+
+    Parameters
+    ----------
+    inputs, outputs : mapping of str to path, or iterable of (str, path)
+        What the command reads and what it will create or replace, each keyed
+        by how the user named it (a flag such as ``--input_dir``, or a
+        description such as ``"output TIFF"``).  ``None`` paths are skipped.
+        An output is the path that is written, not the folder it is written
+        into: ``split --output_dir datasets/`` writes ``datasets/em_a.tif``
+        and so on, which may well sit beside its input.
+
+    Raises
+    ------
+    ValueError
+        Naming the output and the input it collides with, and both paths.
+    """
+    inputs = list(inputs.items() if hasattr(inputs, "items") else inputs)
+    outputs = list(outputs.items() if hasattr(outputs, "items") else outputs)
+    for out_name, out_path in outputs:
+        if out_path is None:
+            continue
+        out = _resolved(out_path)
+        for in_name, in_path in inputs:
+            if in_path is None:
+                continue
+            src = _resolved(in_path)
+            if out == src or same_path(out_path, in_path):
+                how = "is"
+            elif src in out.parents:
+                how = "lies inside"
+            elif out in src.parents:
+                how = "contains"
+            else:
+                continue
+            raise ValueError(f"{out_name} {out_path} {how} {in_name} {in_path}: "
+                             "writing it would destroy the input; choose another output")
+
+
 def prepare_output_dir(folder):
     """Create ``folder`` (and parents) for outputs; refuse an existing file.
 
