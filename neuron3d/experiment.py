@@ -375,9 +375,11 @@ class Layout:
 
     def chosen_threshold(self):
         """The threshold the sweep chose, as text (:data:`NOT_CHOSEN_YET` before the sweep)."""
+        from .sweep import chosen_threshold
+
         try:
-            return f"{json.loads(self.sweep.read_text())['chosen']:g}"
-        except (OSError, ValueError, KeyError, TypeError):
+            return f"{chosen_threshold(self.sweep):g}"
+        except ValueError:
             return NOT_CHOSEN_YET
 
     @property

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from .agglomerate import SCORINGS
 from .cli import ArgumentParser, run_cli
@@ -30,6 +31,45 @@ def choose(rows):
     """The threshold with the lowest adapted Rand error against the labels (lowest on ties)."""
     best = min(rows, key=lambda r: (r["labels"]["adapted_rand_error"], r["threshold"]))
     return best["threshold"]
+
+
+def chosen_threshold(path):
+    """The merge threshold a sweep file chose, as ``experiment_8.sh`` applies it to c.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A JSON file written by ``python -m neuron3d.sweep --output``.
+
+    Returns
+    -------
+    float
+        Its ``chosen`` threshold, rounded as ``format(chosen, "g")`` writes it (six significant
+        digits: the text the run's agglomeration step passed as ``--merge_threshold`` before
+        ``--merge_threshold_from`` existed), in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is missing or unreadable, not JSON, has no numeric
+        ``chosen`` entry, or that entry is not in [0, 1].
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read the sweep file {path}: {exc.strerror or exc}") from None
+    try:
+        chosen = json.loads(text)["chosen"]
+        if isinstance(chosen, bool) or not isinstance(chosen, (int, float)):
+            raise TypeError(f"'chosen' is {chosen!r}, not a number")
+        value = float(f"{chosen:g}")
+    except (ValueError, KeyError, TypeError) as exc:
+        why = "it has no 'chosen' threshold" if isinstance(exc, KeyError) else exc
+        raise ValueError(f"{path} is not a sweep file of python -m neuron3d.sweep ({why})"
+                         ) from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{path}: the chosen threshold must be in [0, 1], got {value:g}")
+    return value
 
 
 def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, scoring="median",
