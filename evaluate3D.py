@@ -161,7 +161,12 @@ def check_output_path(output):
 def run(args):
     if args.output:
         check_output_path(args.output)
+    io.check_outputs_apart({"--predicted": args.predicted, "--true": args.true,
+                            "--labels": args.labels}, {"--output": args.output})
     check_min_overlap(args.min_overlap, "--min_overlap")
+    if args.chunks is not None and args.scheduler is None:
+        raise ValueError("--chunks sets the blocks scored with --scheduler; without it the "
+                         "volumes are scored whole (drop --chunks)")
     if args.threshold is not None:
         print("evaluate3D.py: --threshold is ignored (the thesis' script never used it)",
               file=sys.stderr)

@@ -78,6 +78,8 @@ def run(args):
     viewer.check_voxel_size(args.voxel_size, "--voxel_size")
     viewer.check_segments(args.segments, "--segments")
     viewer.check_max_segments(args.max_segments, "--max_segments")
+    io.check_outputs_apart({"--em": args.em, "--label": args.label,
+                            "--predicted": args.predicted}, {"--screenshot": args.screenshot})
     if args.screenshot:
         viewer.check_screenshot(args.screenshot, args.size, "--screenshot", "--size")
         try:

@@ -36,6 +36,7 @@ Nothing is written when an input or option is invalid.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from neuron3d import blockwise, io, labels, zarrio
@@ -119,8 +120,9 @@ def check_args(args):
     if zarr_out and op in ("split", "tif_to_png", "png_to_tif", "zarr_to_tif"):
         raise ValueError(f"--operation {op} does not write .zarr stores (--output_dir "
                          f"{args.output_dir})")
-    if args.voxel_size is not None and (op != "tif_to_zarr" or min(args.voxel_size) <= 0):
-        raise ValueError("--voxel_size is three sizes > 0 in nm, for tif_to_zarr, got "
+    if args.voxel_size is not None and (op != "tif_to_zarr" or not all(
+            math.isfinite(v) and v > 0 for v in args.voxel_size)):
+        raise ValueError("--voxel_size is three finite sizes > 0 in nm, for tif_to_zarr, got "
                          f"{' '.join(f'{v:g}' for v in args.voxel_size)}")
     if args.scheduler is not None and op not in BLOCKWISE:
         raise ValueError(f"--scheduler runs {', '.join(BLOCKWISE)} blockwise, not {op}")
@@ -134,6 +136,37 @@ def check_args(args):
         check_name(args.name, "--name")
     elif op == "eroskele":
         labels.check_count(args.erosions, "--erosions")
+    targets = output_targets(args)
+    if args.chunks is not None and args.scheduler is None and not any(
+            zarrio.is_zarr(path) for path in targets.values()):
+        raise ValueError(f"--chunks applies to .zarr outputs (and --scheduler blocks); "
+                         f"--operation {op} writes {', '.join(map(str, targets.values()))}")
+    io.check_outputs_apart({"--input_dir": args.input_dir}, targets)
+
+
+def output_targets(args):
+    """What the operation creates or replaces, keyed by how it is named in messages.
+
+    ``split`` writes ``<output_dir>/<split>_a.tif`` ... (beside its input, as the thesis
+    does), ``png_to_tif`` and ``evaluation`` write ``<output_dir>/<name>.tif``, the other
+    operations write ``--output_dir`` itself (a folder of slices, a .zarr store or a .tif).
+    """
+    op, out = args.operation, Path(args.output_dir)
+    if op == "synthetic":
+        return {"--output_dir (EM)": out / "train-input.tif",
+                "--output_dir (labels)": out / "train-labels.tif"}
+    if op == "split":
+        return {f"--output_dir (quadrant {q})": out / f"{args.split}_{q}.tif" for q in "abcd"}
+    if op == "png_to_tif":
+        return {"--output_dir/--name": out / f"{args.name}.tif"}
+    if op == "evaluation" and args.scheduler is None and not zarrio.is_zarr(out):
+        return {"--output_dir/--name": out / f"{evaluation_name(args)}.tif"}
+    return {"--output_dir": out}
+
+
+def evaluation_name(args):
+    """The evaluation volume's file name: --name, or evaluate_<q> for label_<q>.tif."""
+    return args.name or "evaluate_" + Path(args.input_dir).stem.removeprefix("label_")
 
 
 def run_blockwise(args):
@@ -211,7 +244,7 @@ def run(args):
         from neuron3d.reconstruct import evaluation_volume
 
         stack = io.read_labels(source)
-        name = args.name or "evaluate_" + Path(source).stem.removeprefix("label_")
+        name = evaluation_name(args)
         volume = evaluation_volume(stack, source=source)
         if zarrio.is_zarr(out):
             path = zarrio.write_zarr(out, volume, args.chunks)

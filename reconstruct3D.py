@@ -67,6 +67,10 @@ def build_parser():
                              "0..1) is below this; several values give one output each "
                              f"(default {DEFAULT_THRESHOLD}, chosen on held-out data: "
                              "see documentation/agglomeration.md)")
+    parser.add_argument("--merge_threshold_from", metavar="SWEEP.json",
+                        help="agglomerate: take the one threshold from the 'chosen' entry of a "
+                             "sweep file (python -m neuron3d.sweep --output); instead of "
+                             "--merge_threshold")
     parser.add_argument("--scoring", choices=sorted(SCORINGS), default="median",
                         help="agglomerate: boundary statistic (default median)")
     parser.add_argument("--output_dir", required=True,
@@ -95,6 +99,13 @@ def write_labels(path, labels, chunks=None):
     return io.write_tif(path, labels)
 
 
+def check_chunks_output(chunks, targets):
+    """Refuse ``--chunks`` when no output is a .zarr store (it would be ignored)."""
+    if chunks is not None and not any(zarrio.is_zarr(t) for t in targets):
+        raise ValueError("--chunks applies to .zarr outputs (--name N.zarr) and --scheduler "
+                         f"blocks; this run writes {', '.join(map(str, targets))}")
+
+
 def _is_empty_folder(path):
     path = Path(path)
     return path.is_dir() and not any(io.SLICE_PATTERN.match(p.name) for p in path.iterdir())
@@ -121,22 +132,40 @@ def run_agglomerate(args):
         raise ValueError("--input_dir_cytoplasm is for --method thesis; agglomerate reads "
                          "--input_dir_membrane and --input_dir_overlap")
     name = check_name(args.name, "--name")
-    thresholds = check_thresholds(args.merge_threshold or [DEFAULT_THRESHOLD],
-                                  "--merge_threshold")
-    if len(set(thresholds)) != len(thresholds):
-        raise ValueError(f"--merge_threshold repeats a value: {' '.join(map(str, thresholds))}")
     folder = check_output_dir(args.output_dir, "--output_dir")
     sources = (args.input_dir_membrane, args.input_dir_overlap)
+    inputs = {"--input_dir_membrane": sources[0], "--input_dir_overlap": sources[1],
+              "--merge_threshold_from": args.merge_threshold_from}
+    if args.merge_threshold_from is not None:
+        if args.merge_threshold is not None:
+            raise ValueError("--merge_threshold and --merge_threshold_from are exclusive: give "
+                             "the threshold or the sweep file that chose it")
+        # no output may replace the sweep file either: check before reading it
+        io.check_outputs_apart(inputs, {"--output_dir/--name": output_path(folder, name)})
+        from neuron3d.sweep import chosen_threshold
+
+        thresholds = [chosen_threshold(args.merge_threshold_from)]
+        origin = f" (chosen in {args.merge_threshold_from})"
+    else:
+        thresholds, origin = args.merge_threshold or [DEFAULT_THRESHOLD], ""
+    thresholds = check_thresholds(thresholds, "--merge_threshold")
+    if len(set(thresholds)) != len(thresholds):
+        raise ValueError(f"--merge_threshold repeats a value: {' '.join(map(str, thresholds))}")
+    targets = [output_path(folder, n) for n in output_names(name, thresholds)]
+    check_chunks_output(args.chunks, targets)
+    io.check_outputs_apart(inputs, [("--output_dir/--name", targets[0])] if len(targets) == 1
+                           else [(f"--output_dir/--name (threshold {t:g})", p)
+                                 for t, p in zip(thresholds, targets)])
     membrane, overlap = check_inputs(io.read_stack(sources[0], channel=0),
                                      io.read_stack(sources[1], channel=0), sources)
     print(f"reconstruct3D.py: agglomerating {membrane.shape} membrane and {overlap.shape} "
           f"overlap probabilities ({args.scoring} boundary score, thresholds "
-          f"{' '.join(f'{t:g}' for t in thresholds)})", file=sys.stderr)
+          f"{' '.join(f'{t:g}' for t in thresholds)}{origin})", file=sys.stderr)
     start = time.perf_counter()
     volumes = agglomerate(membrane, overlap, thresholds, scoring=args.scoring, sources=sources)
     for out_name, threshold, labels in zip(output_names(name, thresholds), thresholds, volumes):
         out = write_labels(output_path(folder, out_name), labels, args.chunks)
-        print(f"reconstruct3D.py: threshold {threshold:g}: {int(labels.max())} objects; "
+        print(f"reconstruct3D.py: threshold {threshold:g}{origin}: {int(labels.max())} objects; "
               f"wrote {labels.shape} {labels.dtype} to {out}")
     print(f"reconstruct3D.py: agglomerated in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
@@ -145,7 +174,7 @@ def run_agglomerate(args):
 def run(args):
     if args.method == "agglomerate":
         return run_agglomerate(args)
-    for flag in ("input_dir_membrane", "merge_threshold"):
+    for flag in ("input_dir_membrane", "merge_threshold", "merge_threshold_from"):
         if getattr(args, flag) is not None:
             raise ValueError(f"--{flag} is for --method agglomerate")
     if args.input_dir_cytoplasm is None:
@@ -155,8 +184,10 @@ def run(args):
     threshold = check_threshold(args.threshold, "--threshold")
     connectivity = check_connectivity(args.connectivity, "--connectivity")
     out = output_path(check_output_dir(args.output_dir, "--output_dir"), name)
-    blockwise.check_arguments(args, {"--input_dir_cytoplasm": cyto_path,
-                                     "--input_dir_overlap": over_path}, {"--name": name})
+    inputs = {"--input_dir_cytoplasm": cyto_path, "--input_dir_overlap": over_path}
+    blockwise.check_arguments(args, inputs, {"--name": name})
+    check_chunks_output(args.chunks if args.scheduler is None else None, [out])
+    io.check_outputs_apart(inputs, {"--output_dir/--name": out})
     if args.scheduler is not None:
         if connectivity != 6:
             raise ValueError("--scheduler labels 6-connected components (--connectivity 6); "
