@@ -34,6 +34,7 @@ import numpy as np
 from neuron3d import blockwise, io, zarrio
 from neuron3d.agglomerate import DEFAULT_THRESHOLD, SCORINGS
 from neuron3d.cli import ArgumentParser, check_name, check_output_dir, run_cli
+from neuron3d.labels import FOREGROUND
 from neuron3d.reconstruct import (
     CONNECTIVITIES,
     THRESHOLDS,
@@ -80,10 +81,10 @@ def build_parser():
                              "(N.zarr: an OME-Zarr store)")
     parser.add_argument("--connectivity", type=int, default=6, choices=CONNECTIVITIES,
                         help="3D neighbourhood (default 6, face neighbours, as in the thesis)")
-    parser.add_argument("--threshold", type=int, default=127,
+    parser.add_argument("--threshold", type=int, default=FOREGROUND,
                         help="foreground is first-channel value >= THRESHOLD, a whole number "
-                             f"in {THRESHOLDS[0]}..{THRESHOLDS[1]} (8-bit images; default 127, "
-                             "the thesis')")
+                             f"in {THRESHOLDS[0]}..{THRESHOLDS[1]} (8-bit images; default "
+                             f"{FOREGROUND}, the thesis')")
     blockwise.add_arguments(parser)
     return parser
 

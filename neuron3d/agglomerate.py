@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from .io import smallest_uint
+from .labels import label_dtype
 
 #: waterz scoring functions by name; all are compiled into waterz's wheels.
 #: The score of an edge is 1 - (statistic of the affinities on the boundary),
@@ -462,12 +462,10 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
                                            scoring_function=SCORINGS[scoring])
         for threshold, segmentation in zip(order, segmentations):
             # waterz keeps merging in this array: copy it, at the size the IDs need
-            labels = segmentation.astype(smallest_uint(max(top, np.iinfo(np.uint16).max)))
+            labels = segmentation.astype(label_dtype(top))
             labels, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=True)
             count = len(mapping) - (0 in mapping)
-            results[threshold] = labels.astype(
-                smallest_uint(max(count, np.iinfo(np.uint16).max)), copy=False
-            )
+            results[threshold] = labels.astype(label_dtype(count), copy=False)
     return [results[t] for t in values]
 
 

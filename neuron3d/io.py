@@ -38,6 +38,7 @@ from .atomic import (  # noqa: F401  (re-exported)
     write_file,
     write_folder,
 )
+from .labels import FOREGROUND, smallest_uint  # noqa: F401  (smallest_uint re-exported)
 
 _new_temp_dir = new_temp_dir
 _new_temp_file = new_temp_file
@@ -349,21 +350,14 @@ def as_label_stack(array, source, allow_integral_float=False):
     return array
 
 
-def smallest_uint(max_value):
-    """Smallest unsigned integer dtype that holds ``max_value``."""
-    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
-        if max_value <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    raise ValueError(f"label {max_value} does not fit in uint64")
-
-
 def read_labels(path, allow_integral_float=False):
     """Read and validate a (z, y, x) label stack; see :func:`as_label_stack`."""
     return as_label_stack(read_stack(path), path, allow_integral_float)
 
 
-def read_binary(path, threshold=127):
-    """Read a stack of images (first channel) as foreground ``value >= threshold``."""
+def read_binary(path, threshold=FOREGROUND):
+    """Read a stack of images (first channel) as foreground ``value >= threshold``
+    (default :data:`neuron3d.labels.FOREGROUND`, 127)."""
     stack = read_stack(path, channel=0)
     if stack.ndim != 3:
         raise ValueError(f"expected gray or colour images, got shape {stack.shape} from {path}")

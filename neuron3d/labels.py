@@ -9,6 +9,56 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = [
+    "FOREGROUND", "HALF", "check_count", "check_stack", "consecutive", "cytoplasm",
+    "eroskele", "label_dtype", "membrane", "overlap", "smallest_uint", "split_quadrants",
+]
+
+#: Foreground of an 8-bit image (network output, mask PNG): ``value >= FOREGROUND``.  The
+#: thesis binarized cytoplasm and overlap images at 127 before reconstructing, and GUIDE §3
+#: keeps that level for ``reconstruct`` and ``eroskele``; 0/255 masks give the same result at
+#: any level in 1..255, so only graded predictions see it.
+FOREGROUND = 127
+#: The 8-bit level of probability 0.5 (128 / 255 ~ 0.502): a predicted membrane pixel counts as
+#: membrane when ``value >= HALF`` in the quality scores (``neuron3d.report``) and is the level
+#: the calibration maps to (``neuron3d.calibrate``).  It is not :data:`FOREGROUND`: each level
+#: reproduces what its step measured before the two were named, bit for bit.
+HALF = 128
+#: Label stacks are written in at least this many bits (the thesis wrote int16; 16 bits
+#: unsigned keep small volumes' files as the thesis' readers expect).
+MIN_LABEL_MAX = np.iinfo(np.uint16).max
+
+
+def smallest_uint(max_value):
+    """Smallest unsigned integer dtype that holds ``max_value``.
+
+    Raises
+    ------
+    ValueError
+        If ``max_value`` exceeds the uint64 range.
+    """
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_value <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"label {max_value} does not fit in uint64")
+
+
+def label_dtype(count):
+    """The dtype of a label stack with IDs 0..``count``: the smallest unsigned integer type
+    of at least 16 bits that holds ``count`` (``smallest_uint(max(count, 65535))``).
+
+    Parameters
+    ----------
+    count : int
+        The largest ID (the number of objects when they are numbered 1..K).
+
+    Returns
+    -------
+    numpy.dtype
+        uint16, uint32 or uint64.
+    """
+    return smallest_uint(max(int(count), MIN_LABEL_MAX))
+
 
 def check_stack(stack, source="stack", what="stack", min_slices=1, channels=False):
     """Check that ``stack`` is a (z, y, x) stack with slices of at least 1 x 1 pixel.

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import smallest_uint
-from .labels import check_stack, cytoplasm, membrane, overlap
+from .labels import check_stack, cytoplasm, label_dtype, membrane, overlap
 
 CONNECTIVITIES = (6, 18, 26)
 #: Thresholds accepted by :func:`check_threshold` (8-bit images: 0 or less would make
@@ -152,7 +151,7 @@ def reconstruct(cytoplasm_masks, overlap_masks, connectivity=6, cytoplasm_source
     kept = np.ascontiguousarray(components[0::2])
     kept, mapping = fastremap.renumber(kept, preserve_zero=True, in_place=True)
     count = len(mapping) - (0 in mapping)
-    return kept.astype(smallest_uint(max(count, np.iinfo(np.uint16).max)), copy=False)
+    return kept.astype(label_dtype(count), copy=False)
 
 
 def evaluation_volume(labels, connectivity=6, source="labels"):
