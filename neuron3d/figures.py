@@ -103,12 +103,12 @@ def interleaved_section(cytoplasm, overlap, row, repeat=3):
 def workflow_figure(layout, out, shot=None, z=None):
     """The thesis' workflow figure, drawn from a finished run's own data.
 
-    ``layout`` is the run's :class:`neuron3d.experiment.Layout` (every file name).
+    ``layout`` is the run's :class:`neuron3d.recipe.Layout` (every file name).
     """
     plt = _pyplot()
 
-    from .experiment import COMBOS, TEST_QUADRANT
     from .io import read_binary, read_labels, read_stack
+    from .recipe import COMBOS, TEST_QUADRANT
 
     L, q = layout, TEST_QUADRANT
     cyto, over = COMBOS["thesis"][0]
@@ -328,14 +328,15 @@ def training_curves(run_dir, out):
 
 
 def read_report(run_dir):
-    """(report dict, Layout) of a finished experiment_8.sh run folder.
+    """(report dict, Layout) of a finished experiment_8.sh run folder, its layout re-rooted at
+    ``run_dir`` (a copied or moved run is read where it is).
 
     Raises
     ------
     FileNotFoundError, ValueError
         No ``report.json`` in ``run_dir``, or one without a layout (an older run: re-run it).
     """
-    from .experiment import Layout
+    from .recipe import Layout
 
     path = Path(run_dir) / "report.json"
     if not path.is_file():
@@ -343,7 +344,7 @@ def read_report(run_dir):
                                 "experiment_8.sh run, results/<run>?)")
     try:
         report = json.loads(path.read_text())
-        return report, Layout.from_dict(report["layout"])
+        return report, Layout.from_dict(report["layout"]).rerooted(run_dir)
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} is not an experiment_8.sh report ({exc}); re-run "
                          "experiment_8.sh to rewrite it") from None
@@ -351,8 +352,8 @@ def read_report(run_dir):
 
 def run_figures(run_dir, out, browser=True):
     """All figures of a finished experiment_8.sh run into ``out``; returns the files written."""
-    from .experiment import COMBOS, TEST_QUADRANT
     from .io import read_labels, read_stack, write_file
+    from .recipe import COMBOS, TEST_QUADRANT
 
     report, layout = read_report(run_dir)
     run, out = layout.run, Path(out)

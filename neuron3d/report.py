@@ -8,6 +8,11 @@ files (e.g. after editing this module)::
 The options and the commands in it are those the numbers came from: each step's record
 (``results/<run>/.steps/<step>.json``) holds the command that produced its outputs, and a step
 is only reused when that command equals the current one (see :mod:`neuron3d.experiment`).
+A run folder copied or moved elsewhere is read where it is: the paths its records name inside
+the run folder are re-rooted there (:meth:`neuron3d.recipe.Layout.rerooted`).
+
+This module reads the run's data (:mod:`neuron3d.recipe`, :mod:`neuron3d.plan`), never the
+runner, so that nothing imports back into :mod:`neuron3d.experiment`.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from .cli import ArgumentParser, run_cli
-from .experiment import COMBOS, NETWORKS, TEST_QUADRANT, Layout, plan
 from .io import read_binary, read_labels, write_file
 from .metrics import evaluate
+from .plan import plan, step_records, volume_shape
+from .recipe import COMBOS, NETWORKS, TEST_QUADRANT, Layout, Options
 from .reconstruct import reconstruct
 
 PACKAGES = ("numpy", "scipy", "scikit-image", "tifffile", "connected-components-3d", "fastremap",
@@ -167,10 +173,10 @@ def build_report(layout, record, steps, records, ran, total_seconds=None):
 
     Parameters
     ----------
-    layout : neuron3d.experiment.Layout
+    layout : neuron3d.recipe.Layout
     record : dict
-        ``{"options": ..., "layout": ...}`` as :func:`neuron3d.experiment.options_record`.
-    steps : list of neuron3d.experiment.Step
+        ``{"options": ..., "layout": ...}`` as :func:`neuron3d.recipe.options_record`.
+    steps : list of neuron3d.plan.Step
         The run's plan.
     records : dict
         {step name: its record} (command, input and output hashes, seconds).
@@ -223,23 +229,41 @@ def summary_line(report):
     return "\n".join(lines)
 
 
-def rebuild(run_dir):
-    """Rebuild ``report.json`` of a finished run from its files; returns (report, path)."""
-    run_dir = Path(run_dir)
-    from .experiment import Options
+def read_run(run_dir):
+    """(options record, Options, Layout) of the experiment_8.sh run folder ``run_dir``, its
+    layout re-rooted at ``run_dir`` (a copied or moved run is read where it is).
 
-    record = _read_json(run_dir / "options.json")
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Naming ``run_dir``, when it is not a run folder: no ``options.json``, or one that is
+        not an experiment_8.sh options record (a network's ``options.json``, say).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is not an experiment_8.sh run folder (no such "
+                                f"folder): cannot read {run_dir / 'options.json'}")
     try:
-        layout = Layout.from_dict(record["layout"])
+        record = _read_json(run_dir / "options.json")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{run_dir} is not an experiment_8.sh run folder: {exc}"
+                                ) from None
+    try:
+        layout = Layout.from_dict(record["layout"]).rerooted(run_dir)
         options = Options(**{**record["options"], "shape": tuple(record["options"]["shape"])
                              if record["options"]["shape"] else None})
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{run_dir / 'options.json'} is not an experiment_8.sh options "
-                         f"record ({exc})") from None
-    from .experiment import Runner, volume_shape
+                         f"record ({exc}): {run_dir} is not a run folder") from None
+    return {**record, "layout": layout.as_dict()}, options, layout
 
+
+def rebuild(run_dir):
+    """Rebuild ``report.json`` of the finished run in ``run_dir`` from its files; returns
+    (report, path).  The report is that folder's, written there, wherever the run was made."""
+    record, options, layout = read_run(run_dir)
     steps = plan(options, layout, volume_shape(options, layout))
-    records = Runner(layout).records(steps)
+    records = step_records(layout, steps)
     old = _read_json(layout.report) if layout.report.exists() else {}
     report = build_report(layout, record, steps, records, old.get("steps_run", []),
                           old.get("total_seconds"))

@@ -1,0 +1,153 @@
+"""The recipe of experiment_8.sh as data: options, layout, training recipes and the static plan
+(moved from test_experiment.py when experiment.py was split into recipe, plan and runner)."""
+
+import pytest
+
+from neuron3d import plan as P
+from neuron3d import recipe as R
+
+
+def options(*argv):
+    return R.resolve(R.build_parser().parse_args(list(argv)))
+
+
+# ---- options and the recipe -------------------------------------------------------------------
+
+def test_read_only_data_folder_puts_derived_files_under_the_run(tmp_path, monkeypatch):
+    data = tmp_path / "ro"
+    assert R._writable(tmp_path / "new" / "folder")  # the nearest existing parent decides
+    (tmp_path / "file").write_text("")
+    assert not R._writable(tmp_path / "file" / "sub")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    assert not R._writable(locked) and not R._writable(locked / "sub")  # even for root
+    monkeypatch.setattr(R, "_writable", lambda folder: R.Path(folder) != data)
+    o = options("--datasets", str(data), "--results", str(tmp_path / "res"))
+    assert o.work == str(tmp_path / "res" / "experiment_8" / "datasets")
+    with pytest.raises(ValueError, match="not writable"):
+        options("--demo", "--datasets", str(data))
+
+
+def test_read_only_rule_by_option(tmp_path):
+    o = options("--datasets", str(tmp_path / "d"), "--work", str(tmp_path / "w"), "--run", "r")
+    layout = R.Layout.of(o)
+    assert layout.data == tmp_path / "d" and layout.work == tmp_path / "w"
+    assert layout.run_dir == R.Path("results") / "r"
+    assert layout.reconstruction("nn4", "nn5") == tmp_path / "w" / "r.tif"
+    assert layout.reconstruction("nn1", "nn5") == tmp_path / "w" / "r_nn1_nn5.tif"
+
+
+def test_plan_names_every_file_once_and_chains_steps():
+    o = options("--demo", "--shape", "8", "96", "96", "--paths", "all")
+    layout = R.Layout.of(o)
+    steps = P.plan(o, layout, o.shape)
+    names = [s.name for s in steps]
+    assert len(names) == len(set(names))
+    outputs = [p for s in steps for p in s.outputs]
+    assert len(outputs) == len(set(outputs)), "two steps write the same file"
+    produced = set()
+    for s in steps:  # every input exists before its step: made by an earlier step
+        for path in s.inputs:
+            assert path in produced, (s.name, path)
+        produced.update(s.outputs)
+    # The thesis' names, spelled by the layout.
+    by_name = {s.name: s for s in steps}
+    assert by_name["train_nn3"].outputs == (layout.run_dir / "T3_em_membrane_a",)
+    assert by_name["train_nn5"].inputs == (layout.work / "combined" / "membrane_overlap_b",)
+    assert by_name["reconstruct_nn4_nn5"].outputs == (layout.work / "demo.tif",)
+    assert by_name["reconstruct_nn1_nn2"].outputs == (layout.work / "demo_nn1_nn2.tif",)
+    assert by_name["eroskele_nn5_c"].argv[-2:] == ("--erosions", "10")
+    assert by_name["train_nn3"].resume[-2:] == ("--checkpoint", str(layout.network("nn3")))
+    assert by_name["predict_nn3_b"].shell().startswith("python imagetranslation/translate.py --mode test")
+
+
+@pytest.mark.parametrize("method", ["agglomerate", "both", "thesis"])
+def test_real_calibrated_calibrates_nn3_on_d_before_anything_reads_its_membranes(method):
+    o = options("--demo", "--shape", "8", "96", "96", "--recipe", "real_calibrated",
+                "--minutes", "1", "--method", method)
+    layout = R.Layout.of(o)
+    steps = P.plan(o, layout, o.shape)
+    names = [s.name for s in steps]
+    by_name = {s.name: s for s in steps}
+    if method == "thesis":  # d is not predicted: nothing to calibrate on
+        assert "calibrate_nn3" not in names
+        assert by_name["membrane_predicted_c"].argv[0] == "process3D.py"
+        return
+    choose = by_name["calibrate_nn3"]
+    assert choose.argv[:3] == ("-m", "neuron3d.calibrate", "--choose")
+    assert choose.inputs == (layout.prediction("nn3", "d"), layout.images("membrane", "d"))
+    assert choose.outputs == (layout.calibration,)
+    assert names.index("predict_nn3_d") < names.index("calibrate_nn3") \
+        < names.index("predict_nn3_b")
+    for q in "bcd":
+        apply = by_name[f"membrane_predicted_{q}"]
+        assert apply.argv[:5] == ("-m", "neuron3d.calibrate", "--apply", str(layout.calibration),
+                                  "--input_dir")
+        assert layout.calibration in apply.inputs
+        assert apply.outputs == (layout.membrane_predicted(q),)
+    for other in ("quick", "real"):
+        o = options("--demo", "--shape", "8", "96", "96", "--method", method, "--recipe", other)
+        assert "calibrate_nn3" not in {s.name for s in P.plan(o, R.Layout.of(o), o.shape)}
+
+
+@pytest.mark.parametrize("method", ["thesis", "agglomerate", "both"])
+def test_plan_trains_only_what_the_method_reads(method):
+    o = options("--demo", "--shape", "8", "96", "96", "--method", method)
+    names = {s.name for s in P.plan(o, R.Layout.of(o), o.shape)}
+    thesis = {"train_nn4", "eroskele_nn5_c", "reconstruct_nn4_nn5", "evaluate_nn4_nn5",
+              "combine_membrane_cytoplasm_c"}
+    agglomerate = {"predict_nn3_d", "predict_nn5_d", "sweep_agglomerate_d", "agglomerate_c",
+                   "evaluate_agglomerate"}
+    assert {"train_nn3", "train_nn5", "predict_nn5_c"} <= names
+    assert (thesis <= names) == (method != "agglomerate")
+    assert not (thesis & names) or method != "agglomerate"
+    assert (agglomerate <= names) == (method != "thesis")
+    assert not (agglomerate & names) or method != "thesis"
+
+
+def test_tta_applies_to_the_test_time_predictions_only():
+    o = options("--demo", "--shape", "8", "96", "96", "--tta")
+    by_name = {s.name: s for s in P.plan(o, R.Layout.of(o), o.shape)}
+    assert "--tta" not in by_name["predict_nn3_b"].argv  # NN-4's and NN-5's training data
+    for name in ("predict_nn3_c", "predict_nn3_d", "predict_nn4_c", "predict_nn5_c",
+                 "predict_nn5_d"):
+        assert by_name[name].argv[-1] == "--tta", name
+    plain = options("--demo", "--shape", "8", "96", "96")
+    assert all("--tta" not in s.argv for s in P.plan(plain, R.Layout.of(plain), plain.shape))
+
+
+def test_training_recipes():
+    quick = options("--demo", "--shape", "8", "96", "96")
+    args = R.training_args(quick, quick.shape, "nn3")
+    assert args[args.index("--crop_size") + 1] == "48" and args[args.index("--max_steps") + 1] == "1500"
+    assert R.training_args(quick, quick.shape, "nn5")[args.index("--max_steps") + 1] == "700"
+    assert R.quick_crop((100, 1024, 1024)) == 128 and R.quick_crop((5, 250, 250)) == 124
+    assert args[:12] == ["--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet",
+                         "--ngf", "16", "--n_res_blocks", "4", "--crop_size", "48"]
+    real = options("--demo", "--recipe", "real", "--minutes", "3")
+    args = R.training_args(real, real.shape, "nn3")
+    assert args[args.index("--ngf") + 1] == "32" and "--augment" in args
+    assert args[args.index("--max_minutes") + 1] == "3" and "--max_steps" not in args
+    assert args[args.index("--pos_weight") + 1] == R.NETWORK_OPTIONS["real"]["nn3"][1]
+    assert all("--pos_weight" not in R.training_args(real, real.shape, key)
+               for key in ("nn4", "nn5"))
+    assert "--pos_weight" not in R.training_args(quick, quick.shape, "nn3")
+    # real_calibrated: real's networks, NN-3 unweighted (calibrated on d instead, below)
+    calibrated = options("--demo", "--recipe", "real_calibrated", "--minutes", "3")
+    assert R.training_args(calibrated, calibrated.shape, "nn3") == [
+        a for a in args if a not in R.NETWORK_OPTIONS["real"]["nn3"]]
+    assert options("--recipe", "quick").recipe == "quick" and options().recipe == "thesis"
+    with pytest.raises(ValueError, match="--quick and --recipe real contradict"):
+        options("--quick", "--recipe", "real")
+    thesis = options("--epochs", "3", "--seed", "7", "--deterministic")
+    args = R.training_args(thesis, (10, 64, 64), "nn4")
+    assert args[:len(R.THESIS_TRAIN)] == list(R.THESIS_TRAIN)
+    assert args[-5:] == ["--max_epochs", "3", "--seed", "7", "--deterministic"]
+    budget = options("--demo", "--minutes", "2.5")
+    args = R.training_args(budget, budget.shape, "nn3")
+    assert "--max_steps" not in args and args[args.index("--max_minutes") + 1] == "2.5"
+    both = options("--demo", "--minutes", "2", "--steps", "50")
+    args = R.training_args(both, both.shape, "nn5")
+    assert args[args.index("--max_steps") + 1] == "50" and "--max_minutes" in args
+    assert R.recipe_summary(both, both.shape) == "quick training (--max_steps 50, --max_minutes 2)"
+    assert R.recipe_summary(quick, quick.shape) == "quick training (--max_steps 1500 / 700)"
