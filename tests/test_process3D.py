@@ -10,7 +10,7 @@ from test_labels import TINY, TINY_CYTOPLASM, TINY_MEMBRANE, TINY_OVERLAP
 
 import process3D
 from neuron3d import io
-from neuron3d.synthetic import _tracks, synthetic_volume
+from neuron3d.synthetic import _tracks, synthetic_labels, synthetic_volume
 
 
 @pytest.fixture
@@ -134,6 +134,43 @@ def test_synthetic_tracks_branch():
     idents = [t.ident for t in tracks]
     assert len(idents) > len(set(idents))  # some branches share their parent's ID
     assert any(t.z0 > 0 for t in tracks) and any(t.z1 < 40 for t in tracks)
+
+
+def test_synthetic_branch_geometry():
+    """A branch leaves its parent's centre and drifts away: one label, one connected part in
+    the slice before the branch, two parts (one around each centre) in its last slice."""
+    from scipy import ndimage
+
+    shape = (40, 256, 256)
+    tracks = _tracks(np.random.default_rng(0), shape)  # what synthetic_labels(seed=0) draws
+    parents = {}
+    for t in tracks:
+        parents.setdefault(t.ident, t)
+    branches = [(parents[t.ident], t) for t in tracks if parents[t.ident] is not t]
+    assert len(branches) >= 5
+    diverging = 0
+    for parent, child in branches:
+        assert parent.z0 < child.z0 and child.z1 == parent.z1  # starts inside, ends with it
+        gap = np.linalg.norm(child.pos - parent.pos[child.z0 - parent.z0:], axis=1)
+        assert gap[0] < 8  # leaves from the parent's centre (2 px spread)
+        diverging += gap[-1] > gap[0] + 5
+    # then drifts away (0.8-1.6 px per slice; the random walk may undo it for a short one)
+    assert diverging >= len(branches) - 1
+    ids = synthetic_labels(shape, seed=0)
+
+    def parts(z, centres):
+        """The label at the first centre in slice z, its 2-D parts, the part of each centre."""
+        where = [tuple(np.clip(np.round(c).astype(int), 0, 255)) for c in centres]
+        label = ids[z][where[0]]
+        components, count = ndimage.label(ids[z] == label)
+        return count, [components[w] if ids[z][w] == label else 0 for w in where]
+
+    splits = 0
+    for parent, child in branches:
+        before, _ = parts(child.z0 - 1, [parent.pos[child.z0 - 1 - parent.z0]])
+        count, (p, c) = parts(child.z1 - 1, [parent.pos[-1], child.pos[-1]])
+        splits += before == 1 and count == 2 and p > 0 and c > 0 and p != c
+    assert splits >= 2
 
 
 # ---- bad input: one stderr line, exit 2, nothing written ----------------------------------
