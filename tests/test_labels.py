@@ -208,3 +208,35 @@ def test_real_snemi_invariants(snemi_labels):
 def test_real_gala_invariants(gala_labels):
     _check_real_invariants(gala_labels)
     _check_evaluation_volume(gala_labels)
+
+
+# ---- the conventions, defined once ------------------------------------------------------
+
+@pytest.mark.parametrize("count, dtype", [
+    (0, np.uint16), (1, np.uint16), (65535, np.uint16), (65536, np.uint32),
+    (2**32 - 1, np.uint32), (2**32, np.uint64), (np.int64(70000), np.uint32),
+])
+def test_label_dtype_at_least_16_bits(count, dtype):
+    assert L.label_dtype(count) == np.dtype(dtype)
+    assert L.label_dtype(count) == L.smallest_uint(max(int(count), 65535))
+
+
+def test_smallest_uint_and_its_limit():
+    assert [L.smallest_uint(v) for v in (0, 255, 256, 65536)] == [
+        np.uint8, np.uint8, np.uint16, np.uint32]
+    with pytest.raises(ValueError, match="label 18446744073709551616 does not fit in uint64"):
+        L.smallest_uint(2**64)
+
+
+def test_foreground_level_is_the_thesis_127():
+    from neuron3d import io
+
+    assert L.FOREGROUND == 127 and L.HALF == 128
+    assert io.read_binary.__defaults__ == (127,) and io.smallest_uint is L.smallest_uint
+
+
+def test_read_binary_splits_at_127(tmp_path):
+    from neuron3d import io
+
+    io.write_slices(tmp_path / "s", np.array([[[0, 126, 127, 128, 255]]], np.uint8))
+    np.testing.assert_array_equal(io.read_binary(tmp_path / "s"), [[[0, 0, 1, 1, 1]]])
