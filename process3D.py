@@ -41,7 +41,6 @@ from pathlib import Path
 
 from neuron3d import blockwise, io, labels, zarrio
 from neuron3d.cli import ArgumentParser, check_name, check_output_dir, run_cli
-from neuron3d.synthetic import check_seed, check_shape
 
 OPERATIONS = {
     "split": "split a stack into quadrants <split>_a.tif ... <split>_d.tif",
@@ -105,6 +104,8 @@ def check_args(args):
     if op != "zarr_to_tif":  # which writes a file
         check_output_dir(args.output_dir, "--output_dir")
     if op == "synthetic":
+        from neuron3d.synthetic import check_seed, check_shape
+
         check_shape(args.shape, "--shape")
         check_seed(args.seed, "--seed")
         return

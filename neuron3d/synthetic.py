@@ -19,11 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from .labels import membrane
 from .progress import progress
+
+__all__ = ["check_seed", "check_shape", "synthetic_em", "synthetic_labels", "synthetic_volume"]
 
 #: Mean distance in pixels between neurite centres in a slice.
 SPACING = 34.0
@@ -124,6 +124,8 @@ def synthetic_labels(shape, seed=0):
     numpy.ndarray
         (z, y, x) uint32, IDs 1..K renumbered in order of appearance, no 0.
     """
+    from scipy.spatial import cKDTree  # imported here: the CLIs import this module's checks
+
     depth, height, width = shape
     rng = np.random.default_rng(seed)
     tracks = _tracks(rng, shape)
@@ -203,6 +205,8 @@ def synthetic_em(labels, seed=0):
     numpy.ndarray
         (z, y, x) uint8.
     """
+    from scipy import ndimage
+
     rng = np.random.default_rng([seed, 1])
     shape = labels.shape
     depth, height, width = shape
