@@ -267,15 +267,6 @@ class StepFailed(RuntimeError):
 CLAIM = ".experiment_8_run.json"
 
 
-def _claimed_folders(options, layout):
-    """(flag, folder) of each folder this run writes derived files into, apart from its own
-    results folder: --work, and --datasets where --demo writes its synthetic volume."""
-    folders = [("--work", layout.work)]
-    if options.demo and Path(layout.data).absolute() != Path(layout.work).absolute():
-        folders.append(("--datasets", layout.data))
-    return folders
-
-
 def claim_folders(options, layout, write=True):
     """Refuse a folder of derived files that another run writes into; then claim it.
 
@@ -283,7 +274,9 @@ def claim_folders(options, layout, write=True):
     would overwrite each other's predictions, combined images and reconstructions, and each
     would then re-run the other's steps.  A folder is claimed by the first run that uses it
     (``FOLDER/.experiment_8_run.json`` names its results folder); another run is refused, unless
-    the claiming run's folder no longer exists.
+    the claiming run's folder no longer exists.  The datasets folder of a --demo run with its
+    own --work is shared with runs that read or generate the same synthetic volume (--shape,
+    --seed); a run that would generate another one there is refused.
 
     Parameters
     ----------
@@ -300,20 +293,35 @@ def claim_folders(options, layout, write=True):
     from .io import write_file
 
     mine = str(Path(layout.run_dir).resolve())
-    for flag, folder in _claimed_folders(options, layout):
+    synthetic = {"shape": list(options.shape), "seed": options.seed} if options.demo else None
+    folders = [("--work", layout.work, "work")]
+    same = Path(layout.data).absolute() == Path(layout.work).absolute()
+    if options.demo and not same:
+        folders.append(("--datasets", layout.data, "data"))
+    for flag, folder, role in folders:
         claim = Path(folder) / CLAIM
         try:
-            other = json.loads(claim.read_text())["run_dir"]
+            record = json.loads(claim.read_text())
+            other = record["run_dir"]
         except (OSError, ValueError, KeyError, TypeError):
-            other = None
-        if other is not None and other != mine and Path(other).is_dir():
+            record, other = {}, None
+        alive = other is not None and other != mine and Path(other).is_dir()
+        generates = options.demo and (role == "data" or same)  # the synthetic volume goes here
+        if alive and role == "work" and record.get("role") == "work":
+            why = "derived files"
+        elif alive and generates and record.get("synthetic") != synthetic:
+            why = "data (another synthetic volume would replace it)"
+        else:
+            why = None
+        if why:
             raise ValueError(
-                f"{flag} {folder} holds the derived files of another run, {other}, which this "
-                f"run ({layout.run_dir}) would overwrite: give this run its own --work folder "
+                f"{flag} {folder} holds the {why} of another run, {other}, which this run "
+                f"({layout.run_dir}) would overwrite: give this run its own {flag} folder "
                 f"(or remove {other} and {claim})")
-        if write and other != mine:
+        if write and other != mine and (not alive or role == "work"):
             Path(folder).mkdir(parents=True, exist_ok=True)
-            write_file(claim, json.dumps({"run_dir": mine}) + "\n")
+            write_file(claim, json.dumps({"run_dir": mine, "role": role,
+                                          "synthetic": synthetic}) + "\n")
 
 
 def execute(options):

@@ -341,3 +341,115 @@ def test_killed_run_resumes_to_the_same_scores(tmp_path):
     for key in ("adapted_rand_error", "adjusted_rand_index", "splits", "merges", "voi_split"):
         assert got[key] == want[key], key
     assert temporaries(tmp_path / "data", tmp_path / "results") == []
+
+
+# ---- every option checked before any step; runs sharing a folder ------------------------------
+
+def tree(folder):
+    """{relative path: sha256} of every file under ``folder`` (its whole state)."""
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--demo", "--work", "{tmp}/a_file"], "--work {tmp}/a_file must be a folder, but it is a file"),
+    (["--demo", "--work", "{tmp}/a_file/sub"], "--work {tmp}/a_file/sub cannot be a folder"),
+    (["--demo", "--work", "{tmp}/locked"], "--work {tmp}/locked is not writable"),
+    (["--demo", "--results", "{tmp}/a_file"], "--results {tmp}/a_file must be a folder"),
+    (["--demo", "--minutes", "inf"], "--minutes must be a finite number of minutes, got inf"),
+    (["--demo", "--minutes", "inf", "--dry_run"], "--minutes must be a finite number"),
+])
+def test_every_option_is_checked_before_any_step(tmp_path, args, fragment):
+    (tmp_path / "a_file").write_text("keep")
+    (tmp_path / "locked").mkdir(mode=0o555)
+    before = tree(tmp_path)
+    r = run_experiment(tmp_path, *[a.format(tmp=tmp_path) for a in args])
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment.format(tmp=tmp_path) in lines[0], r.stderr
+    assert r.stdout == "" and "Traceback" not in r.stderr
+    assert tree(tmp_path) == before  # nothing written, no .steps/ or logs/
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "locked"]
+
+
+class FakeRunner:
+    """The runner without running: records which steps it was asked to run."""
+
+    asked = []
+
+    def __init__(self, layout, force=False, **kwargs):
+        self.ran, self.skipped = [], []
+
+    def run(self, step, dry_run=False):
+        FakeRunner.asked.append(step.name)
+        self.ran.append(step.name)
+
+    def records(self, steps):
+        return {}
+
+
+@pytest.fixture
+def fake_runner(monkeypatch):
+    from neuron3d import report
+
+    FakeRunner.asked = []
+    monkeypatch.setattr(E, "Runner", FakeRunner)
+    monkeypatch.setattr(report, "build_report", lambda *a, **k: {"results": []})
+    monkeypatch.setattr(report, "summary_line", lambda report: "")
+    return FakeRunner
+
+
+def test_two_runs_sharing_a_derived_files_folder_are_refused(tmp_path, fake_runner, capsys):
+    """Issue: `--demo --shape 8 96 96 --steps 30 --run k1 --datasets D --results R`, then the
+    same with `--steps 20 --run k2`, rewrote k1's predictions: the second run is refused."""
+    from conftest import assert_user_error_status
+
+    D, R = tmp_path / "D", tmp_path / "R"
+    tiny = ["--demo", "--shape", "8", "96", "96", "--method", "agglomerate", "--datasets", str(D),
+            "--results", str(R)]
+    assert E.main([*tiny, "--steps", "30", "--run", "k1"]) == 0
+    assert "train_nn3" in fake_runner.asked
+    claim = json.loads((D / E.CLAIM).read_text())
+    assert claim == {"run_dir": str((R / "k1").resolve()), "role": "work",
+                     "synthetic": {"shape": [8, 96, 96], "seed": 0}}
+    (D / "membrane_predicted_b.tif").write_bytes(b"k1's")  # stands for k1's derived files
+    capsys.readouterr()
+    before, asked = tree(D), len(fake_runner.asked)
+    for extra in ([], ["--dry_run"]):
+        status = E.main([*tiny, "--steps", "20", "--run", "k2", *extra])
+        assert_user_error_status(status, capsys, f"--work {D} holds the derived files of "
+                                 f"another run, {(R / 'k1').resolve()}", str(R / "k2"),
+                                 "its own --work")
+    assert len(fake_runner.asked) == asked and tree(D) == before
+    assert not (R / "k2").exists()
+    # the same run again is fine; so is k2 with its own derived files folder
+    assert E.main([*tiny, "--steps", "20", "--run", "k1"]) == 0
+    assert E.main([*tiny, "--steps", "20", "--run", "k2", "--work", str(tmp_path / "W2")]) == 0
+    assert json.loads((tmp_path / "W2" / E.CLAIM).read_text())["run_dir"] == str(
+        (R / "k2").resolve())
+    assert json.loads((D / E.CLAIM).read_text())["run_dir"] == str((R / "k1").resolve())
+    # ... but not one that would generate another synthetic volume into D
+    capsys.readouterr()
+    status = E.main([*tiny, "--seed", "1", "--run", "k3", "--work", str(tmp_path / "W3")])
+    assert_user_error_status(status, capsys, f"--datasets {D} holds the data (another "
+                             "synthetic volume would replace it) of another run",
+                             "its own --datasets")
+    assert not (tmp_path / "W3").exists() and tree(D) == before
+    # a claim whose run folder is gone is void
+    import shutil
+
+    shutil.rmtree(R / "k1")
+    assert E.main([*tiny, "--run", "k2"]) == 0
+    assert json.loads((D / E.CLAIM).read_text())["run_dir"] == str((R / "k2").resolve())
+
+
+def test_the_plan_is_computed_once(tmp_path, fake_runner, monkeypatch):
+    calls = []
+    real = E.plan
+    monkeypatch.setattr(E, "plan", lambda *a: calls.append(1) or real(*a))
+    assert E.main(["--demo", "--shape", "8", "96", "96", "--datasets", str(tmp_path / "D"),
+                   "--results", str(tmp_path / "R"), "--method", "agglomerate"]) == 0
+    assert len(calls) == 1 and len(fake_runner.asked) > 30
+    assert fake_runner.asked[-2:] == ["agglomerate_c", "evaluate_agglomerate"]

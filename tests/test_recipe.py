@@ -151,3 +151,124 @@ def test_training_recipes():
     assert args[args.index("--max_steps") + 1] == "50" and "--max_minutes" in args
     assert R.recipe_summary(both, both.shape) == "quick training (--max_steps 50, --max_minutes 2)"
     assert R.recipe_summary(quick, quick.shape) == "quick training (--max_steps 1500 / 700)"
+
+
+# ---- the static plan --------------------------------------------------------------------------
+
+def test_make_step_derives_inputs_and_outputs_from_the_command(tmp_path):
+    a, b, out = tmp_path / "a", tmp_path / "P", tmp_path / "w" / "x.tif"
+    step = P.make_step("s", ("tool.py", "--in", P.In(a), "--images", P.images_of(b),
+                             "--n", 3, *P.into(out)), writes=[tmp_path / "side.tif"],
+                       resume=("--checkpoint", out))
+    assert step.argv == ("tool.py", "--in", str(a), "--images", f"{b}/images/", "--n", "3",
+                         "--output_dir", f"{tmp_path / 'w'}/", "--name", "x")
+    assert step.inputs == (a, b)
+    assert step.outputs == (out, tmp_path / "side.tif")
+    assert step.resume == step.argv + ("--checkpoint", str(out))
+    assert P.make_step("t", ("x", P.Out(out, "y"))).resume is None
+    assert P.make_step("t", ("x", P.Out(out, "y"))).argv == ("x", "y")
+
+
+def _named_by_command(step, path):
+    """Whether ``step``'s command spells ``path`` (itself, its slice images, or folder + name)."""
+    argv = step.argv
+    for i, token in enumerate(argv):
+        if token in (str(path), f"{path}/images/"):
+            return True
+        if token == "--name" and argv[i - 2] == "--output_dir" \
+                and argv[i - 1] == f"{path.parent}/" and argv[i + 1] in (path.stem, path.name):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("extra", [[], ["--paths", "all"], ["--recipe", "real_calibrated",
+                                                              "--minutes", "1"],
+                                   ["--chunks", "4", "13", "15"]])
+def test_every_file_of_a_step_is_in_its_command(extra):
+    """Each step names each file once: its inputs and outputs are its command's files (only
+    the split's quadrants and the synthetic volume are written by folder)."""
+    o = options("--demo", "--shape", "8", "96", "96", *extra)
+    layout = R.Layout.of(o)
+    for step in P.plan(o, layout, o.shape):
+        for path in step.inputs:
+            assert _named_by_command(step, path), (step.name, path)
+        for path in step.outputs:
+            by_folder = step.name in ("synthetic", "split_em", "split_label")
+            assert _named_by_command(step, path) != by_folder, (step.name, path)
+
+
+@pytest.mark.parametrize("method", ["agglomerate", "both"])
+def test_the_plan_is_static_the_agglomeration_reads_the_sweep_file(tmp_path, method):
+    o = options("--demo", "--shape", "8", "96", "96", "--method", method,
+                "--datasets", str(tmp_path / "data"), "--results", str(tmp_path / "res"))
+    layout = R.Layout.of(o)
+    before = P.plan(o, layout, o.shape)
+    by_name = {s.name: s for s in before}
+    agglomerate = by_name["agglomerate_c"]
+    i = agglomerate.argv.index("--merge_threshold_from")
+    assert agglomerate.argv[i + 1] == str(layout.sweep)
+    assert "--merge_threshold" not in agglomerate.argv
+    assert agglomerate.inputs == (layout.membrane_predicted("c"), layout.prediction("nn5", "c"),
+                                  layout.sweep)
+    assert by_name["sweep_agglomerate_d"].outputs == (layout.sweep,)
+    # a sweep file written (as after the sweep step) changes nothing in the plan
+    layout.sweep.parent.mkdir(parents=True)
+    layout.sweep.write_text('{"chosen": 0.35, "rows": []}')
+    assert P.plan(o, layout, o.shape) == before
+
+
+def test_demo_is_deterministic_unless_told_otherwise(capsys):
+    demo = options("--demo")
+    assert demo.deterministic is True
+    assert R.training_args(demo, demo.shape, "nn3")[-1] == "--deterministic"
+    assert R.options_record(demo, R.Layout.of(demo))["options"]["deterministic"] is True
+    fast = options("--demo", "--no_deterministic")
+    assert fast.deterministic is False
+    assert "--deterministic" not in R.training_args(fast, fast.shape, "nn3")
+    assert options("--demo", "--no-deterministic").deterministic is False
+    assert options().deterministic is False and options("--deterministic").deterministic is True
+    with pytest.raises(SystemExit) as info:
+        options("--demo", "--deterministic", "--no_deterministic")
+    assert info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    text = " ".join(R.build_parser().format_help().split())
+    assert "the default with --demo" in text and "--no_deterministic" in text
+    assert "deterministically (--deterministic, unless --no_deterministic)" in text
+
+
+@pytest.mark.parametrize("flag", ["--work", "--results"])
+def test_folder_options_checked_before_anything_runs(tmp_path, flag):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match=f"^{flag} {a_file} must be a folder, but it is a file$"):
+        options("--demo", "--datasets", str(tmp_path / "d"), flag, str(a_file))
+    with pytest.raises(ValueError, match=f"^{flag} {a_file}/sub cannot be a folder "
+                                         f"\\({a_file} is a file\\)$"):
+        options("--demo", "--datasets", str(tmp_path / "d"), flag, str(a_file / "sub"))
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(ValueError, match=f"^{flag} {locked}/w is not writable"):
+        options("--demo", "--datasets", str(tmp_path / "d"), flag, str(locked / "w"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "locked"]
+    assert a_file.read_text() == "x"
+
+
+def test_budget_must_be_finite():
+    with pytest.raises(ValueError, match="^--minutes must be > 0, got -inf$"):
+        options("--demo", "--minutes=-inf")
+    with pytest.raises(ValueError, match="^--minutes must be a finite number of minutes, got inf$"):
+        options("--demo", "--minutes", "inf")
+    assert options("--demo", "--minutes", "1e3").minutes == 1000.0
+
+
+def test_rerooted_layout_moves_what_lies_in_the_run_folder(tmp_path):
+    old = R.Layout(tmp_path / "data", tmp_path / "res" / "r" / "datasets", tmp_path / "res" / "r",
+                   "r")
+    new = old.rerooted(tmp_path / "copy")
+    assert new.run_dir == tmp_path / "copy" and new.work == tmp_path / "copy" / "datasets"
+    assert new.data == tmp_path / "data" and new.run == "r"
+    assert new.reconstruction("nn4", "nn5") == tmp_path / "copy" / "datasets" / "r.tif"
+    outside = R.Layout(tmp_path / "data", tmp_path / "data", tmp_path / "res" / "r", "r", True)
+    moved = outside.rerooted(tmp_path / "elsewhere")
+    assert moved.work == tmp_path / "data" and moved.zarr is True
+    assert moved.sweep == tmp_path / "elsewhere" / "sweep_agglomerate_d.json"
