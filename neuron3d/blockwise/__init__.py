@@ -1,6 +1,6 @@
 """Blockwise processing of zarr volumes, equal to the in-memory results bit for bit.
 
-``--scheduler`` picks the engine (:mod:`~neuron3d.blockwise.engine`): ``local:N`` starts
+``--scheduler`` picks the engine (:mod:`~neuron3d.blockwise.executor`): ``local:N`` starts
 a dask ``LocalCluster`` of N worker processes on this machine; ``tcp://HOST:PORT``
 connects to a running dask scheduler (dask-jobqueue on SLURM/PBS, dask-kubernetes,
 ``dask scheduler`` by hand...); without it the same tasks run serially in this process.
@@ -10,7 +10,7 @@ they share with the client.  Each task holds one output chunk plus its halo.
 The block grid (:mod:`~neuron3d.blockwise.grid`) is the output store's chunk grid, so no
 two tasks write the same chunk.  The package, by concern:
 
-* :mod:`~neuron3d.blockwise.engine`: the dask client or the serial executor, tasks that
+* :mod:`~neuron3d.blockwise.executor`: the dask client or the serial executor, tasks that
   return bad input instead of raising it, the memory a block needs, the shared CLI flags;
 * :mod:`~neuron3d.blockwise.ops`: process3D.py's per-slice operations as a table of
   (halo, output shape, kernel), and why each halo is exact;
@@ -25,42 +25,42 @@ in :mod:`neuron3d.zarrio`; they are importable from here too.
 
 from ..zarrio import open_input, open_output, store_path
 from .ccl import (
-                  check_reconstruct_inputs,
-                  evaluation_volume,
-                  face_pairs_task,
-                  label_block_task,
-                  label_volume,
-                  reconstruct,
-                  relabel_block_task,
-                  union_find,
+    check_reconstruct_inputs,
+    evaluation_volume,
+    face_pairs_task,
+    label_block_task,
+    label_volume,
+    reconstruct,
+    relabel_block_task,
+    union_find,
 )
 from .contingency import check_same_shape, contingency_table
-from .engine import (
-                  MIN_WORKER_MEMORY,
-                  WORKER_MALLOC,
-                  SerialExecutor,
-                  add_arguments,
-                  check_arguments,
-                  check_block_memory,
-                  check_memory_limit,
-                  engine,
-                  gather_with_progress,
-                  parse_scheduler,
-                  probe_scheduler,
-                  run_tasks,
-                  task,
+from .executor import (
+    MIN_WORKER_MEMORY,
+    WORKER_MALLOC,
+    SerialExecutor,
+    add_arguments,
+    check_arguments,
+    check_block_memory,
+    check_memory_limit,
+    engine,
+    gather_with_progress,
+    parse_scheduler,
+    probe_scheduler,
+    run_tasks,
+    task,
 )
 from .grid import block_grid, read_region, upper_neighbours
-from .ops import OPERATIONS, Operation, per_slice, run_block
+from .ops import OPERATIONS, Operation, check_operation_input, per_slice, run_block
 
 #: The old private name of :func:`store_path` (imagetranslation/tiled.py used it).
 _store_path = store_path
 
 __all__ = ["MIN_WORKER_MEMORY", "OPERATIONS", "Operation", "SerialExecutor", "WORKER_MALLOC",
            "add_arguments", "block_grid", "check_arguments", "check_block_memory",
-           "check_memory_limit", "check_reconstruct_inputs", "check_same_shape",
-           "contingency_table", "engine", "evaluation_volume", "face_pairs_task",
-           "gather_with_progress", "label_block_task", "label_volume", "open_input",
-           "open_output", "parse_scheduler", "per_slice", "probe_scheduler", "read_region",
-           "reconstruct", "relabel_block_task", "run_block", "run_tasks", "store_path",
-           "task", "union_find", "upper_neighbours"]
+           "check_memory_limit", "check_operation_input", "check_reconstruct_inputs",
+           "check_same_shape", "contingency_table", "engine", "evaluation_volume",
+           "face_pairs_task", "gather_with_progress", "label_block_task", "label_volume",
+           "open_input", "open_output", "parse_scheduler", "per_slice", "probe_scheduler",
+           "read_region", "reconstruct", "relabel_block_task", "run_block", "run_tasks",
+           "store_path", "task", "union_find", "upper_neighbours"]

@@ -27,9 +27,9 @@ import numpy as np
 from .. import labels as L
 from .. import zarrio
 from ..atomic import check_outputs_apart
-from .engine import check_block_memory, gather_with_progress, run_tasks, task
+from .executor import check_block_memory, gather_with_progress, run_tasks, task
 from .grid import block_grid, read_region, read_size, upper_neighbours
-from .ops import check_label_dtype, first_channel
+from .ops import check_operation_input, first_channel
 
 __all__ = ["check_reconstruct_inputs", "evaluation_volume", "face_pairs_task",
            "label_block_task", "label_volume", "reconstruct", "relabel_block_task",
@@ -157,8 +157,6 @@ def union_find(summaries, neighbours):
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from ..io import smallest_uint
-
     counts = np.array([c for c, _, _, _ in summaries], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     total = int(counts.sum())
@@ -184,7 +182,7 @@ def union_find(summaries, neighbours):
     present = np.flatnonzero(component_first != none)
     order = present[np.argsort(component_first[present], kind="stable")]
     count = len(order)
-    dtype = smallest_uint(max(count, np.iinfo(np.uint16).max))
+    dtype = L.label_dtype(count)
     final = np.zeros(component.max() + 1, dtype=dtype)
     final[order] = np.arange(1, count + 1, dtype=dtype)
     mapping = final[component]
@@ -243,7 +241,7 @@ def label_volume(client, masks, shape, output, chunks=None, block_bytes=0):
     return count
 
 
-def reconstruct(client, cytoplasm, overlap, output, chunks=None, threshold=127):
+def reconstruct(client, cytoplasm, overlap, output, chunks=None, threshold=L.FOREGROUND):
     """reconstruct3D.py's thesis method blockwise: zarr images in, zarr labels out."""
     from ..reconstruct import check_threshold
 
@@ -271,11 +269,7 @@ def check_reconstruct_inputs(cytoplasm, overlap):
 def evaluation_volume(client, labels, output, chunks=None):
     """process3D.py --operation evaluation blockwise: zarr labels in, zarr labels out."""
     check_outputs_apart({"input": labels}, {"output": output})
-    array = zarrio.open_input(labels)
-    if array.ndim != 3:
-        raise ValueError(f"label stack must be 3-D (z, y, x), got shape {array.shape} from "
-                         f"{labels}")
-    check_label_dtype(array, labels)
+    array = check_operation_input("evaluation", labels)
     masks = functools.partial(masks_from_labels, str(labels))
     return label_volume(client, masks, tuple(array.shape), output, chunks,
                         block_bytes=np.dtype(array.dtype).itemsize * 4)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import zarrio
-from .engine import check_block_memory, run_tasks, task
+from .executor import check_block_memory, run_tasks, task
 from .grid import block_grid
 from .ops import check_label_dtype
 

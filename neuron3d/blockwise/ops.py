@@ -23,10 +23,11 @@ import numpy as np
 from .. import labels as L
 from .. import zarrio
 from ..atomic import check_outputs_apart
-from .engine import check_block_memory, run_tasks, task
+from .executor import check_block_memory, run_tasks, task
 from .grid import block_grid, read_region, read_size
 
-__all__ = ["OPERATIONS", "Operation", "check_label_dtype", "per_slice", "run_block"]
+__all__ = ["OPERATIONS", "Operation", "check_label_dtype", "check_operation_input", "per_slice",
+           "run_block"]
 
 
 def first_channel(data):
@@ -121,6 +122,28 @@ def check_label_dtype(array, source):
                          f"{source}")
 
 
+def check_operation_input(operation, source):
+    """The zarr array of ``source`` if ``operation`` (a name of :data:`OPERATIONS`, or
+    ``"evaluation"``) can run on it: a label operation needs a 3-D store of bool or integers.
+    Checked from the metadata, so a script can call it before it starts the engine.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Naming ``source`` (or the operation) and what was expected.
+    """
+    if operation != "evaluation" and operation not in OPERATIONS:
+        raise ValueError(f"no blockwise operation {operation!r} (expected one of "
+                         f"{', '.join(OPERATIONS)}, evaluation)")
+    array = zarrio.open_input(source)
+    if operation == "evaluation" or OPERATIONS[operation].labels:
+        if array.ndim != 3:
+            raise ValueError(f"label stack must be 3-D (z, y, x), got shape {array.shape} from "
+                             f"{source}")
+        check_label_dtype(array, source)
+    return array
+
+
 def run_block(operation, source, output, region, **params):
     """One task: ``operation`` (a name of :data:`OPERATIONS`) on the block ``region`` of the
     output, read from zarr ``source`` and written into zarr ``output``."""
@@ -135,7 +158,8 @@ def run_block(operation, source, output, region, **params):
     zarrio.open_output(output)[target] = zarrio.as_stored(out[inner])
 
 
-def per_slice(client, operation, source, output, chunks=None, erosions=10, threshold=127):
+def per_slice(client, operation, source, output, chunks=None, erosions=10,
+              threshold=L.FOREGROUND):
     """Run a process3D.py operation (:data:`OPERATIONS`) blockwise from zarr ``source`` to zarr
     ``output`` (written atomically, chunks ``chunks``).  Returns the output's shape.
 
@@ -144,17 +168,9 @@ def per_slice(client, operation, source, output, chunks=None, erosions=10, thres
     memory) is refused before any block is submitted.
     """
     check_outputs_apart({"input": source}, {"output": output})
-    if operation not in OPERATIONS:
-        raise ValueError(f"no blockwise operation {operation!r} (expected one of "
-                         f"{', '.join(OPERATIONS)})")
+    array = check_operation_input(operation, source)
     op = OPERATIONS[operation]
-    array = zarrio.open_input(source)
     shape = tuple(array.shape[:3])
-    if op.labels:
-        if array.ndim != 3:
-            raise ValueError(f"label stack must be 3-D (z, y, x), got shape {array.shape} from "
-                             f"{source}")
-        check_label_dtype(array, source)
     out_shape = op.output_shape(shape)
     chunks = zarrio.chunks_for(out_shape, chunks)
     grid_chunks = (chunks[0],) + out_shape[1:3] if op.whole_slices else chunks

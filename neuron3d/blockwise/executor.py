@@ -1,5 +1,8 @@
 """The engine that runs blockwise tasks: a dask.distributed client, or a serial executor.
 
+(The module is ``executor``, not ``engine``: :func:`engine` is the function every script
+calls, ``neuron3d.blockwise.engine``, and a submodule of that name would be hidden by it.)
+
 ``--scheduler`` picks it: ``local:N`` starts a dask ``LocalCluster`` of N worker
 processes on this machine; ``tcp://HOST:PORT`` connects to a running dask scheduler
 (dask-jobqueue on SLURM/PBS, dask-kubernetes, ``dask scheduler`` by hand...); no
