@@ -260,26 +260,42 @@ def quality_chart(report, out):
     save_figure(plt, fig, out)
 
 
-def metrics_chart(report, out):
-    """Bars of each score per reconstruction and baseline: against the evaluation volume
-    (dark) and, where the report has them, against the ground-truth labels (light)."""
-    plt = _pyplot()
+def metrics_chart_data(report):
+    """What :func:`metrics_chart` draws: the bar names (each reconstruction, then each
+    baseline) and, per reference, its colour and each metric's values in the order of the names.
 
+    Returns
+    -------
+    dict
+        ``names``: list of str; ``series``: list of (reference, colour, {metric: [values]}),
+        the evaluation volume first and the ground-truth labels where every row has them.
+    """
     rows, base = report["results"], report["baselines"]
     names = [row_name(r) for r in rows] + [f"baseline: {k.replace('_', ' ')}" for k in base]
-    series = [("evaluation volume", rows + list(base.values()), "tab:blue")]
+    scored = [("evaluation volume", "tab:blue", rows + list(base.values()))]
     if all("labels_scores" in r for r in rows) and "baselines_labels" in report:
-        series.append(("ground truth", [r["labels_scores"] for r in rows]
-                       + list(report["baselines_labels"].values()), "tab:orange"))
+        scored.append(("ground truth", "tab:orange", [r["labels_scores"] for r in rows]
+                       + list(report["baselines_labels"].values())))
+    series = [(reference, color, {key: [s[key] for s in scores] for key, _ in METRICS})
+              for reference, color, scores in scored]
+    return {"names": names, "series": series}
+
+
+def metrics_figure(report):
+    """The matplotlib figure of :func:`metrics_chart` (one panel per metric of
+    :data:`METRICS`), and pyplot; the caller saves or closes it."""
+    plt = _pyplot()
+
+    data = metrics_chart_data(report)
+    names, series = data["names"], data["series"]
     height = 0.8 / len(series)
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4.4 * len(METRICS), 1.2 + 0.55 * len(names)),
                              layout="constrained")
     for ax, (key, label) in zip(axes, METRICS):
-        for k, (reference, scores, color) in enumerate(series):
+        for k, (reference, color, values) in enumerate(series):
             offsets = [i - 0.4 + height * (k + 0.5) for i in range(len(names))]
-            values = [s[key] for s in scores]
-            ax.barh(offsets, values, height=height, color=color, label=reference)
-            for y, v in zip(offsets, values):
+            ax.barh(offsets, values[key], height=height, color=color, label=reference)
+            for y, v in zip(offsets, values[key]):
                 ax.text(v, y, f" {v:.3f}", va="center", fontsize=7)
         ax.set_yticks(range(len(names)), names if ax is axes[0] else [""] * len(names))
         ax.invert_yaxis()
@@ -287,7 +303,16 @@ def metrics_chart(report, out):
     axes[-1].legend(fontsize=8, loc="lower right", title="reference", title_fontsize=8)
     fig.suptitle(f"run {report['run']}: every reconstruction of quadrant c, against both "
                  "references", fontsize=11)
+    return fig, plt
+
+
+def metrics_chart(report, out):
+    """Bars of each score per reconstruction and baseline: against the evaluation volume
+    (dark) and, where the report has them, against the ground-truth labels (light).  Returns
+    what it drew (:func:`metrics_chart_data`)."""
+    fig, plt = metrics_figure(report)
     save_figure(plt, fig, out)
+    return metrics_chart_data(report)
 
 
 def read_scalars(folder):
