@@ -184,10 +184,10 @@ def run_blockwise(args):
 
 def _write(out, stack, chunks):
     """``stack`` as PNG slices in folder ``out``, or as a zarr store if ``out`` ends in .zarr."""
+    written = io.write_stack(out, stack, slices=True, chunks=chunks)
     if zarrio.is_zarr(out):
-        zarrio.write_zarr(out, stack, chunks)
         return f"wrote {stack.shape} to {out}"
-    return f"wrote {len(io.write_slices(out, stack))} slices to {out}"
+    return f"wrote {len(written)} slices to {out}"
 
 
 def run(args):
@@ -225,7 +225,7 @@ def run(args):
         return _write(out, labels.eroskele(foreground, args.erosions, source), args.chunks)
     if op == "tif_to_zarr":
         stack = labels.check_stack(io.read_stack(source), source, channels=True)
-        zarrio.write_zarr(out, stack, args.chunks, args.voxel_size)
+        io.write_stack(out, stack, chunks=args.chunks, voxel_size=args.voxel_size)
         return (f"wrote {stack.shape} {stack.dtype} to {out} (chunks "
                 f"{' x '.join(map(str, zarrio.chunks_for(stack.shape, args.chunks)[:3]))})")
     if op == "zarr_to_tif":
@@ -247,10 +247,8 @@ def run(args):
         stack = io.read_labels(source)
         name = evaluation_name(args)
         volume = evaluation_volume(stack, source=source)
-        if zarrio.is_zarr(out):
-            path = zarrio.write_zarr(out, volume, args.chunks)
-        else:
-            path = io.write_tif(out / f"{name}.tif", volume)
+        path = io.write_stack(out if zarrio.is_zarr(out) else out / f"{name}.tif", volume,
+                              chunks=args.chunks)
         return f"wrote evaluation volume with {int(volume.max())} objects to {path}"
     return f"wrote {len(files)} slices to {out}"
 

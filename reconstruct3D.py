@@ -95,9 +95,8 @@ def output_path(folder, name):
 
 
 def write_labels(path, labels, chunks=None):
-    if zarrio.is_zarr(path):
-        return zarrio.write_zarr(path, labels, chunks)
-    return io.write_tif(path, labels)
+    """Write ``labels`` to ``path`` (.tif, or an OME-Zarr store for .zarr)."""
+    return io.write_stack(path, labels, chunks=chunks)
 
 
 def check_chunks_output(chunks, targets):

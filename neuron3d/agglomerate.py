@@ -25,6 +25,11 @@ import numpy as np
 
 from .labels import label_dtype
 
+__all__ = [
+    "DEFAULT_THRESHOLD", "SCORINGS", "affinities", "agglomerate", "check_inputs",
+    "check_thresholds", "fragments", "small_objects",
+]
+
 #: waterz scoring functions by name; all are compiled into waterz's wheels.
 #: The score of an edge is 1 - (statistic of the affinities on the boundary),
 #: i.e. a boundary probability: fragments merge while it is below the threshold.

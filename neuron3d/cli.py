@@ -7,6 +7,10 @@ import os
 import sys
 from pathlib import Path
 
+__all__ = [
+    "USER_ERRORS", "ArgumentParser", "check_name", "check_output_dir", "run_cli",
+]
+
 #: Exceptions that mean "the user gave bad input", reported without a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
                IsADirectoryError, PermissionError)

@@ -10,7 +10,9 @@ Every writer is atomic (the machinery is :mod:`neuron3d.atomic`, whose names are
 importable from here too): data goes to a hidden temporary name beside the target
 and is renamed into place only when complete, so a failed run leaves nothing
 half-written behind (:func:`write_file`, :func:`write_tif`, :func:`write_image`
-for files; :func:`write_folder`, :func:`write_slices` for folders).  Temporaries
+for files; :func:`write_folder`, :func:`write_slices` for folders).  One interface
+for every format: :func:`read_stack` reads a TIFF, a slice folder or a ``.zarr`` store,
+:func:`write_stack` writes one.  Temporaries
 that a killed writer left are removed by the next write of the same target.
 Written files get mode 0666 and folders 0777, less the umask, like any file the
 user creates.
@@ -43,6 +45,14 @@ from .labels import FOREGROUND, smallest_uint  # noqa: F401  (smallest_uint re-e
 _new_temp_dir = new_temp_dir
 _new_temp_file = new_temp_file
 _write_atomically = write_atomically
+
+__all__ = [
+    "IMAGE_SUFFIXES", "SLICE_PATTERN", "TIFF_SUFFIXES", "as_label_stack",
+    "check_outputs_apart", "list_slice_files", "natural_key", "prepare_output_dir",
+    "read_binary", "read_labels", "read_stack", "remove_stale_temporaries", "same_path",
+    "slice_names", "smallest_uint", "staging_dir", "write_file", "write_folder", "write_image",
+    "write_slices", "write_stack", "write_tif",
+]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: Files that hold one image, by suffix (compared case-insensitively).
@@ -294,6 +304,44 @@ def write_slices(folder, stack, suffix=".png"):
 
     write_folder(folder, fill, owned=lambda name: SLICE_PATTERN.match(name) is not None)
     return [folder / n for n in names]
+
+
+def write_stack(path, stack, slices=False, chunks=None, voxel_size=None):
+    """Write a stack in the format its path names: the write side of :func:`read_stack`.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``X.zarr``: an OME-Zarr store (:func:`neuron3d.zarrio.write_zarr`); otherwise a
+        ``.tif`` file (:func:`write_tif`), or with ``slices`` a folder of numbered PNG slice
+        files (:func:`write_slices`).
+    stack : numpy.ndarray
+        (z, y, x) or (z, y, x, c); bool masks are written as uint8 0/255 (slices, zarr).
+    slices : bool
+        Write a folder of slice files for a path that is not a .zarr store.
+    chunks : tuple of 3 int or None
+        Chunk shape of a zarr store (ignored by the other formats; the CLIs refuse it there).
+    voxel_size : tuple of 3 float or None
+        Voxel size (z, y, x) in nm recorded in a zarr store's metadata.
+
+    Returns
+    -------
+    Path or list of Path
+        The store or file written, or (``slices``) the slice files in slice order.
+
+    Raises
+    ------
+    ValueError
+        As the writer of the format does (an existing file or folder in the way, a dtype
+        PNG cannot hold).
+    """
+    from .zarrio import is_zarr, write_zarr
+
+    if is_zarr(path):
+        return write_zarr(path, stack, chunks, voxel_size)
+    if slices:
+        return write_slices(path, stack)
+    return write_tif(path, stack)
 
 
 def as_label_stack(array, source, allow_integral_float=False):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "FOREGROUND", "HALF", "check_count", "check_stack", "consecutive", "cytoplasm",
-    "eroskele", "label_dtype", "membrane", "overlap", "smallest_uint", "split_quadrants",
+    "FOREGROUND", "HALF", "MIN_LABEL_MAX", "check_count", "check_stack", "consecutive",
+    "cytoplasm", "eroskele", "label_dtype", "membrane", "overlap", "smallest_uint",
+    "split_quadrants",
 ]
 
 #: Foreground of an 8-bit image (network output, mask PNG): ``value >= FOREGROUND``.  The

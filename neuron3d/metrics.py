@@ -11,6 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = [
+    "Contingency", "adapted_rand", "adjusted_rand_index", "boundary_scores",
+    "check_min_overlap", "contingency", "evaluate", "evaluate_references",
+    "foreground_recall_precision", "pixel_scores", "scores_from_table", "sorted_table",
+    "splits_merges", "variation_of_information",
+]
+
 
 @dataclass
 class Contingency:

@@ -13,6 +13,10 @@ import math
 import sys
 import time
 
+__all__ = [
+    "StepProgress", "format_duration", "progress",
+]
+
 
 def format_duration(seconds):
     """``"42 s"``, ``"12 min 05 s"``, ``"3 h 07 min"``; ``"?"`` when not finite."""

@@ -6,6 +6,11 @@ import numpy as np
 
 from .labels import check_stack, cytoplasm, label_dtype, membrane, overlap
 
+__all__ = [
+    "CONNECTIVITIES", "THRESHOLDS", "check_connectivity", "check_planes", "check_threshold",
+    "evaluation_volume", "interleave", "reconstruct",
+]
+
 CONNECTIVITIES = (6, 18, 26)
 #: Thresholds accepted by :func:`check_threshold` (8-bit images: 0 or less would make
 #: every pixel foreground, more than 255 none).

@@ -16,6 +16,13 @@ import numpy as np
 
 from .io import as_label_stack, write_file
 
+__all__ = [
+    "BROWSERS", "INSTALL_HINT", "MAX_ID", "LazySegmentation", "build_viewer",
+    "check_max_segments", "check_port", "check_screenshot", "check_segments", "check_shapes",
+    "check_voxel_size", "find_browser", "is_lazy", "largest_segments", "screenshot",
+    "segmentation_dtype", "start_server",
+]
+
 #: Browsers and drivers looked for by :func:`find_browser`.
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 #: 3D panel orientation (quaternion x, y, z, w): tilted so that neurites show their z extent.

@@ -176,3 +176,31 @@ def test_failed_file_write_leaves_nothing(tmp_path):
     with pytest.raises((KeyError, ValueError)):  # tifffile cannot store objects
         io.write_tif(tmp_path / "new" / "y.tif", np.zeros((1, 2, 2), object))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, slices, reader_dtype", [
+    ("s.tif", False, np.uint16), ("folder", True, np.uint16), ("s.zarr", False, np.uint16),
+    ("f.zarr", True, np.uint16),
+])
+def test_write_stack_round_trips_every_format(tmp_path, name, slices, reader_dtype):
+    stack = np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4) * 1000
+    written = io.write_stack(tmp_path / name, stack, slices=slices, chunks=(1, 2, 2))
+    back = io.read_stack(tmp_path / name)
+    assert back.dtype == reader_dtype
+    np.testing.assert_array_equal(back, stack)
+    if name.endswith(".zarr"):
+        from neuron3d import zarrio
+
+        assert written == tmp_path / name and zarrio.open_array(written).chunks == (1, 2, 2)
+    elif slices:
+        assert [p.name for p in written] == ["00.png", "01.png"]
+    else:
+        assert written == tmp_path / name and (tmp_path / name).is_file()
+
+
+def test_write_stack_masks_are_0_255(tmp_path):
+    mask = np.array([[[True, False]]])
+    io.write_stack(tmp_path / "m", mask, slices=True)
+    io.write_stack(tmp_path / "m.zarr", mask)
+    for path in ("m", "m.zarr"):
+        np.testing.assert_array_equal(io.read_stack(tmp_path / path), [[[255, 0]]])
