@@ -201,17 +201,24 @@ def test_merge_threshold_from_is_for_agglomerate(data, capsys):
 
 # ---- broken zarr metadata: one line naming the store (issue 21 item 12) --------------------
 
-def _break(store):
-    (store / ".zattrs").write_text('{"multiscales": [\n  {"version": "0.4"\n  "name": 1}]}')
+def _break(store, how):
+    if how == "json":
+        (store / ".zattrs").write_text('{"multiscales": [\n  {"version": "0.4"\n  "name": 1}]}')
+        return
+    meta = json.loads((store / "0" / ".zarray").read_text())
+    meta.update({"shape": [-1, 4, 4]} if how == "shape" else {"dtype": "|O"})
+    (store / "0" / ".zarray").write_text(json.dumps(meta))
 
 
-def test_broken_zarr_metadata_is_one_line_in_every_cli(data, capsys):
-    _break(data / "X.zarr")
+@pytest.mark.parametrize("how, fragment", [("json", "X.zarr"), ("shape", "[-1, 4, 4]"),
+                                           ("dtype", "'|O'")])
+def test_broken_zarr_metadata_is_one_line_in_every_cli(data, capsys, how, fragment):
+    _break(data / "X.zarr", how)
     refused(evaluate3D.main, ["--predicted", "X.zarr", "--true", "d/label_q.tif"], capsys, data,
-            "X.zarr")
+            "X.zarr", fragment)
     refused(reconstruct3D.main, ["--input_dir_cytoplasm", "X.zarr", "--input_dir_overlap",
                                  "over", "--output_dir", "out", "--name", "r"], capsys, data,
-            "X.zarr")
-    refused(neuroglancer3D.main, ["--predicted", "X.zarr"], capsys, data, "X.zarr")
+            "X.zarr", fragment)
+    refused(neuroglancer3D.main, ["--predicted", "X.zarr"], capsys, data, "X.zarr", fragment)
     refused(process3D.main, ["--operation", "membrane", "--input_dir", "X.zarr",
-                             "--output_dir", "m"], capsys, data, "X.zarr")
+                             "--output_dir", "m"], capsys, data, "X.zarr", fragment)
