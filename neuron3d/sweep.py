@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .agglomerate import SCORINGS
 from .cli import ArgumentParser, run_cli
 
@@ -31,6 +33,34 @@ def choose(rows):
     """The threshold with the lowest adapted Rand error against the labels (lowest on ties)."""
     best = min(rows, key=lambda r: (r["labels"]["adapted_rand_error"], r["threshold"]))
     return best["threshold"]
+
+
+def check_output_file(path, flag, expected="a file"):
+    """Refuse an output file that could not be written, before any work is done.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file a command will write (its missing parent folders are created then).
+    flag : str
+        The option that named it, for the message.
+    expected : str
+        What it should be (``"a JSON file"``), for the message.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` is an existing folder, or one of its parents is an existing file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is an existing folder, expected {expected}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {path} lies under an existing file {parent}")
+            break
+    return path
 
 
 def chosen_threshold(path):
@@ -91,6 +121,13 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
     sources : tuple of str
         File names of the four inputs, for messages.
 
+    Raises
+    ------
+    ValueError
+        Before any agglomeration, naming the files: when ``labels`` or ``evaluation`` has
+        another shape than ``membrane``, or the inputs are not what
+        :func:`neuron3d.agglomerate.agglomerate` takes.
+
     Returns
     -------
     dict
@@ -100,14 +137,22 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
     from .agglomerate import agglomerate, small_objects
     from .metrics import evaluate
 
-    volumes = agglomerate(membrane, overlap, list(thresholds), scoring=scoring)
+    shape = np.shape(membrane)
+    for kind, volume, source in (("labels", labels, sources[2]),
+                                 ("evaluation volume", evaluation, sources[3])):
+        if volume is not None and np.shape(volume) != shape:
+            raise ValueError(f"shapes differ: the {kind} {source} is {np.shape(volume)}, the "
+                             f"membranes {sources[0]} are {shape}")
+    volumes = agglomerate(membrane, overlap, list(thresholds), scoring=scoring,
+                          sources=tuple(sources[:2]))
     rows = []
     for threshold, volume in zip(thresholds, volumes):
+        made = f"(the agglomeration of {sources[0]} at {float(threshold):g})"
         rows.append({
             "threshold": float(threshold),
-            "labels": evaluate(labels, volume, true_source=sources[2]),
+            "labels": evaluate(labels, volume, true_source=sources[2], pred_source=made),
             "evaluation": None if evaluation is None
-            else evaluate(evaluation, volume, true_source=sources[3]),
+            else evaluate(evaluation, volume, true_source=sources[3], pred_source=made),
             "small": small_objects(volume),
         })
     return {"rows": rows, "chosen": choose(rows), "scoring": scoring,
@@ -136,8 +181,12 @@ def main(argv=None):
 
     def body():
         from .agglomerate import check_thresholds
-        from .io import read_labels, read_stack, write_file
+        from .io import check_outputs_apart, read_labels, read_stack, write_file
 
+        inputs = {flag: getattr(args, flag.removeprefix("--")) for flag in (
+            "--input_dir_membrane", "--input_dir_overlap", "--labels", "--evaluation")}
+        check_outputs_apart(inputs, {"--output": args.output})
+        check_output_file(args.output, "--output", "a JSON file")
         thresholds = check_thresholds(args.thresholds, "--thresholds")
         if args.scoring not in SCORINGS:
             raise ValueError(f"--scoring must be one of {', '.join(SCORINGS)}, got {args.scoring}")

@@ -42,3 +42,119 @@ def test_chosen_threshold_refuses_a_missing_file_naming_it(tmp_path):
         chosen_threshold(tmp_path / "nope.json")
     with pytest.raises(ValueError, match="cannot read the sweep file"):
         chosen_threshold(tmp_path)  # a folder
+
+
+# ---- the command: files checked before the sweep, messages name them ---------------------------
+
+@pytest.fixture
+def sweep_files(tmp_path):
+    import numpy as np
+
+    from neuron3d.io import write_slices, write_tif
+
+    labels = np.zeros((3, 16, 16), np.uint16)
+    labels[:, :, :8], labels[:, :, 8:] = 1, 2
+    membrane = np.zeros((3, 16, 16), np.uint8)
+    membrane[:, :, 7:9] = 255
+    overlap = np.full((2, 16, 16), 255, np.uint8)
+    overlap[:, :, 7:9] = 0
+    write_tif(tmp_path / "membrane.tif", membrane)
+    write_slices(tmp_path / "overlap", overlap)
+    write_tif(tmp_path / "labels.tif", labels)
+    write_tif(tmp_path / "evaluation.tif", labels)
+    return tmp_path
+
+
+def sweep_args(folder, output, **replace):
+    args = {"--input_dir_membrane": folder / "membrane.tif", "--input_dir_overlap":
+            folder / "overlap", "--labels": folder / "labels.tif",
+            "--evaluation": folder / "evaluation.tif", "--thresholds": "0.3", "--output": output}
+    args.update(replace)
+    return [str(a) for item in args.items() for a in item]
+
+
+def hashes(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_sweep_cli_writes_the_choice(sweep_files, capsys):
+    from neuron3d import sweep as S
+
+    out = sweep_files / "out" / "sweep.json"
+    assert S.main(sweep_args(sweep_files, out)) == 0
+    result = json.loads(out.read_text())
+    assert result["chosen"] == 0.3 and chosen_threshold(out) == 0.3
+    assert result["rows"][0]["labels"]["adapted_rand_error"] == 0.0  # two objects, both found
+    assert f"wrote {out}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("target, names", [
+    ("labels.tif", ["--output", "--labels"]),
+    ("membrane.tif", ["--output", "--input_dir_membrane"]),
+    ("evaluation.tif", ["--output", "--evaluation"]),
+    ("overlap", ["--output", "--input_dir_overlap"]),
+    ("overlap/00.json", ["--output", "--input_dir_overlap"]),
+    ("./sub/../labels.tif", ["--output", "--labels"]),
+])
+def test_sweep_refuses_an_output_that_is_an_input(sweep_files, capsys, monkeypatch, target,
+                                                  names):
+    from conftest import assert_user_error_status
+
+    from neuron3d import sweep as S
+
+    monkeypatch.setattr(S, "sweep", lambda *a, **k: pytest.fail("swept"))
+    before = hashes(sweep_files)
+    status = S.main(sweep_args(sweep_files, sweep_files / target))
+    assert_user_error_status(status, capsys, *names)
+    assert hashes(sweep_files) == before and not (sweep_files / "sub").exists()
+
+
+def test_sweep_checks_its_output_before_sweeping(sweep_files, capsys, monkeypatch):
+    from conftest import assert_user_error_status
+
+    from neuron3d import sweep as S
+
+    monkeypatch.setattr(S, "sweep", lambda *a, **k: pytest.fail("swept before the check"))
+    (sweep_files / "a_folder").mkdir()
+    (sweep_files / "a_file").write_text("x")
+    before = hashes(sweep_files)
+    status = S.main(sweep_args(sweep_files, sweep_files / "a_folder"))
+    assert_user_error_status(status, capsys, f"--output {sweep_files / 'a_folder'} is an "
+                             "existing folder, expected a JSON file")
+    status = S.main(sweep_args(sweep_files, sweep_files / "a_file" / "s.json"))
+    assert_user_error_status(status, capsys, f"--output {sweep_files / 'a_file' / 's.json'} "
+                             f"lies under an existing file {sweep_files / 'a_file'}")
+    assert hashes(sweep_files) == before
+
+
+def test_sweep_messages_name_the_files(sweep_files, capsys, monkeypatch):
+    import numpy as np
+    from conftest import assert_user_error_status
+
+    from neuron3d import agglomerate
+    from neuron3d import sweep as S
+    from neuron3d.io import write_tif
+
+    write_tif(sweep_files / "small.tif", np.ones((3, 16, 8), np.uint16))
+    real = agglomerate.agglomerate
+    monkeypatch.setattr(agglomerate, "agglomerate",
+                        lambda *a, **k: pytest.fail("agglomerated before the shape check"))
+    status = S.main(sweep_args(sweep_files, sweep_files / "s.json",
+                               **{"--labels": sweep_files / "small.tif"}))
+    line = assert_user_error_status(
+        status, capsys, f"shapes differ: the labels {sweep_files / 'small.tif'} is (3, 16, 8), "
+        f"the membranes {sweep_files / 'membrane.tif'} are (3, 16, 16)")
+    assert "predicted predicted" not in line
+    status = S.main(sweep_args(sweep_files, sweep_files / "s.json",
+                               **{"--evaluation": sweep_files / "small.tif"}))
+    assert_user_error_status(status, capsys, f"the evaluation volume {sweep_files / 'small.tif'}")
+    monkeypatch.setattr(agglomerate, "agglomerate", real)
+    write_tif(sweep_files / "narrow.tif", np.zeros((2, 16, 8), np.uint8))
+    status = S.main(sweep_args(sweep_files, sweep_files / "s.json",
+                               **{"--input_dir_overlap": sweep_files / "narrow.tif"}))
+    assert_user_error_status(status, capsys, "overlap slices are 16 x 8",
+                             str(sweep_files / "membrane.tif"), str(sweep_files / "narrow.tif"))
+    assert not (sweep_files / "s.json").exists()
