@@ -121,6 +121,37 @@ def read_calibration(path):
     return level
 
 
+def check_truth(truth, source="--truth"):
+    """The ground-truth membrane images, refused unless they can be calibrated against.
+
+    Parameters
+    ----------
+    truth : numpy.ndarray
+        Boolean, or 0/255 images (a pixel is membrane where its value is >= :data:`HALF`).
+    source : str
+        Where they came from (the file), for the message.
+
+    Raises
+    ------
+    ValueError
+        Naming ``source``: values that are not finite numbers (NaN, inf), or no membrane
+        pixel at all (every level would tie: nothing to choose by).
+    """
+    truth = np.asarray(truth)
+    if not (truth.dtype == bool or np.issubdtype(truth.dtype, np.number)):
+        raise ValueError(f"--truth {source} must be membrane images (0/255), got dtype "
+                         f"{truth.dtype}")
+    if np.issubdtype(truth.dtype, np.floating) and not np.isfinite(truth).all():
+        bad = int(np.count_nonzero(~np.isfinite(truth)))
+        raise ValueError(f"--truth {source} has {bad} of {truth.size} values that are not "
+                         "finite numbers (NaN or inf); expected membrane images (0/255)")
+    marked = truth if truth.dtype == bool else truth >= HALF
+    if not marked.any():
+        raise ValueError(f"--truth {source} has no membrane pixel (no value >= {HALF}); "
+                         "expected membrane images (0/255)")
+    return truth
+
+
 def build_parser():
     p = ArgumentParser(prog="python -m neuron3d.calibrate", description=__doc__.splitlines()[0],
                        either_spelling=True)
@@ -141,18 +172,32 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
 
     def body():
-        from .io import read_stack, write_file, write_tif
+        from .io import check_outputs_apart, read_stack, write_file, write_tif
+        from .sweep import check_output_file
 
+        mode = "--choose" if args.choose else "--apply"
         needed = ("truth", "output") if args.choose else ("output_dir",)
         for flag in needed:
             if not getattr(args, flag):
-                raise ValueError(f"--{'choose' if args.choose else 'apply'} needs --{flag}")
+                raise ValueError(f"{mode} needs --{flag}")
+        other, does = (("--apply", "reads --truth, writes --output") if args.choose
+                       else ("--choose", "writes --output_dir"))
+        for flag in ("output_dir",) if args.choose else ("truth", "output"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag} goes with {other}, not {mode} ({mode} {does})")
+        output = ("--output", args.output) if args.choose else ("--output_dir", args.output_dir)
+        check_outputs_apart({"--input_dir": args.input_dir, "--truth": args.truth,
+                             "--apply": args.apply}, dict([output]))
+        if args.apply and not str(args.output_dir).lower().endswith((".tif", ".tiff")):
+            raise ValueError(f"--output_dir must be a .tif file, got {args.output_dir}")
+        check_output_file(output[1], output[0], "a JSON file" if args.choose else "a .tif file")
+        level = read_calibration(args.apply) if args.apply else None
         predicted = read_stack(args.input_dir, channel=0)
         if predicted.dtype != np.uint8:
             raise ValueError(f"{args.input_dir}: predictions must be 8-bit, got "
                              f"{predicted.dtype}")
         if args.choose:
-            truth = read_stack(args.truth, channel=0)
+            truth = check_truth(read_stack(args.truth, channel=0), args.truth)
             if truth.shape != predicted.shape:
                 raise ValueError(f"--truth {args.truth} has shape {truth.shape}, --input_dir "
                                  f"{args.input_dir} {predicted.shape}")
@@ -171,9 +216,6 @@ def main(argv=None):
                   f"{record['f1']:.4f} against {record['f1_at_half']:.4f} at 0.5; wrote "
                   f"{args.output}")
             return 0
-        if not str(args.output_dir).lower().endswith((".tif", ".tiff")):
-            raise ValueError(f"--output_dir must be a .tif file, got {args.output_dir}")
-        level = read_calibration(args.apply)
         write_tif(args.output_dir, remap(predicted, level))
         print(f"calibrate: {args.input_dir} mapped with level {level} to {args.output_dir}",
               file=sys.stderr)

@@ -102,3 +102,95 @@ def test_cli_chooses_on_one_stack_and_maps_another(tmp_path, capsys):
                      str(tmp_path / "small"), "--output", str(tmp_path / "y.json")])
     assert_user_error_status(status, capsys, "has shape")
     assert not (tmp_path / "x.tif").exists() and not (tmp_path / "y.json").exists()
+
+
+# ---- bad and contradictory input: one line, exit 2, nothing written or changed ---------------
+
+def tree(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def calibration_files(tmp_path):
+    from neuron3d.io import write_tif
+
+    rng = np.random.default_rng(2)
+    truth = (rng.uniform(size=(2, 8, 9)) < 0.3).astype(np.uint8) * 255
+    predicted = np.clip(rng.normal(70 + 100 * (truth > 0), 40), 0, 255).astype(np.uint8)
+    write_tif(tmp_path / "P.tif", predicted)
+    write_slices(tmp_path / "pred", predicted)
+    write_slices(tmp_path / "truth", truth)
+    assert C.main(["--choose", "--input_dir", str(tmp_path / "P.tif"), "--truth",
+                   str(tmp_path / "truth"), "--output", str(tmp_path / "C.json")]) == 0
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--apply", "C.json", "--input_dir", "P.tif", "--output_dir", "P.tif"],
+     ["--output_dir", "--input_dir", "P.tif"]),
+    (["--apply", "C.json", "--input_dir", "P.tif", "--output_dir", "./x/../P.tif"],
+     ["--output_dir", "--input_dir"]),
+    (["--apply", "C.json", "--input_dir", "pred", "--output_dir", "pred/00.tif"],
+     ["--output_dir", "--input_dir", "pred"]),
+    (["--apply", "C.json", "--input_dir", "P.tif", "--output_dir", "C.json"],
+     ["--output_dir", "--apply", "C.json"]),
+    (["--choose", "--input_dir", "P.tif", "--truth", "truth", "--output", "P.tif"],
+     ["--output", "--input_dir", "P.tif"]),
+    (["--choose", "--input_dir", "P.tif", "--truth", "truth", "--output", "truth"],
+     ["--output", "--truth"]),
+    (["--choose", "--input_dir", "P.tif", "--truth", "truth", "--output", "truth/00.png"],
+     ["--output", "--truth"]),
+    # contradictory flags (issue 21 item 16)
+    (["--choose", "--input_dir", "P.tif", "--truth", "truth", "--output", "new.json",
+      "--output_dir", "new.tif"], ["--output_dir goes with --apply, not --choose"]),
+    (["--apply", "C.json", "--input_dir", "P.tif", "--output_dir", "new.tif", "--truth",
+      "truth"], ["--truth goes with --choose, not --apply (--apply writes --output_dir)"]),
+    (["--apply", "C.json", "--input_dir", "P.tif", "--output_dir", "new.tif", "--output",
+      "new.json"], ["--output goes with --choose, not --apply"]),
+    (["--choose", "--input_dir", "P.tif", "--truth", "truth", "--output", "pred"],
+     ["--output", "pred is an existing folder, expected a JSON file"]),
+])
+def test_calibrate_refuses_without_touching_anything(calibration_files, capsys, monkeypatch,
+                                                     argv, fragments):
+    from conftest import assert_user_error_status
+
+    import neuron3d.io
+
+    monkeypatch.chdir(calibration_files)
+    monkeypatch.setattr(neuron3d.io, "read_stack", lambda *a, **k: pytest.fail("read"))
+    capsys.readouterr()
+    before = tree(calibration_files)
+    assert_user_error_status(C.main(argv), capsys, *fragments)
+    assert tree(calibration_files) == before
+    assert sorted(p.name for p in calibration_files.iterdir()) == ["C.json", "P.tif", "pred",
+                                                                   "truth"]
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (np.full((2, 8, 9), np.nan, np.float32), "has 144 of 144 values that are not finite"),
+    (np.where(np.arange(144).reshape(2, 8, 9) == 5, np.inf, 255.0),
+     "has 1 of 144 values that are not finite numbers (NaN or inf)"),
+    (np.zeros((2, 8, 9), np.uint8), "has no membrane pixel (no value >= 128)"),
+    (np.ones((2, 8, 9), np.float32), "has no membrane pixel"),
+])
+def test_calibrate_refuses_a_truth_it_cannot_choose_by(calibration_files, capsys, bad, fragment):
+    """Issue 21 item 18: an all-NaN float --truth chose level 128."""
+    from conftest import assert_user_error_status
+
+    from neuron3d.io import write_tif
+
+    write_tif(calibration_files / "T.tif", bad)
+    capsys.readouterr()
+    status = C.main(["--choose", "--input_dir", str(calibration_files / "P.tif"), "--truth",
+                     str(calibration_files / "T.tif"), "--output",
+                     str(calibration_files / "new.json")])
+    assert_user_error_status(status, capsys, f"--truth {calibration_files / 'T.tif'} {fragment}")
+    assert not (calibration_files / "new.json").exists()
+    with pytest.raises(ValueError, match="not finite|no membrane pixel"):
+        C.check_truth(bad)
+    truth = np.zeros((1, 2, 2), np.uint8)
+    truth[0, 0, 0] = 255
+    assert C.check_truth(truth) is not None and C.check_truth(truth > 0).dtype == bool
