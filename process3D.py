@@ -108,6 +108,7 @@ def check_args(args):
 
         check_shape(args.shape, "--shape")
         check_seed(args.seed, "--seed")
+        check_chunks_used(args, output_targets(args))
         return
     _need(args, "input_dir")
     zarr_in, zarr_out = zarrio.is_zarr(args.input_dir), zarrio.is_zarr(args.output_dir)
@@ -138,11 +139,17 @@ def check_args(args):
     elif op == "eroskele":
         labels.check_count(args.erosions, "--erosions")
     targets = output_targets(args)
+    check_chunks_used(args, targets)
+    io.check_outputs_apart({"--input_dir": args.input_dir}, targets)
+
+
+def check_chunks_used(args, targets):
+    """Refuse --chunks where nothing uses it: no .zarr output and no --scheduler blocks."""
     if args.chunks is not None and args.scheduler is None and not any(
             zarrio.is_zarr(path) for path in targets.values()):
         raise ValueError(f"--chunks applies to .zarr outputs (and --scheduler blocks); "
-                         f"--operation {op} writes {', '.join(map(str, targets.values()))}")
-    io.check_outputs_apart({"--input_dir": args.input_dir}, targets)
+                         f"--operation {args.operation} writes "
+                         f"{', '.join(map(str, targets.values()))}")
 
 
 def output_targets(args):

@@ -131,6 +131,7 @@ def test_neuroglancer3D_refuses_screenshot_on_input(data, capsys):
     ["--operation", "evaluation", "--input_dir", "d/label_q.tif", "--output_dir", "e"],
     ["--operation", "zarr_to_tif", "--input_dir", "X.zarr", "--output_dir", "x.tif"],
     ["--operation", "tif_to_png", "--input_dir", "d/label_q.tif", "--output_dir", "p"],
+    ["--operation", "synthetic", "--output_dir", "s", "--shape", "2", "8", "8"],
 ])
 def test_chunks_without_a_zarr_output_is_refused(data, capsys, argv):
     refused(process3D.main, argv + ["--chunks", "1", "2", "2"], capsys, data,
