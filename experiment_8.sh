@@ -2,7 +2,9 @@
 # experiment_8.sh: the thesis' automated run, end to end.
 #
 #   bash experiment_8.sh            SNEMI3D in datasets/, the thesis' networks and 2000 epochs
-#   bash experiment_8.sh --demo     synthetic data and laptop-sized networks (~10 min on 2 cores)
+#   bash experiment_8.sh --demo     synthetic data and laptop-sized networks (~10 min on 2 cores),
+#                                   deterministic (the same numbers on any x86-64 machine;
+#                                   --no_deterministic for this machine's fastest kernels)
 #   bash experiment_8.sh --help     every option
 #   bash experiment_8.sh --dry_run  every step's command line, and whether it would run
 #
@@ -16,10 +18,12 @@
 #   5. scored against c's evaluation volume (evaluate3D.py); results/<run>/report.json
 #   --paths all also trains NN-1 (EM -> cytoplasm) and NN-2 (EM pair -> overlap) on a.
 #
-# The steps, their commands and file names are data in neuron3d/experiment.py (one place, also
-# used by the report and the figures). A re-run skips a step only if the same command on the
-# same inputs produced its outputs: changed options re-run exactly the steps they affect, and an
-# interrupted run resumes (training from its last checkpoint).
+# The options, file names and training recipes are data in neuron3d/recipe.py, the steps and
+# their commands in neuron3d/plan.py (one place, also used by the report and the figures); the
+# runner is neuron3d/experiment.py. A re-run skips a step only if the same command on the same
+# inputs produced its outputs: changed options re-run exactly the steps they affect, and an
+# interrupted run resumes (training from its last checkpoint). Two runs may not share a folder
+# of derived files (--work): the second is refused, naming the first.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}"

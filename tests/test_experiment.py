@@ -217,8 +217,12 @@ def test_demo_end_to_end_rerun_with_other_options(tmp_path):
     assert sweep["inputs"]["labels"].endswith("label_d.tif")
     agglo = report["results"][-1]
     assert agglo["method"] == "agglomerate" and agglo["merge_threshold"] == sweep["chosen"]
-    assert report["commands"]["agglomerate_c"].split("--merge_threshold ")[1].split()[0] \
-        == f"{sweep['chosen']:g}"
+    # the plan is static: the agglomeration reads the threshold from the sweep's file
+    sweep_file = run / "sweep_agglomerate_d.json"
+    assert report["commands"]["agglomerate_c"].split("--merge_threshold_from ")[1].split()[0] \
+        == str(sweep_file)
+    assert f"threshold {sweep['chosen']:g} (chosen in {sweep_file})" in (
+        run / "logs" / "agglomerate_c.log").read_text()
     dense = read_labels(tmp_path / "data" / "demo_agglomerate.tif")
     assert dense.shape == (6, 32, 32) and dense.min() >= 1  # every voxel labelled
     assert agglo["labels_scores"] == evaluate(read_labels(tmp_path / "data" / "label_c.tif"), dense)
