@@ -327,3 +327,28 @@ def test_cli_connects_to_a_running_scheduler(tmp_path):
     assert "dask: 1 workers" in result.stderr
     np.testing.assert_array_equal(zarrio.read_zarr(tmp_path / "m.zarr"),
                                   labels.membrane(ids).astype(np.uint8) * 255)
+
+
+def test_workers_paused_for_memory_fail_naming_the_flag(monkeypatch):
+    """Issue 21 item 6: a worker above its pause level runs nothing and dask raises nothing;
+    the engine gives up after PAUSED_SECONDS, naming --memory_limit."""
+    import time
+
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    from neuron3d.blockwise import executor
+
+    monkeypatch.setattr(executor, "PAUSED_SECONDS", 1.0)
+    with dask.config.set({"distributed.worker.memory.pause": 0.05}):  # paused at 51 MiB
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                               memory_limit="1GiB", host="127.0.0.1", dashboard_address=None)
+    with cluster, Client(cluster) as paused:
+        start = time.perf_counter()
+        while [w["status"] for w in paused.scheduler_info()["workers"].values()] != ["paused"]:
+            assert time.perf_counter() - start < 20, "the worker was never paused"
+            time.sleep(0.1)
+        with pytest.raises(ValueError, match=r"^test blocks: every dask worker has been paused "
+                                             r"for memory for 1 s.*--memory_limit"):
+            blockwise.run_tasks(paused, abs, [-1, -2], "test blocks")
+        assert time.perf_counter() - start < 30

@@ -23,13 +23,15 @@ import functools
 import logging
 import math
 import sys
+import time
 from contextlib import contextmanager
 
 from ..cli import USER_ERRORS
 
-__all__ = ["MIN_WORKER_MEMORY", "SerialExecutor", "WORKER_MALLOC", "add_arguments",
-           "check_arguments", "check_block_memory", "check_memory_limit", "engine",
-           "gather_with_progress", "parse_scheduler", "probe_scheduler", "run_tasks", "task"]
+__all__ = ["MIN_WORKER_MEMORY", "PAUSED_SECONDS", "SerialExecutor", "WORKER_MALLOC",
+           "add_arguments", "check_arguments", "check_block_memory", "check_memory_limit",
+           "engine", "gather_with_progress", "parse_scheduler", "probe_scheduler", "run_tasks",
+           "task"]
 
 #: The least ``--memory_limit`` accepted: a worker process with numpy, scipy, zarr and cc3d
 #: imported holds about 106 MiB (measured with psutil on a LocalCluster worker), and dask
@@ -286,12 +288,43 @@ def run_tasks(client, function, items, desc):
     return gather_with_progress(client.map(function, list(items), pure=False), desc)
 
 
-def _completed(futures):
-    if futures and isinstance(futures[0], _Done):
-        return iter(futures)
-    from dask.distributed import as_completed
+#: How long every worker may stay paused for memory, with no task finishing, before a run
+#: fails (dask pauses a worker above 80% of its memory limit; with nothing to spill, a
+#: paused worker makes no progress and dask raises nothing).
+PAUSED_SECONDS = 60.0
 
-    return as_completed(futures)
+
+class _Paused(Exception):
+    pass
+
+
+def _completed(futures):
+    """``futures`` as they complete (the serial executor's in order); :class:`_Paused` when
+    every dask worker has been paused for :data:`PAUSED_SECONDS` with none completing."""
+    if futures and isinstance(futures[0], _Done):
+        yield from futures
+        return
+    from dask.distributed import wait
+
+    pending = set(futures)
+    paused_since = None
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=min(5.0, PAUSED_SECONDS),
+                                 return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = ()
+        if done:
+            paused_since = None
+            yield from done
+            continue
+        workers = futures[0].client.scheduler_info()["workers"].values()
+        if workers and all(w.get("status") == "paused" for w in workers):
+            paused_since = paused_since or time.monotonic()
+            if time.monotonic() - paused_since >= PAUSED_SECONDS:
+                raise _Paused
+        else:
+            paused_since = None
 
 
 def gather_with_progress(futures, desc):
@@ -302,7 +335,8 @@ def gather_with_progress(futures, desc):
     ------
     ValueError, FileNotFoundError...
         The bad input a task (:func:`task`) met, with its message; the other tasks are
-        cancelled.  A worker killed for memory is a ValueError naming ``--memory_limit``.
+        cancelled.  Workers killed for memory, or all paused for memory for
+        :data:`PAUSED_SECONDS`, are a ValueError naming ``--memory_limit``.
     """
     from ..progress import StepProgress
 
@@ -315,16 +349,21 @@ def gather_with_progress(futures, desc):
             try:
                 result = future.result()
             except Exception as exc:
-                if type(exc).__name__ == "KilledWorker":
-                    _cancel(futures)
-                    raise ValueError(f"{desc}: dask workers died running a block (out of "
-                                     "memory? see --memory_limit and --chunks)") from None
-                raise
+                if type(exc).__name__ != "KilledWorker":
+                    raise
+                _cancel(futures)
+                raise ValueError(f"{desc}: dask workers died running a block (out of "
+                                 "memory? see --memory_limit and --chunks)") from None
             if isinstance(result, _Failed):
                 _cancel(futures)
                 raise result.kind(result.message)
             results[index[future.key]] = result
             bar.update(done)
+    except _Paused:
+        _cancel(futures)
+        raise ValueError(f"{desc}: every dask worker has been paused for memory for "
+                         f"{PAUSED_SECONDS:g} s, nothing runs (see --memory_limit and "
+                         "--chunks)") from None
     finally:
         bar.close()
     return results
