@@ -55,11 +55,9 @@ def check_output_file(path, flag, expected="a file"):
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{flag} {path} is an existing folder, expected {expected}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ValueError(f"{flag} {path} lies under an existing file {parent}")
-            break
+    nearest = next((p for p in path.parents if p.exists()), Path("."))
+    if not nearest.is_dir():
+        raise ValueError(f"{flag} {path} lies under an existing file {nearest}")
     return path
 
 
