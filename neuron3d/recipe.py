@@ -155,8 +155,7 @@ def _check_folder(path, flag, writable=True):
         raise ValueError(f"{flag} {path} must be a folder, but it is a file" if existing == path
                          else f"{flag} {path} cannot be a folder ({existing} is a file)")
     if writable and not _writable(path):
-        raise ValueError(f"{flag} {path} is not writable (no write permission on "
-                         f"{existing if existing != path else path})")
+        raise ValueError(f"{flag} {path} is not writable (no write permission on {existing})")
 
 
 def resolve(args):
