@@ -98,10 +98,11 @@ def score(predicted, true, labels=None, min_overlap=10):
         On unreadable or invalid stacks, different shapes or empty volumes,
         naming the file.
     """
-    pred = io.read_labels(predicted, allow_integral_float=True)
-    references = {"true": (io.read_labels(true, allow_integral_float=True), true)}
+    pred = io.read_labels(predicted, allow_integral_float=True, what="--predicted")
+    references = {"true": (io.read_labels(true, allow_integral_float=True, what="--true"), true)}
     if labels is not None:
-        references["labels"] = (io.read_labels(labels, allow_integral_float=True), labels)
+        references["labels"] = (io.read_labels(labels, allow_integral_float=True,
+                                               what="--labels"), labels)
     scores = evaluate_references(pred, references, min_overlap, predicted)
     return _record(predicted, true, labels, pred.shape, min_overlap, scores)
 

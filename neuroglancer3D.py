@@ -54,12 +54,13 @@ def build_parser():
     return p
 
 
-def _open(path, read, **options):
-    """A .zarr store opened for reading on demand, any other stack read into memory."""
+def _open(path, read, flag, **options):
+    """A .zarr store opened for reading on demand, any other stack read into memory;
+    messages name ``flag``."""
     if path is None:
         return None
     if zarrio.is_zarr(path):
-        array = zarrio.open_array(path)
+        array = zarrio.open_array(path, flag)
         if array.ndim == 4:
             raise ValueError(f"{path}: expected gray images or labels (z, y, x), got shape "
                              f"{array.shape}")
@@ -67,7 +68,7 @@ def _open(path, read, **options):
             raise ValueError(f"labels {path} must have an unsigned integer dtype, got "
                              f"{array.dtype}")
         return array
-    return read(path, **options)
+    return read(path, what=flag, **options)
 
 
 def run(args):
@@ -87,8 +88,9 @@ def run(args):
         except RuntimeError as exc:
             raise ValueError(str(exc)) from None
     sources = {"em": args.em, "label": args.label, "predicted": args.predicted}
-    em, label, predicted = (_open(args.em, io.read_stack, channel=0), _open(args.label,
-                            io.read_labels), _open(args.predicted, io.read_labels))
+    em, label, predicted = (_open(args.em, io.read_stack, "--em", channel=0),
+                            _open(args.label, io.read_labels, "--label"),
+                            _open(args.predicted, io.read_labels, "--predicted"))
     if args.bind_address in ("0.0.0.0", "::", ""):
         print("neuroglancer3D.py: warning: serving on all interfaces; anyone who can reach "
               "this machine can see the data (prefer SSH port forwarding)", file=sys.stderr)

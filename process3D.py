@@ -56,6 +56,8 @@ OPERATIONS = {
     "tif_to_zarr": "TIFF stack (or slice folder) -> OME-Zarr store <output_dir>.zarr",
     "zarr_to_tif": "OME-Zarr store -> TIFF stack <output_dir>.tif",
 }
+#: How error messages name the input.
+FLAG = "--input_dir"
 #: What --scheduler runs blockwise.
 BLOCKWISE = ("membrane", "cytoplasm", "overlap", "consecutive", "eroskele", "evaluation")
 
@@ -180,7 +182,7 @@ def evaluation_name(args):
 def run_blockwise(args):
     """An operation blockwise on dask, .zarr to .zarr."""
     op, source, out = args.operation, args.input_dir, Path(args.output_dir)
-    zarrio.open_array(source)  # missing, corrupt or not 3-D: before starting the engine
+    zarrio.open_array(source, FLAG)  # missing, corrupt or not 3-D: before starting the engine
     with blockwise.engine(args.scheduler, args.memory_limit) as client:
         if op == "evaluation":
             count = blockwise.evaluation_volume(client, source, out, args.chunks)
@@ -214,44 +216,45 @@ def run(args):
                 f"{out / 'train-input.tif'} and {out / 'train-labels.tif'}")
     source = args.input_dir
     if op == "split":
-        stack = io.read_stack(source)
+        stack = io.read_stack(source, what=FLAG)
         parts = labels.split_quadrants(stack, source)
         written = [io.write_tif(out / f"{args.split}_{q}.tif", part) for q, part in parts.items()]
         return (f"wrote {len(written)} quadrants of {parts['a'].shape[1:3]} from "
                 f"{stack.shape[1:3]} as {out / args.split}_[abcd].tif")
     if op in ("membrane", "cytoplasm", "overlap"):
-        stack = io.read_labels(source)
+        stack = io.read_labels(source, what=FLAG)
         make = {"membrane": labels.membrane, "cytoplasm": labels.cytoplasm,
                 "overlap": labels.overlap}[op]
         return _write(out, make(stack, source=source), args.chunks)
     if op == "consecutive":
-        images = io.read_stack(source, channel=0)
+        images = io.read_stack(source, channel=0, what=FLAG)
         return _write(out, labels.consecutive(images, source), args.chunks)
     if op == "eroskele":
-        foreground = io.read_binary(source)
+        foreground = io.read_binary(source, what=FLAG)
         return _write(out, labels.eroskele(foreground, args.erosions, source), args.chunks)
     if op == "tif_to_zarr":
-        stack = labels.check_stack(io.read_stack(source), source, channels=True)
+        stack = labels.check_stack(io.read_stack(source, what=FLAG), source, channels=True)
         io.write_stack(out, stack, chunks=args.chunks, voxel_size=args.voxel_size)
         return (f"wrote {stack.shape} {stack.dtype} to {out} (chunks "
                 f"{' x '.join(map(str, zarrio.chunks_for(stack.shape, args.chunks)[:3]))})")
     if op == "zarr_to_tif":
-        stack = io.read_stack(source)
+        stack = io.read_stack(source, what=FLAG)
         io.write_tif(out, stack)
         return f"wrote {stack.shape} {stack.dtype} stack to {out}"
     if op == "tif_to_png":
         if Path(source).is_dir():
             raise ValueError(f"tif_to_png expects a .tif stack, got a folder: {source}")
-        stack = labels.check_stack(io.read_stack(source), source, channels=True)
+        stack = labels.check_stack(io.read_stack(source, what=FLAG), source, channels=True)
         files = io.write_slices(out, stack)
     elif op == "png_to_tif":
-        stack = labels.check_stack(io.read_stack(source, channel=0), source, channels=True)
+        stack = labels.check_stack(io.read_stack(source, channel=0, what=FLAG), source,
+                                   channels=True)
         path = io.write_tif(out / f"{args.name}.tif", stack)
         return f"wrote {stack.shape} {stack.dtype} stack to {path}"
     elif op == "evaluation":
         from neuron3d.reconstruct import evaluation_volume
 
-        stack = io.read_labels(source)
+        stack = io.read_labels(source, what=FLAG)
         name = evaluation_name(args)
         volume = evaluation_volume(stack, source=source)
         path = io.write_stack(out if zarrio.is_zarr(out) else out / f"{name}.tif", volume,

@@ -156,8 +156,9 @@ def run_agglomerate(args):
     io.check_outputs_apart(inputs, [("--output_dir/--name", targets[0])] if len(targets) == 1
                            else [(f"--output_dir/--name (threshold {t:g})", p)
                                  for t, p in zip(thresholds, targets)])
-    membrane, overlap = check_inputs(io.read_stack(sources[0], channel=0),
-                                     io.read_stack(sources[1], channel=0), sources)
+    membrane, overlap = check_inputs(
+        io.read_stack(sources[0], channel=0, what="--input_dir_membrane"),
+        io.read_stack(sources[1], channel=0, what="--input_dir_overlap"), sources)
     print(f"reconstruct3D.py: agglomerating {membrane.shape} membrane and {overlap.shape} "
           f"overlap probabilities ({args.scoring} boundary score, thresholds "
           f"{' '.join(f'{t:g}' for t in thresholds)}{origin})", file=sys.stderr)
@@ -200,11 +201,11 @@ def run(args):
         print(f"reconstruct3D.py: {count} objects in {time.perf_counter() - start:.1f} s "
               f"(blockwise); wrote {out}")
         return
-    cyto = io.read_binary(cyto_path, threshold)
+    cyto = io.read_binary(cyto_path, threshold, "--input_dir_cytoplasm")
     if len(cyto) == 1 and _is_empty_folder(over_path):  # one slice has no overlap images
         over = np.zeros((0,) + cyto.shape[1:], dtype=bool)
     else:
-        over = io.read_binary(over_path, threshold)
+        over = io.read_binary(over_path, threshold, "--input_dir_overlap")
     if len(over) == len(cyto) and len(cyto) > 0:
         print(f"reconstruct3D.py: {len(over)} overlap slices for {len(cyto)} cytoplasm slices; "
               "ignoring the last overlap slice", file=sys.stderr)

@@ -156,7 +156,7 @@ def _select_channel(array, channel, source):
     return array[..., channel]
 
 
-def read_stack(path, channel=None):
+def read_stack(path, channel=None, what="input"):
     """Read a stack from a TIFF file or from a folder of numbered slice files.
 
     Parameters
@@ -168,6 +168,8 @@ def read_stack(path, channel=None):
     channel : int or None
         If given and the images have a trailing channel axis (2-4 channels), keep
         only that channel, giving a (z, y, x) stack.
+    what : str
+        How the stack is named in error messages (a flag such as ``--predicted``).
 
     Returns
     -------
@@ -184,13 +186,13 @@ def read_stack(path, channel=None):
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"input does not exist: {path}")
+        raise FileNotFoundError(f"{what} does not exist: {path}")
     from .zarrio import is_zarr, read_zarr
 
     if is_zarr(path):
-        stack = read_zarr(path)
+        stack = read_zarr(path, what)
     elif path.is_dir():
-        files = list_slice_files(path)
+        files = list_slice_files(path, what=f"{what} folder")
         with ThreadPoolExecutor(_WORKERS) as pool:
             images = list(pool.map(_read_image, files))
         first = images[0]
@@ -398,15 +400,15 @@ def as_label_stack(array, source, allow_integral_float=False):
     return array
 
 
-def read_labels(path, allow_integral_float=False):
+def read_labels(path, allow_integral_float=False, what="input"):
     """Read and validate a (z, y, x) label stack; see :func:`as_label_stack`."""
-    return as_label_stack(read_stack(path), path, allow_integral_float)
+    return as_label_stack(read_stack(path, what=what), path, allow_integral_float)
 
 
-def read_binary(path, threshold=FOREGROUND):
+def read_binary(path, threshold=FOREGROUND, what="input"):
     """Read a stack of images (first channel) as foreground ``value >= threshold``
     (default :data:`neuron3d.labels.FOREGROUND`, 127)."""
-    stack = read_stack(path, channel=0)
+    stack = read_stack(path, channel=0, what=what)
     if stack.ndim != 3:
         raise ValueError(f"expected gray or colour images, got shape {stack.shape} from {path}")
     return stack >= threshold

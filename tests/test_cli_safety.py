@@ -216,10 +216,28 @@ def _break(store, how):
 def test_broken_zarr_metadata_is_one_line_in_every_cli(data, capsys, how, fragment):
     _break(data / "X.zarr", how)
     refused(evaluate3D.main, ["--predicted", "X.zarr", "--true", "d/label_q.tif"], capsys, data,
-            "X.zarr", fragment)
+            "--predicted", "X.zarr", fragment)
     refused(reconstruct3D.main, ["--input_dir_cytoplasm", "X.zarr", "--input_dir_overlap",
                                  "over", "--output_dir", "out", "--name", "r"], capsys, data,
-            "X.zarr", fragment)
-    refused(neuroglancer3D.main, ["--predicted", "X.zarr"], capsys, data, "X.zarr", fragment)
+            "--input_dir_cytoplasm", "X.zarr", fragment)
+    refused(neuroglancer3D.main, ["--predicted", "X.zarr"], capsys, data, "--predicted X.zarr",
+            fragment)
     refused(process3D.main, ["--operation", "membrane", "--input_dir", "X.zarr",
-                             "--output_dir", "m"], capsys, data, "X.zarr", fragment)
+                             "--output_dir", "m"], capsys, data, "--input_dir X.zarr", fragment)
+
+
+@pytest.mark.parametrize("main, argv, flag", [
+    (evaluate3D.main, ["--predicted", "d/label_q.tif", "--true", "nope.tif"], "--true"),
+    (evaluate3D.main, ["--predicted", "d/label_q.tif", "--true", "d/label_q.tif", "--labels",
+                       "nope.zarr"], "--labels"),
+    (reconstruct3D.main, ["--input_dir_cytoplasm", "cyto", "--input_dir_overlap", "nope",
+                          "--output_dir", "out", "--name", "r"], "--input_dir_overlap"),
+    (reconstruct3D.main, ["--method", "agglomerate", "--input_dir_membrane", "nope.tif",
+                          "--input_dir_overlap", "over", "--output_dir", "out", "--name", "r"],
+     "--input_dir_membrane"),
+    (neuroglancer3D.main, ["--em", "nope"], "--em"),
+    (process3D.main, ["--operation", "eroskele", "--input_dir", "nope", "--output_dir", "o"],
+     "--input_dir"),
+])
+def test_missing_inputs_are_named_by_their_flag(data, capsys, main, argv, flag):
+    refused(main, argv, capsys, data, f"{flag} does not exist: nope")

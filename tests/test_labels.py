@@ -232,7 +232,7 @@ def test_foreground_level_is_the_thesis_127():
     from neuron3d import io
 
     assert L.FOREGROUND == 127 and L.HALF == 128
-    assert io.read_binary.__defaults__ == (127,) and io.smallest_uint is L.smallest_uint
+    assert io.read_binary.__defaults__ == (127, "input") and io.smallest_uint is L.smallest_uint
 
 
 def test_read_binary_splits_at_127(tmp_path):
