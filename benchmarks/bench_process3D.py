@@ -1,11 +1,14 @@
 """Time process3D.py membrane + cytoplasm + overlap on a 100 x 512 x 512 label stack.
 
+--startup instead counts what ``--help`` and ``--operation membrane`` import
+(``python -X importtime``: modules and cumulative seconds of the top-level imports).
+
 Each operation runs through the real CLI (new interpreter, TIFF reading and PNG
 writing included).  The naive reference computes the membrane image the thesis'
 way, a per-pixel Python min/max ``scipy.ndimage.generic_filter``, timed on a few
 slices and scaled to the whole stack.
 
-    python -m benchmarks.bench_process3D [--shape 100 512 512] [--repeats 3]
+    python -m benchmarks.bench_process3D [--shape 100 512 512] [--repeats 3] [--startup]
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from benchmarks.common import median_time, report, run_cli
+from benchmarks.common import import_profile, median_time, report, run_cli
 from neuron3d.synthetic import synthetic_labels
 
 
@@ -32,11 +35,22 @@ def main():
     parser.add_argument("--shape", type=int, nargs=3, default=(100, 512, 512))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive_slices", type=int, default=2)
+    parser.add_argument("--startup", action="store_true",
+                        help="count the imports of --help and --operation membrane instead")
     args = parser.parse_args()
     labels = synthetic_labels(tuple(args.shape), seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tifffile.imwrite(tmp / "labels.tif", labels)
+        if args.startup:
+            for name, argv in (("--help", ["--help"]),
+                               ("--operation membrane", ["--operation", "membrane",
+                                                         "--input_dir", tmp / "labels.tif",
+                                                         "--output_dir", tmp / "m"])):
+                runs = [import_profile("process3D.py", *argv) for _ in range(args.repeats)]
+                print(f"process3D.py {name}: {runs[0][0]} modules, top-level imports "
+                      f"{min(r[1] for r in runs):.3f} s (fastest of {args.repeats})")
+            return
 
         def three_ops():
             for op in ("membrane", "cytoplasm", "overlap"):
