@@ -352,3 +352,47 @@ def test_workers_paused_for_memory_fail_naming_the_flag(monkeypatch):
                                              r"for memory for 1 s.*--memory_limit"):
             blockwise.run_tasks(paused, abs, [-1, -2], "test blocks")
         assert time.perf_counter() - start < 30
+
+
+STOPPED_RUN = '''
+import sys
+import time
+
+from neuron3d import blockwise, zarrio
+from neuron3d.cli import run_cli
+
+
+def body():
+    with blockwise.engine("local:1") as client:
+        with zarrio.creating(sys.argv[1], (2, 4, 4), "u1"):
+            print("started", flush=True)
+            blockwise.run_tasks(client, time.sleep, [120], "sleep blocks")
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli("stopped", body))
+'''
+
+
+def test_sigterm_during_a_blockwise_run_leaves_no_part_store(tmp_path):
+    """Issue 21 item 6: the SIGTERM that stopped a stuck run left a .part store."""
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED_RUN)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    process = subprocess.Popen([sys.executable, str(script), str(folder / "x.zarr")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "started"
+        assert any(p.name.endswith(".part") for p in folder.iterdir())  # being written
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "stopped: interrupted"
+    assert list(folder.iterdir()) == []

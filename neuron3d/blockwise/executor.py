@@ -212,9 +212,10 @@ def engine(spec, memory_limit=None, connect_timeout=5.0):
     or a :class:`SerialExecutor` for ``spec=None``.
 
     A LocalCluster (one thread per worker process, dashboard on 127.0.0.1) is closed
-    on exit.  The dashboard's address is printed on stderr.  An address where no dask
-    scheduler answers within ``connect_timeout`` seconds is a ValueError
-    (:func:`probe_scheduler`).
+    on exit.  While the client is in use, SIGTERM raises KeyboardInterrupt (as Ctrl-C
+    does), so that what is being written is cleaned up.  The dashboard's address is
+    printed on stderr.  An address where no dask scheduler answers within
+    ``connect_timeout`` seconds is a ValueError (:func:`probe_scheduler`).
     """
     if spec is None:
         if memory_limit is not None:
@@ -248,11 +249,34 @@ def engine(spec, memory_limit=None, connect_timeout=5.0):
     print(f"dask: {len(client.scheduler_info()['workers'])} workers, dashboard "
           f"{client.dashboard_link}", file=sys.stderr)
     try:
-        yield client
+        with _terminate_as_interrupt():
+            yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a job scheduler's or ``kill``'s stop) handled as Ctrl-C while the engine
+    runs: the store being written is removed and the workers stop, instead of leaving a
+    ``.part`` store.  Only in the main thread, where Python handles signals."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_block_memory(client, need, what):
