@@ -210,6 +210,10 @@ def test_bad_scheduler_and_memory_limit():
     assert time.perf_counter() - start < 10
 
 
+def test_probe_accepts_a_dask_scheduler(client):
+    blockwise.probe_scheduler(client.scheduler.address, 5)  # no error: it is one
+
+
 # ---------------------------------------------------------------------------------------------
 # the command lines: the thesis' pipeline through zarr and local:2 equals the .tif pipeline
 

@@ -92,8 +92,11 @@ def check_memory_limit(text, name="--memory_limit"):
 
 async def _identity(address, timeout):
     from distributed.comm import connect
+    from distributed.security import Security
 
-    comm = await connect(address, timeout=timeout)
+    # the connection arguments a Client gets from dask's configuration (tls:// certificates)
+    comm = await connect(address, timeout=timeout,
+                         **Security().get_connection_args("client"))
     try:
         await comm.write({"op": "identity", "reply": True})
         return await comm.read()
