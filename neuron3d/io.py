@@ -30,8 +30,6 @@ import numpy as np
 # The atomic-write machinery lives in neuron3d.atomic; its names stay importable from here.
 from .atomic import (  # noqa: F401  (re-exported)
     check_outputs_apart,
-    new_temp_dir,
-    new_temp_file,
     prepare_output_dir,
     remove_stale_temporaries,
     same_path,
@@ -41,10 +39,6 @@ from .atomic import (  # noqa: F401  (re-exported)
     write_folder,
 )
 from .labels import FOREGROUND, smallest_uint  # noqa: F401  (smallest_uint re-exported)
-
-_new_temp_dir = new_temp_dir
-_new_temp_file = new_temp_file
-_write_atomically = write_atomically
 
 __all__ = [
     "IMAGE_SUFFIXES", "SLICE_PATTERN", "TIFF_SUFFIXES", "as_label_stack",

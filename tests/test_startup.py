@@ -41,3 +41,14 @@ def test_membrane_operation_needs_no_scipy(tmp_path):
                      f"{str(tmp_path / 'l.tif')!r}, '--output_dir', {str(tmp_path / 'm')!r}]) == 0")
     assert not [m for m in HEAVY if m in loaded]
     assert (tmp_path / "m" / "00.png").is_file()
+
+
+def test_storage_layer_has_no_cycle(tmp_path):
+    """atomic imports nothing of the package; zarrio writes through atomic, never io."""
+    assert {m for m in _loaded("import neuron3d.atomic") if m.startswith("neuron3d.")} == {
+        "neuron3d.atomic"}
+    store = tmp_path / "x.zarr"
+    loaded = _loaded("import numpy\nfrom neuron3d import zarrio\n"
+                     f"zarrio.write_zarr({str(store)!r}, numpy.ones((1, 2, 2), numpy.uint8))\n"
+                     f"assert zarrio.read_zarr({str(store)!r}).sum() == 4")
+    assert "neuron3d.atomic" in loaded and "neuron3d.io" not in loaded
