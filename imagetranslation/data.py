@@ -17,20 +17,9 @@ import numpy as np
 
 from neuron3d.io import list_slice_files
 
-from .options import parse_augment
+from .config import AUGMENT_DEFAULTS, as_config
 
-#: Defaults of the augmentation parameters (translate.py's flags of the same names).
-AUGMENT_DEFAULTS = {
-    "brightness": 0.1,       # intensity: offset uniform in [-0.1, 0.1] (image range 0..1)
-    "contrast": 0.2,         # intensity: factor uniform in [0.8, 1.2] about mid-gray
-    "gamma": 1.25,           # intensity: exponent log-uniform in [1/1.25, 1.25]
-    "blur_sigma": 1.0,       # blur: Gaussian sigma uniform in [0, 1] pixels
-    "elastic_pixels": 2.0,   # elastic: displacement at most 2 pixels
-    "elastic_spacing": 16,   # elastic: one random displacement every 16 pixels, smooth between
-    "missing_slice_p": 0.1,  # missing_slice: probability of blanking one slice
-    "misalign_p": 0.2,       # misalign: probability of shifting one slice
-    "misalign_pixels": 3,    # misalign: shift uniform in [-3, 3] pixels in y and in x
-}
+__all__ = ["AUGMENT_DEFAULTS", "augment_example", "load_pairs", "training_dataset"]
 #: Added to the seed for each augmentation's random numbers (flips and crop use 1..4).
 _SALTS = {"elastic": 10, "intensity": 20, "blur": 30, "misalign": 40, "missing_slice": 50}
 #: An end for the example indices of a run without max_steps (one ended by its time budget).
@@ -262,9 +251,9 @@ def augment_example(inputs, targets, index, seed, options):
         The example index (step x batch_size + position in the batch).
     seed : int
         The run's seed.
-    options : dict
+    options : Config or Mapping
         ``augment`` (names, a list or comma string) and the parameters of
-        :data:`AUGMENT_DEFAULTS` (defaults used where missing).
+        :data:`~imagetranslation.config.AUGMENT_DEFAULTS` (defaults used where missing).
 
     Returns
     -------
@@ -274,30 +263,27 @@ def augment_example(inputs, targets, index, seed, options):
     """
     import tensorflow as tf
 
-    names = parse_augment(options.get("augment"))
-    value = {k: options[k] if options.get(k) is not None else v
-             for k, v in AUGMENT_DEFAULTS.items()}
-    if "elastic" in names and value["elastic_pixels"] > 0:
+    o = as_config(options)
+    names = o.augment
+    if "elastic" in names and o.elastic_pixels > 0:
         c_in = inputs.shape[-1]
         height, width = inputs.shape[0], inputs.shape[1]  # static: the crop size
-        field = elastic_field(height, width, seed, index, value["elastic_pixels"],
-                              value["elastic_spacing"])
+        field = elastic_field(height, width, seed, index, o.elastic_pixels, o.elastic_spacing)
         both = warp(tf.concat([inputs, targets], axis=-1), field)
         inputs, targets = both[..., :c_in], both[..., c_in:]
     if "intensity" in names:
-        inputs = _intensity(inputs, seed, index, value["brightness"], value["contrast"],
-                            value["gamma"])
+        inputs = _intensity(inputs, seed, index, o.brightness, o.contrast, o.gamma)
     if "blur" in names:
-        inputs = _blur(inputs, seed, index, value["blur_sigma"])
+        inputs = _blur(inputs, seed, index, o.blur_sigma)
     if "misalign" in names:
         apply, mask = _one_of_two_channels(inputs, seed, _SALTS["misalign"], index,
-                                           value["misalign_p"])
-        m = value["misalign_pixels"]
+                                           o.misalign_p)
+        m = o.misalign_pixels
         d = _uniform([2], seed, _SALTS["misalign"] + 1, index, -m, m + 1, dtype=tf.int32)
         inputs = tf.where(tf.logical_and(apply, mask), _shift(inputs, d[0], d[1]), inputs)
     if "missing_slice" in names:
         apply, mask = _one_of_two_channels(inputs, seed, _SALTS["missing_slice"], index,
-                                           value["missing_slice_p"])
+                                           o.missing_slice_p)
         inputs = tf.where(tf.logical_and(apply, mask), -1.0, inputs)
     return inputs, targets
 
@@ -309,21 +295,22 @@ def training_dataset(inputs, targets, options, start_step=0):
     ----------
     inputs, targets : numpy.ndarray
         (n, y, x, c) uint8.
-    options : dict
+    options : Config or Mapping
         seed, batch_size, max_steps (None: no end, for a run ended by its time
         budget), fliplr, flipud, transpose, scale_size, crop_size; ``augment``
         and its parameters (:func:`augment_example`, applied to each crop).
     """
     import tensorflow as tf
 
+    o = as_config(options)
     n, height, width, c_in = inputs.shape
     data = tf.constant(np.concatenate([inputs, targets], axis=-1))
     channels = data.shape[-1]
-    new_h, new_w = scaled_size(height, width, options["scale_size"])
-    crop = options["crop_size"]
-    seed = int(options["seed"]) % (2**31)
+    new_h, new_w = scaled_size(height, width, o.scale_size)
+    crop = o.crop_size
+    seed = int(o.seed) % (2**31)
     square = new_h == new_w
-    batch = options["batch_size"]
+    batch = o.batch_size
 
     def coin(index, salt):
         value = tf.random.stateless_uniform([], seed=tf.stack([seed + salt, index]))
@@ -336,22 +323,22 @@ def training_dataset(inputs, targets, options, start_step=0):
         image = tf.cast(tf.gather(data, order[index % n]), tf.float32)
         if (new_h, new_w) != (height, width):
             image = tf.image.resize(image, (new_h, new_w), method="area")
-        if options["fliplr"]:
+        if o.fliplr:
             image = tf.cond(coin(index, 1), lambda: tf.reverse(image, [1]), lambda: image)
-        if options["flipud"]:
+        if o.flipud:
             image = tf.cond(coin(index, 2), lambda: tf.reverse(image, [0]), lambda: image)
-        if options["transpose"] and square:
+        if o.transpose and square:
             image = tf.cond(coin(index, 3), lambda: tf.transpose(image, [1, 0, 2]),
                             lambda: image)
         image = tf.image.stateless_random_crop(image, [crop, crop, channels],
                                                seed=tf.stack([seed + 4, index]))
         image = image / 127.5 - 1.0
         if augmenting:
-            return augment_example(image[..., :c_in], image[..., c_in:], index, seed, options)
+            return augment_example(image[..., :c_in], image[..., c_in:], index, seed, o)
         return image[..., :c_in], image[..., c_in:]
 
-    augmenting = bool(parse_augment(options.get("augment")))
-    end = options["max_steps"] if options.get("max_steps") is not None else UNBOUNDED_STEPS
+    augmenting = bool(o.augment)
+    end = o.max_steps if o.max_steps is not None else UNBOUNDED_STEPS
     indices = tf.data.Dataset.range(start_step * batch, end * batch)
     return (indices.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(batch).prefetch(tf.data.AUTOTUNE))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from .options import GENERATORS
+from .config import GENERATOR_DEFAULTS, GENERATORS, as_config  # noqa: F401 (re-exported)
 
 #: Initial offset (beta) of the highway gates' batch norm, as in the thesis' trainer.
 HIGHWAY_GATE_OFFSET = -10.0
@@ -310,15 +310,11 @@ def stride_of(options):
     4 for the generators with the thesis trainer's encoder (resnet, highwaynet,
     densenet), ``2 ** u_depth`` for the U-Net.
     """
-    if options["generator"] not in GENERATORS:
-        raise ValueError(f"unknown generator {options['generator']!r}; expected one of "
+    if options.get("generator") not in GENERATORS:
+        raise ValueError(f"unknown generator {options.get('generator')!r}; expected one of "
                          f"{', '.join(GENERATORS)}")
-    return 2 ** options["u_depth"] if options["generator"] == "unet" else 4
-
-
-#: Defaults of the generators' size options (translate.py's flags of the same names).
-GENERATOR_DEFAULTS = {"n_res_blocks": 9, "u_depth": 8, "n_highway_units": 9,
-                      "n_dense_blocks": 5, "n_dense_layers": 5}
+    options = as_config(options)
+    return 2 ** options.u_depth if options.generator == "unet" else 4
 
 
 def build_generator(options, channels_in=3, channels_out=3, synchronized=False):
@@ -326,29 +322,28 @@ def build_generator(options, channels_in=3, channels_out=3, synchronized=False):
 
     Parameters
     ----------
-    options : dict
-        ``generator`` (one of :data:`~imagetranslation.options.GENERATORS`),
+    options : Config or Mapping
+        ``generator`` (one of :data:`~imagetranslation.config.GENERATORS`),
         ``ngf``, ``encoder_activation`` (not unet) and the size option of the
         generator: ``n_res_blocks`` (resnet), ``u_depth`` (unet),
         ``n_highway_units`` (highwaynet), ``n_dense_blocks`` and
         ``n_dense_layers`` (densenet); missing ones take
-        :data:`GENERATOR_DEFAULTS` (the options.json of older runs lacks them).
+        :data:`~imagetranslation.config.GENERATOR_DEFAULTS` (the options.json of older
+        runs lacks them).
     synchronized : bool
         Batch statistics over all replicas of a ``tf.distribute`` strategy.
     """
-    size = {k: options[k] if options.get(k) is not None else v
-            for k, v in GENERATOR_DEFAULTS.items()}
-    kind, ngf = options["generator"], options["ngf"]
-    activation = options.get("encoder_activation", False)
+    o = as_config(options)
+    kind, ngf, activation = o.generator, o.ngf, o.encoder_activation
     if kind == "resnet":
-        return resnet_generator(channels_in, channels_out, ngf, size["n_res_blocks"], activation,
+        return resnet_generator(channels_in, channels_out, ngf, o.n_res_blocks, activation,
                                 synchronized)
     if kind == "unet":
-        return unet_generator(channels_in, channels_out, ngf, size["u_depth"], synchronized)
+        return unet_generator(channels_in, channels_out, ngf, o.u_depth, synchronized)
     if kind == "highwaynet":
-        return highway_generator(channels_in, channels_out, ngf, size["n_highway_units"],
+        return highway_generator(channels_in, channels_out, ngf, o.n_highway_units,
                                  activation, synchronized)
     if kind == "densenet":
-        return dense_generator(channels_in, channels_out, ngf, size["n_dense_blocks"],
-                               size["n_dense_layers"], activation, synchronized)
+        return dense_generator(channels_in, channels_out, ngf, o.n_dense_blocks,
+                               o.n_dense_layers, activation, synchronized)
     raise ValueError(f"unknown generator {kind!r}; expected one of {', '.join(GENERATORS)}")

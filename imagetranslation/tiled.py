@@ -25,13 +25,14 @@ import numpy as np
 _CACHE = {}
 
 
-def _generator(checkpoint):
-    """The generator of ``checkpoint`` (loaded once per process: dask workers reuse it)."""
-    key = str(checkpoint)
+def _generator(checkpoint, weights=None):
+    """The generator of ``checkpoint`` (loaded once per process: dask workers reuse it);
+    ``weights`` as for :func:`imagetranslation.inference.load_for_inference`."""
+    key = (str(checkpoint), weights)
     if key not in _CACHE:
-        from imagetranslation.trainer import load_for_inference
+        from imagetranslation.inference import load_for_inference
 
-        _CACHE[key] = load_for_inference(checkpoint)
+        _CACHE[key] = load_for_inference(checkpoint, {"weights": weights})
     return _CACHE[key]
 
 
@@ -42,7 +43,7 @@ def receptive_radius(generator, stride, channels=3, start=128, largest=4096):
     differs from the blank canvas' output; the canvas doubles until the change stays clear
     of its border.
     """
-    from imagetranslation.trainer import predict
+    from imagetranslation.inference import predict
 
     size = start
     while size <= largest:
@@ -79,7 +80,7 @@ def predict_slice(generator, image, stride, tile=None, halo=0, tta=False):
     """One (y, x, 3) slice: whole, or tile by tile (``tile`` x ``tile`` centres, ``halo``
     pixels of context, tile origins on the stride's grid)."""
     from imagetranslation.data import from_model_range
-    from imagetranslation.trainer import predict, predict_tta
+    from imagetranslation.inference import predict, predict_tta
 
     run = predict_tta if tta else predict
     if tile is None:
@@ -96,36 +97,67 @@ def predict_slice(generator, image, stride, tile=None, halo=0, tta=False):
     return out
 
 
-def _predict_block(checkpoint, source, output, tile, tta, region):
+def _predict_block(checkpoint, source, output, tile, tta, region, weights=None):
     """Predict the slices of ``region`` (z range, whole slices) into the output store."""
     from imagetranslation.models import stride_of
     from neuron3d.blockwise import open_input, open_output
+    from neuron3d.zarrio import read_block
 
-    generator, options = _generator(checkpoint)
+    generator, options = _generator(checkpoint, weights)
     stride = stride_of(options)
     halo = 0
     if tile is not None:
         halo = -(-receptive_radius(generator, stride) // stride) * stride
-    block = as_network_input(open_input(source)[region[0]])
+    block = as_network_input(read_block(open_input(source, "--input_dir"), region[0],
+                                        f"--input_dir {source}"))
     out = np.stack([predict_slice(generator, image, stride, tile, halo, tta) for image in block])
     open_output(output)[region[0]] = out
 
 
-def predict_volume(checkpoint, source, output, chunks=None, tile=None, tta=False, client=None):
+def check_em(array, source):
+    """Refuse a store that is not EM: uint8 (z, y, x), or (z, y, x, c) pairs of slices.
+
+    Raises
+    ------
+    ValueError
+        Naming the store, its dtype and shape (float, bool and label stores such as
+        uint16 IDs are not network inputs).
+    """
+    if array.dtype != np.uint8:
+        raise ValueError(f"--input_dir {source} holds {array.dtype} {tuple(array.shape)}, "
+                         "expected EM: uint8 (z, y, x) or (z, y, x, c) (the images --mode test "
+                         "of PNGs reads)")
+
+
+def predict_volume(checkpoint, source, output, chunks=None, tile=None, tta=False, client=None,
+                   weights=None):
     """Predict zarr ``source`` into zarr ``output`` (atomic), a z-chunk of whole slices per
-    task: on ``client`` (dask) when given, else in this process.  Returns the shape."""
+    task: on ``client`` (dask) when given, else in this process.  ``weights`` as for
+    :func:`imagetranslation.inference.load_for_inference`.  Returns the shape.
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Before anything is written: a source that is not EM (:func:`check_em`), a bad
+        ``tile``, or ``weights`` the run lacks; while predicting, an unreadable chunk of
+        ``source`` (naming it; the output is not created).
+    """
+    from imagetranslation.inference import check_weights
     from neuron3d import zarrio
     from neuron3d.blockwise import block_grid, run_tasks
 
     array = zarrio.open_array(source, "--input_dir")
+    check_em(array, source)
     if tile is not None and (tile < 1 or tile % 4):
         raise ValueError(f"--tile must be a multiple of 4 >= 4, got {tile}")
+    check_weights(checkpoint, weights)
     shape = tuple(array.shape[:3])
     chunks = zarrio.chunks_for(shape, chunks or array.chunks[:3])
     grid = block_grid(shape, (chunks[0],) + shape[1:])
     with zarrio.creating(output, shape, np.uint8, chunks) as out:
         path = str(out.store.root)
-        task = functools.partial(_predict_block, str(checkpoint), str(source), path, tile, tta)
+        task = functools.partial(_predict_block, str(checkpoint), str(source), path, tile, tta,
+                                 weights=weights)
         if client is None:
             from neuron3d.progress import progress
 

@@ -147,13 +147,13 @@ def test_tta_batches_and_the_compiled_function_do_not_keep_the_generator(monkeyp
     import gc
     import weakref
 
-    from imagetranslation import trainer
+    from imagetranslation import inference, trainer
     from imagetranslation.models import resnet_generator
 
     generator = resnet_generator(ngf=4, n_res_blocks=1)
     image = np.random.default_rng(9).uniform(-1, 1, (16, 16, 3)).astype(np.float32)
     together = trainer.predict_tta(generator, image, 4)
-    monkeypatch.setattr(trainer, "TTA_BATCH_PIXELS", 3 * 16 * 16)  # batches of 3, 3 and 2
+    monkeypatch.setattr(inference, "TTA_BATCH_PIXELS", 3 * 16 * 16)  # batches of 3, 3 and 2
     np.testing.assert_allclose(trainer.predict_tta(generator, image, 4), together, atol=1e-6)
     alone = np.mean([trainer.dihedral_inverse(trainer.predict(
         generator, np.ascontiguousarray(trainer.dihedral(image, t)), 4), t)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import combined_images
 
-from imagetranslation import trainer, translate
+from imagetranslation import loop, trainer, translate
 
 tf = pytest.importorskip("tensorflow")
 
@@ -61,7 +61,7 @@ def test_budget_alone_ends_training_and_a_resume_continues_to_an_uninterrupted_r
     # The clock reads 0 when the loop starts and 1 more after every step: a 0.1 minute
     # (6 s) budget is reached after step 6, exactly.
     clock = TickingClock()
-    monkeypatch.setattr(trainer, "_clock", clock)
+    monkeypatch.setattr(loop, "_clock", clock)
     run = tmp_path / "run"
     assert _train(combined, run, "--max_minutes", "0.1") == 0
     assert _record(run) == {"steps_reached": 6, "start_step": 0, "stopped_by": "max_minutes",
@@ -72,7 +72,7 @@ def test_budget_alone_ends_training_and_a_resume_continues_to_an_uninterrupted_r
     assert saved["max_minutes"] == 0.1 and saved["max_steps"] is None
     # Resumed with a new budget of 6 s, it stops at --max_steps 10 first (4 steps; the clock
     # is not read after the last step, only for the record).
-    monkeypatch.setattr(trainer, "_clock", TickingClock())
+    monkeypatch.setattr(loop, "_clock", TickingClock())
     assert _train(combined, run, "--max_minutes", "0.1", "--max_steps", "10",
                   "--checkpoint", str(run)) == 0
     assert _record(run) == {"steps_reached": 10, "start_step": 6, "stopped_by": "max_steps",
@@ -89,17 +89,17 @@ def test_budget_alone_ends_training_and_a_resume_continues_to_an_uninterrupted_r
 
 
 def test_budget_and_epochs_whichever_comes_first(tmp_path, combined, monkeypatch):
-    monkeypatch.setattr(trainer, "_clock", TickingClock())
+    monkeypatch.setattr(loop, "_clock", TickingClock())
     assert _train(combined, tmp_path / "a", "--max_minutes", "0.05", "--max_epochs", "2") == 0
     record = _record(tmp_path / "a")
     assert (record["steps_reached"], record["stopped_by"], record["max_steps"]) == (
         3, "max_minutes", 6)  # 3 images: 6 steps for 2 epochs; the 3 s budget ends it first
-    monkeypatch.setattr(trainer, "_clock", TickingClock())
+    monkeypatch.setattr(loop, "_clock", TickingClock())
     assert _train(combined, tmp_path / "b", "--max_minutes", "10", "--max_epochs", "1") == 0
     record = _record(tmp_path / "b")
     assert (record["steps_reached"], record["stopped_by"]) == (3, "max_steps")
     # A resumed run that already reached its steps trains no further.
-    monkeypatch.setattr(trainer, "_clock", TickingClock())
+    monkeypatch.setattr(loop, "_clock", TickingClock())
     assert _train(combined, tmp_path / "b", "--max_minutes", "10", "--max_epochs", "1",
                   "--checkpoint", str(tmp_path / "b")) == 0
     record = _record(tmp_path / "b")
@@ -111,10 +111,10 @@ def test_real_clock_stops_within_one_step_of_the_budget(tmp_path, combined, monk
     readings = []
 
     def clock():
-        readings.append(trainer.time.monotonic())
+        readings.append(loop.time.monotonic())
         return readings[-1]
 
-    monkeypatch.setattr(trainer, "_clock", clock)
+    monkeypatch.setattr(loop, "_clock", clock)
     budget = 0.03  # minutes: 1.8 s
     assert _train(combined, tmp_path / "run", "--max_minutes", str(budget)) == 0
     record = _record(tmp_path / "run")
@@ -129,7 +129,7 @@ def test_real_clock_stops_within_one_step_of_the_budget(tmp_path, combined, monk
 
 
 def test_force_removes_training_json(tmp_path, combined, monkeypatch):
-    monkeypatch.setattr(trainer, "_clock", TickingClock())
+    monkeypatch.setattr(loop, "_clock", TickingClock())
     assert _train(combined, tmp_path / "run", "--max_steps", "1") == 0
     assert (tmp_path / "run" / "training.json").exists()
     assert trainer.remove_run_files(tmp_path / "run")
