@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from neuron3d import blockwise, io, zarrio
-from neuron3d.agglomerate import DEFAULT_THRESHOLD, SCORINGS
+from neuron3d.agglomerate import DEFAULT_THRESHOLD, SCORINGS, check_thresholds
 from neuron3d.cli import ArgumentParser, check_name, check_output_dir, run_cli
 from neuron3d.labels import FOREGROUND
 from neuron3d.reconstruct import (
@@ -118,8 +118,23 @@ def output_names(name, thresholds):
     return [f"{name}_{t:g}" for t in thresholds]
 
 
+def given_thresholds(args):
+    """The thresholds of --merge_threshold (default :data:`DEFAULT_THRESHOLD`), checked, or
+    ``None`` for --merge_threshold_from (the two are exclusive)."""
+    if args.merge_threshold_from is not None:
+        if args.merge_threshold is not None:
+            raise ValueError("--merge_threshold and --merge_threshold_from are exclusive: give "
+                             "the threshold or the sweep file that chose it")
+        return None
+    thresholds = check_thresholds(args.merge_threshold or [DEFAULT_THRESHOLD],
+                                  "--merge_threshold")
+    if len(set(thresholds)) != len(thresholds):
+        raise ValueError(f"--merge_threshold repeats a value: {' '.join(map(str, thresholds))}")
+    return thresholds
+
+
 def run_agglomerate(args):
-    from neuron3d.agglomerate import agglomerate, check_inputs, check_thresholds
+    from neuron3d.agglomerate import agglomerate, check_inputs
 
     if args.scheduler is not None:
         raise ValueError("--scheduler runs --method thesis blockwise; --method agglomerate "
@@ -136,26 +151,20 @@ def run_agglomerate(args):
     sources = (args.input_dir_membrane, args.input_dir_overlap)
     inputs = {"--input_dir_membrane": sources[0], "--input_dir_overlap": sources[1],
               "--merge_threshold_from": args.merge_threshold_from}
-    if args.merge_threshold_from is not None:
-        if args.merge_threshold is not None:
-            raise ValueError("--merge_threshold and --merge_threshold_from are exclusive: give "
-                             "the threshold or the sweep file that chose it")
-        # no output may replace the sweep file either: check before reading it
-        io.check_outputs_apart(inputs, {"--output_dir/--name": output_path(folder, name)})
-        from neuron3d.sweep import chosen_threshold
-
-        thresholds = [chosen_threshold(args.merge_threshold_from)]
-        origin = f" (chosen in {args.merge_threshold_from})"
-    else:
-        thresholds, origin = args.merge_threshold or [DEFAULT_THRESHOLD], ""
-    thresholds = check_thresholds(thresholds, "--merge_threshold")
-    if len(set(thresholds)) != len(thresholds):
-        raise ValueError(f"--merge_threshold repeats a value: {' '.join(map(str, thresholds))}")
-    targets = [output_path(folder, n) for n in output_names(name, thresholds)]
+    thresholds = given_thresholds(args)  # None: the one the sweep file chose, read below
+    names = [name] if thresholds is None else output_names(name, thresholds)
+    targets = [output_path(folder, n) for n in names]
     check_chunks_output(args.chunks, targets)
     io.check_outputs_apart(inputs, [("--output_dir/--name", targets[0])] if len(targets) == 1
                            else [(f"--output_dir/--name (threshold {t:g})", p)
                                  for t, p in zip(thresholds, targets)])
+    origin = ""
+    if thresholds is None:
+        from neuron3d.sweep import chosen_threshold
+
+        thresholds = check_thresholds([chosen_threshold(args.merge_threshold_from)],
+                                      "--merge_threshold_from")
+        origin = f" (chosen in {args.merge_threshold_from})"
     membrane, overlap = check_inputs(
         io.read_stack(sources[0], channel=0, what="--input_dir_membrane"),
         io.read_stack(sources[1], channel=0, what="--input_dir_overlap"), sources)
