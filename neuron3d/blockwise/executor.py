@@ -18,7 +18,6 @@ anything is submitted (:func:`check_block_memory`).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import math
@@ -119,6 +118,8 @@ def probe_scheduler(address, timeout=5.0):
         Naming ``--scheduler`` and the address: nothing answered in time, or what answered
         is not a dask scheduler.
     """
+    import asyncio
+
     try:
         info = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout))
     except (OSError, TimeoutError) as exc:
