@@ -400,3 +400,20 @@ def test_sigterm_during_a_blockwise_run_leaves_no_part_store(tmp_path):
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "stopped: interrupted"
     assert list(folder.iterdir()) == []
+
+
+def test_workers_killed_running_a_block_fail_naming_the_flag():
+    """A worker that dies running a block (the nanny's kill at 95% of --memory_limit looks
+    the same to the client) is one ValueError naming --memory_limit, not KilledWorker."""
+    import os
+
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        with cluster, Client(cluster) as dying:
+            with pytest.raises(ValueError, match=r"^die blocks: dask workers died running a "
+                                                 r"block \(out of memory\? see --memory_limit"):
+                blockwise.run_tasks(dying, os._exit, [3], "die blocks")
