@@ -30,7 +30,9 @@ consecutive, eroskele and evaluation run blockwise on dask, .zarr to .zarr, with
 equal to the in-memory ones.
 
 Every input stack needs at least one slice of at least 1 x 1 pixels (split: 2 x 2).
-Nothing is written when an input or option is invalid.
+Nothing is written when an input or option is invalid, and an output that is, contains or
+lies inside the input (--output_dir equal to --input_dir, X.zarr/mem.zarr for X.zarr) is
+refused before anything is read; split's quadrant files may sit beside their input.
 """
 
 from __future__ import annotations

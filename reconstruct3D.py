@@ -10,7 +10,8 @@ default) and keeps the cytoplasm planes: ``<output_dir>/<name>.tif`` holds IDs
 overlap probabilities before thinning (N-1), cuts each slice into fragments (a watershed of the
 membrane), builds the affinity graph (in-plane 1 - max(membrane[p], membrane[q]), between
 slices the overlap at the same (y, x)) and merges fragments with waterz while the median
-boundary score is below --merge_threshold. Every voxel gets a label. One output per threshold:
+boundary score is below --merge_threshold (or the threshold a sweep file chose,
+--merge_threshold_from SWEEP.json). Every voxel gets a label. One output per threshold:
 <name>.tif for one, <name>_<threshold>.tif for several.
 
 Large volumes: inputs ending in .zarr are read as OME-Zarr stores, and --name N.zarr writes
@@ -19,7 +20,8 @@ method runs blockwise on dask, .zarr to .zarr, 6-connected: connected components
 labels touching across block faces merged, objects numbered 1..K in the order of their first
 voxel (z, then y, then x) -- exactly the in-memory result.
 
-Nothing is written (no folder created) when the input is invalid.
+Nothing is written (no folder created) when the input is invalid, nor when an output is, contains
+or lies inside an input (--output_dir <the cytoplasm folder> --name 00 is refused).
 """
 
 from __future__ import annotations
