@@ -119,10 +119,12 @@ def test_real_clock_stops_within_one_step_of_the_budget(tmp_path, combined, monk
     assert _train(combined, tmp_path / "run", "--max_minutes", str(budget)) == 0
     record = _record(tmp_path / "run")
     steps = record["steps_reached"]
-    # Readings: the start, one after each step, one for the record.
-    assert len(readings) == steps + 2 and steps >= 2
+    # Readings: the start, one after each step, one for the record.  (How many steps fit in
+    # the budget depends on the machine: on a loaded one the first step may take it all.)
+    assert len(readings) == steps + 2 and steps >= 1
     elapsed = [t - readings[0] for t in readings[1:-1]]
-    assert elapsed[-1] >= 60 * budget > elapsed[-2]  # the first step past the budget, not later
+    assert elapsed[-1] >= 60 * budget  # stopped at the first step past the budget, not later
+    assert all(t < 60 * budget for t in elapsed[:-1])
     assert record["stopped_by"] == "max_minutes"
     assert record["seconds"] == pytest.approx(readings[-1] - readings[0], abs=1e-3)
     assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith(f"ckpt-{steps}")
