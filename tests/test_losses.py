@@ -49,3 +49,26 @@ def test_pos_weight_moves_the_minimiser_as_documented(kind, weight):
                                  pos_weight=weight)) for y in grid]
     expected = weight * q / (weight * q + 1 - q)
     assert grid[int(np.argmin(losses))] == pytest.approx(expected, abs=0.002)
+
+
+def test_gan_losses_by_hand():
+    """trainer.gan_losses on two discriminator outputs of two patches each, computed by hand."""
+    from imagetranslation.losses import EPS, gan_losses
+
+    real = tf.constant([[0.8, 0.5]], tf.float32)
+    fake = tf.constant([[0.25, 0.5]], tf.float32)
+    gen, disc = (float(v) for v in gan_losses("log", real, fake))
+    # log: generator -mean(log fake); discriminator -mean(log real + log(1 - fake)).
+    assert gen == pytest.approx(-(np.log(0.25) + np.log(0.5)) / 2, rel=1e-6)
+    assert gen == pytest.approx(1.0397208, rel=1e-6)
+    assert disc == pytest.approx(-(np.log(0.8) + np.log(0.75) + np.log(0.5) + np.log(0.5)) / 2,
+                                 rel=1e-6)
+    assert disc == pytest.approx(0.9485600, rel=1e-6)
+    # least squares: generator mean((fake - 1)^2); discriminator mean((real - 1)^2 + fake^2) / 2.
+    gen, disc = (float(v) for v in gan_losses("square", real, fake))
+    assert gen == pytest.approx((0.5625 + 0.25) / 2, rel=1e-6)  # 0.40625
+    assert disc == pytest.approx(0.5 * ((0.04 + 0.0625) + (0.25 + 0.25)) / 2, rel=1e-6)  # 0.150625
+    # EPS keeps a certain discriminator finite: -log(0 + EPS) = 27.63...
+    gen, disc = (float(v) for v in gan_losses("log", tf.constant([1.0]), tf.constant([0.0])))
+    assert gen == pytest.approx(-np.log(EPS), rel=1e-5) and np.isfinite(disc)
+    assert disc == pytest.approx(-np.log(1 + EPS) - np.log(1 + EPS), abs=1e-6)

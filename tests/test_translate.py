@@ -220,14 +220,65 @@ def test_bad_inputs(tmp_path, capsys):
     ["--Y_loss", "logistic", "--mixed_precision", "bf16", "--gan_weight", "0", "--no_transpose"],
     ["--Y_loss", "hinge", "--batch_size", "2", "--xla", "--gan_weight", "0"],
 ])
-def test_other_configurations_train_and_predict(tmp_path, extra):
+def test_other_configurations_train_and_predict(tmp_path, extra, monkeypatch):
+    from imagetranslation import trainer
+    from imagetranslation.losses import classic_loss
+
+    seen = {}
+
+    class Recorded(trainer.Model):
+        """The run's model, its initial weights, and its first step's batch and losses."""
+
+        def train_step_fn(self):
+            seen["model"], seen["function"] = self, super().train_step_fn()
+            seen["initial"] = [v.numpy() for v in self.generator.variables]
+            if self.discriminator is not None:
+                seen["initial_d"] = [v.numpy() for v in self.discriminator.trainable_variables]
+
+            def step(inputs, targets):
+                result = seen["function"](inputs, targets)
+                seen.setdefault("first", (inputs.numpy(), targets.numpy(),
+                                          float(result["gen_loss_classic"]),
+                                          float(result["gen_loss_GAN"])))
+                return result
+            return step
+
+    monkeypatch.setattr(trainer, "Model", Recorded)
     combined = _combined(tmp_path, n=2, size=32)
     assert translate.main(["--mode", "train", "--input_dir", str(combined), "--output_dir",
                            str(tmp_path / "t"), "--ngf", "4", "--n_res_blocks", "1", "--ndf", "4",
                            "--crop_size", "32", "--scale_size", "32", "--max_steps", "3"] + extra) == 0
     saved = json.loads((tmp_path / "t" / "options.json").read_text())
-    assert saved["Y_loss"] == extra[extra.index("--Y_loss") + 1]
+    kind = extra[extra.index("--Y_loss") + 1]
+    assert saved["Y_loss"] == kind
     assert saved["transpose"] == ("--no_transpose" not in extra)
+    # Behaviour, not only the record: the first step's loss is the chosen loss of the initial
+    # generator's outputs on that step's batch (and not another loss's value) ...
+    model, (inputs, targets, logged, gan) = seen["model"], seen["first"]
+    trained = [v.numpy() for v in model.generator.variables]
+    for variable, value in zip(model.generator.variables, seen["initial"]):
+        variable.assign(value)
+    outputs = tf.cast(model.generator(inputs), tf.float32)
+    assert float(classic_loss(kind, outputs, tf.constant(targets))) == pytest.approx(
+        logged, rel=2e-2 if "bf16" in extra else 1e-4)
+    other = "square" if kind != "square" else "hinge"
+    assert float(classic_loss(other, outputs, tf.constant(targets))) != pytest.approx(
+        logged, rel=2e-2)
+    for variable, value in zip(model.generator.variables, trained):
+        variable.assign(value)
+    # ... bf16 computes in bfloat16 (the output in float32), --xla compiles the step ...
+    conv = next(layer for layer in model.generator.layers if "conv" in layer.name)
+    assert conv.compute_dtype == ("bfloat16" if "bf16" in extra else "float32")
+    assert model.generator.get_layer("output").compute_dtype == "float32"
+    assert seen["function"]._jit_compile is ("--xla" in extra)
+    # ... and --gan_weight 1 trains a discriminator, whose weights move, against a GAN loss.
+    if "--gan_weight" in extra and extra[extra.index("--gan_weight") + 1] == "1":
+        assert model.discriminator is not None and gan > 0
+        moved = [not np.array_equal(a, v.numpy()) for a, v in
+                 zip(seen["initial_d"], model.discriminator.trainable_variables)]
+        assert all(moved)
+    else:
+        assert model.discriminator is None and gan == 0
     assert translate.main(["--mode", "test", "--checkpoint", str(tmp_path / "t"),
                            "--input_dir", str(combined), "--output_dir", str(tmp_path / "p")]) == 0
     out = np.asarray(Image.open(tmp_path / "p" / "images" / "01-outputs.png"))
