@@ -307,8 +307,8 @@ def check_block_memory(client, need, what):
         raise ValueError(f"--memory_limit: a worker's limit of {min(limits) / 2**20:.0f} MiB "
                          f"is too small for one block of {what} (about {need / 2**20:.0f} MiB "
                          f"beside the worker's own {WORKER_BASELINE // 2**20} MiB, below "
-                         f"{pause:.0%} of the limit, where dask pauses a worker); give a "
-                         "larger --memory_limit or smaller --chunks")
+                         f"{pause:.0%} of the limit, where dask pauses a worker); give the "
+                         "workers more memory (--memory_limit for local:N) or smaller --chunks")
 
 
 def run_tasks(client, function, items, desc):
