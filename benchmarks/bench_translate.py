@@ -9,7 +9,7 @@ reference is a large float32 matmul timed in the same run: CPU training is compu
 so that rate is the practical ceiling.
 
 Prediction (``--mode test``): slices per second of 512 x 512 and 1024 x 1024 slices through
-``trainer.predict_batch`` (one compiled function for any size, batches of 1 and 4), against
+``inference.predict_batch`` (one compiled function for any size, batches of 1 and 4), against
 the generator called eagerly per slice.
 
     python -m benchmarks.bench_translate [--seconds 8] [--xla] [--skip_training] [--layers]
@@ -83,7 +83,8 @@ def time_training(options, seconds, warmup=3):
     """Median seconds per step of the trainer's real loop (tf.data pipeline, augmentation
     and the host sync of the losses included), in rounds of about 1 s for ``seconds``."""
     from imagetranslation import data as D
-    from imagetranslation.trainer import Model, configure
+    from imagetranslation.model import Model
+    from imagetranslation.runtime import configure
 
     configure(options)
     rng = np.random.default_rng(0)
@@ -112,9 +113,9 @@ def time_training(options, seconds, warmup=3):
 
 def time_prediction(generator, size, batch, seconds, compiled=True):
     """Slices per second of ``--mode test``'s prediction of (size x size) slices, ``batch``
-    at a time: trainer.predict_batch (compiled), or the generator called eagerly per call
+    at a time: inference.predict_batch (compiled), or the generator called eagerly per call
     (the naive reference)."""
-    from imagetranslation.trainer import predict_batch
+    from imagetranslation.inference import predict_batch
 
     images = np.random.default_rng(1).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
     if compiled:
