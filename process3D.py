@@ -185,6 +185,7 @@ def run_blockwise(args):
     """An operation blockwise on dask, .zarr to .zarr."""
     op, source, out = args.operation, args.input_dir, Path(args.output_dir)
     zarrio.open_array(source, FLAG)  # missing, corrupt or not 3-D: before starting the engine
+    blockwise.check_operation_input(op, source)  # dtype and shape, before the engine starts
     with blockwise.engine(args.scheduler, args.memory_limit) as client:
         if op == "evaluation":
             count = blockwise.evaluation_volume(client, source, out, args.chunks)

@@ -169,3 +169,19 @@ def test_negative_labels_under_scheduler_are_one_line_and_quiet_workers(tmp_path
                         "--output_dir", tmp_path / "o.zarr", "--scheduler", "local:1")
     assert_one_error_line(result, "process3D.py", "negative values (min -2)", str(path))
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_process3D_float_labels_under_scheduler_refused_before_the_engine(tmp_path, capsys):
+    """A float label store is refused from its metadata: stderr is the error line alone
+    (no "dask: ..." line, so no cluster was started) and nothing is written."""
+    import process3D
+
+    floats = good(tmp_path, "f64", IDS.astype(np.float64))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    status = process3D.main(["--operation", "membrane", "--input_dir", str(floats),
+                             "--output_dir", str(tmp_path / "mem.zarr"), "--scheduler", "local:1"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("process3D.py: error: ") and "f64.zarr" in err
+    assert "float64" in err and "dask" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
