@@ -36,20 +36,22 @@ from imagetranslation import data as D, models, trainer, translate
 #: equality rests on (synchronized batch statistics; dice over the global batch) to show that
 #: the comparison can fail.
 ONE_STEP = TWO_CPUS + r'''
-trainer.FusedAdam = lambda learning_rate, beta_1: keras.optimizers.SGD(learning_rate)
-real_generator, real_discriminator = trainer.build_generator, trainer.patch_discriminator
-real_classic = trainer.classic_loss
+from imagetranslation import model as M  # where the Model finds its parts
+
+M.FusedAdam = lambda learning_rate, beta_1: keras.optimizers.SGD(learning_rate)
+real_generator, real_discriminator = M.build_generator, M.patch_discriminator
+real_classic = M.classic_loss
 # One strategy for the process (see trainer._STRATEGIES).
 strategy, names = trainer.device_strategy("CPU:0,CPU:1", 4)
 assert names == ["CPU:0", "CPU:1"] and strategy.num_replicas_in_sync == 2
 
 
 def compare(options, batch_statistics="global", dice="global"):
-    trainer.build_generator = lambda o, synchronized=False: real_generator(
+    M.build_generator = lambda o, synchronized=False: real_generator(
         o, synchronized=synchronized and batch_statistics == "global")
-    trainer.patch_discriminator = lambda **kw: real_discriminator(
+    M.patch_discriminator = lambda **kw: real_discriminator(
         **{**kw, "synchronized": kw["synchronized"] and batch_statistics == "global"})
-    trainer.classic_loss = lambda kind, o, t, replica_sum=None, pos_weight=1.0: real_classic(
+    M.classic_loss = lambda kind, o, t, replica_sum=None, pos_weight=1.0: real_classic(
         kind, o, t, replica_sum if dice == "global" else None, pos_weight)
     trainer.configure(options)
     one = trainer.Model(options)
