@@ -341,13 +341,15 @@ class Config(Mapping):
 
     def record(self):
         """The options.json record: every option by name (lists for tuples), as the trainer
-        always wrote it, without ``training_devices`` unless set."""
+        always wrote it, without ``training_devices`` unless set, and ``weights`` ``best``
+        when not given (the default it always recorded: best weights when the run has them)."""
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.metadata["record"] == "if_set" and value is None:
                 continue
             out[f.name] = list(value) if isinstance(value, tuple) else value
+        out["weights"] = self.weights or "best"
         return out
 
     # The read-only mapping of the options (callers that pass option dicts).

@@ -62,6 +62,7 @@ def test_an_old_runs_options_json_reads_back_to_the_same_record():
         config["runtime"]
     # A test's or export's record has no training_devices, as before.
     assert "training_devices" not in C.Config(mode="test").record()
+    assert C.Config().weights is None and C.Config().record()["weights"] == "best"
 
 
 def test_values_are_checked_once_at_construction_with_the_flag_or_the_file_named():
