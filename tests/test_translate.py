@@ -283,3 +283,18 @@ def test_other_configurations_train_and_predict(tmp_path, extra, monkeypatch):
                            "--input_dir", str(combined), "--output_dir", str(tmp_path / "p")]) == 0
     out = np.asarray(Image.open(tmp_path / "p" / "images" / "01-outputs.png"))
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("where", ["inside", "around"])
+def test_combine_refuses_an_output_inside_or_around_an_input(tmp_path, capsys, where):
+    for folder in ("d/a", "d/b"):
+        (tmp_path / folder).mkdir(parents=True)
+        Image.fromarray(np.full((2, 3), 5, np.uint8)).save(tmp_path / folder / "1.png")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    out = tmp_path / "d" / "a" / "c" if where == "inside" else tmp_path / "d"
+    assert combine_cli.main(["--operation", "combine", "--input_dir", str(tmp_path / "d" / "a"),
+                             "--b_dir", str(tmp_path / "d" / "b"), "--output_dir", str(out)]) == 2
+    how = "lies inside" if where == "inside" else "contains"
+    _one_error_line(capsys, f"--output_dir {out} {how} --input_dir {tmp_path / 'd' / 'a'}")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "d" / "a" / "c").exists()

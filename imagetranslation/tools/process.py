@@ -13,7 +13,7 @@ import numpy as np
 
 from imagetranslation.data import read_rgb
 from neuron3d.cli import ArgumentParser, run_cli
-from neuron3d.io import list_slice_files, same_path, write_folder
+from neuron3d.io import check_outputs_apart, list_slice_files, same_path, write_folder
 
 
 def build_parser():
@@ -53,13 +53,15 @@ def combine(a_dir, b_dir, output_dir):
         If ``a_dir`` or ``b_dir`` does not exist.
     ValueError
         If ``output_dir`` is ``a_dir`` or ``b_dir`` (it would overwrite the
-        inputs), an image has no partner or a different size, or two images
-        share a base name.
+        inputs), lies inside or contains one of them
+        (:func:`neuron3d.io.check_outputs_apart`), an image has no partner or a
+        different size, or two images share a base name.
     """
     for flag, folder in (("--input_dir", a_dir), ("--b_dir", b_dir)):
         if same_path(output_dir, folder):
             raise ValueError(f"--output_dir {output_dir} is the same folder as {flag} {folder}: "
                              f"combine would overwrite its images; choose another --output_dir")
+    check_outputs_apart({"--input_dir": a_dir, "--b_dir": b_dir}, {"--output_dir": output_dir})
     a_by_stem = _by_stem(list_slice_files(a_dir, pattern=None, what="--input_dir"), "--input_dir")
     b_by_stem = _by_stem(list_slice_files(b_dir, pattern=None, what="--b_dir"), "--b_dir")
     pairs = []
