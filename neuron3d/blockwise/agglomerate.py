@@ -1,0 +1,274 @@
+"""reconstruct3D.py --method agglomerate blockwise: zarr membrane and overlap in, zarr labels out.
+
+Passes over blocks of whole slices (``--chunks`` Z slices each, the full y and x: a
+fragment is a 2D watershed of its whole slice), each a named task:
+
+1. :func:`fragment_task`: each slice's watershed fragments exactly as in memory
+   (:func:`neuron3d.agglomerate.fragments`), numbered 1..n in the slice, written to a
+   temporary uint32 store; it returns each slice's count and each fragment's first voxel;
+2. the client turns the counts into per-slice offsets (a cumulative sum): fragment IDs
+   1..F, the in-memory numbering;
+3. :func:`graph_task`: the block's region graph (:mod:`neuron3d.blockwise.regiongraph`):
+   in-plane contacts in its slices, between-slice contacts from each slice to the next,
+   the last one with a one-slice halo (the next block's first slice), with the in-memory
+   rim fill on each pair of slices;
+4. on the client, the blocks' graphs (in block order: waterz's edge order) are merged by
+   :func:`neuron3d.blockwise.regiongraph.merge`, waterz's merging replayed exactly, for
+   every threshold in one run; regions are numbered in the order of their first voxel;
+5. :func:`write_task`: each block's fragments looked up in each threshold's table and
+   written, one label store per threshold.
+
+The result equals :func:`neuron3d.agglomerate.agglomerate` bit for bit.  The client holds
+the region graph (edges, sparse histograms) and one table of F entries per threshold; a
+worker holds one block plus a slice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+
+from .. import zarrio
+from ..atomic import check_outputs_apart, new_temp_dir
+from .executor import check_block_memory, run_tasks, task
+from .grid import block_grid
+from .ops import first_channel
+from .regiongraph import BLOCKWISE_SCORINGS, block_edges, concatenate, merge, segment_labels
+
+__all__ = ["agglomerate_stores", "check_agglomerate_inputs", "fragment_task", "graph_task",
+           "region_graph", "write_task"]
+
+#: About the bytes a graph task holds per voxel read: fragments (8), membrane and overlap
+#: (4 + 4), affinities (12), the contacts and their sort (about 40).
+_BYTES_PER_VOXEL = 72
+
+_MEMBRANE, _OVERLAP = "--input_dir_membrane", "--input_dir_overlap"
+
+
+def check_agglomerate_inputs(membrane, overlap):
+    """The (z, y, x) shape of the agglomeration of zarr ``membrane`` and ``overlap`` stores,
+    checked from their metadata (before the engine starts).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Naming the store and the value: a store that is not a numeric image stack, overlap
+        slices of another size or count (N - 1, or N with the last ignored), stores chunked
+        differently.
+    """
+    arrays = {}
+    for flag, path in ((_MEMBRANE, membrane), (_OVERLAP, overlap)):
+        array = zarrio.open_input(path, flag)
+        if array.ndim not in (3, 4):
+            raise ValueError(f"{flag} {path}: expected a (z, y, x) stack of probabilities, "
+                             f"got shape {tuple(array.shape)}")
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{flag} {path}: expected probabilities (float in [0, 1] or "
+                             f"uint8 0..255), got dtype {array.dtype}")
+        arrays[flag] = array
+    mem, over = arrays[_MEMBRANE], arrays[_OVERLAP]
+    depth = mem.shape[0]
+    if depth == 0:
+        raise ValueError(f"{_MEMBRANE} {membrane} has no slices")
+    if tuple(over.shape[1:3]) != tuple(mem.shape[1:3]) or \
+            over.shape[0] not in (depth - 1, depth):
+        raise ValueError(f"{_OVERLAP} {overlap}: expected {depth - 1} overlap slices of "
+                         f"{mem.shape[1]} x {mem.shape[2]} for {depth} membrane slices "
+                         f"({membrane}), got {tuple(over.shape[:3])}")
+    if tuple(over.chunks[:3]) != tuple(mem.chunks[:3]):
+        raise ValueError(f"{_OVERLAP} {overlap} is chunked {tuple(over.chunks[:3])}, "
+                         f"{_MEMBRANE} {membrane} {tuple(mem.chunks[:3])}: write both with "
+                         "the same --chunks")
+    return tuple(mem.shape[:3])
+
+
+def _probabilities(source, flag, region):
+    from ..agglomerate import _probabilities as probabilities
+
+    data = first_channel(zarrio.read_block(zarrio.open_input(source, flag), region))
+    return probabilities(data, f"{flag} {source}")
+
+
+def fragment_task(membrane, fragments, shape, options, region):
+    """Pass 1: the watershed fragments of the block's slices, each numbered 1..n, written to
+    the uint32 store ``fragments``; returns (n of each slice, the C-order index in the
+    volume of each fragment's first voxel, in the order of the fragments)."""
+    import fastremap
+
+    from ..agglomerate import _slice_fragments
+
+    data = _probabilities(membrane, _MEMBRANE, region)
+    out = np.empty(data.shape, dtype=np.uint32)
+    counts, firsts = [], []
+    plane = shape[1] * shape[2]
+    for k, image in enumerate(data):
+        labels, count = _slice_fragments(image, *options)
+        out[k] = labels
+        values, index = fastremap.unique(np.ascontiguousarray(out[k]), return_index=True)
+        first = np.full(count, np.iinfo(np.uint64).max, dtype=np.uint64)
+        first[values.astype(np.int64) - 1] = index.astype(np.uint64) + \
+            np.uint64((region[0].start + k) * plane)
+        counts.append(count)
+        firsts.append(first)
+    zarrio.open_output(fragments)[region] = out
+    return np.array(counts, dtype=np.int64), np.concatenate(firsts)
+
+
+def _global_fragments(fragments, region, offsets):
+    local = zarrio.read_block(zarrio.open_input(fragments), region)
+    return local.astype(np.uint64) + offsets.astype(np.uint64)[:, None, None]
+
+
+def graph_task(membrane, overlap, fragments, depth, scoring, z_threshold, item):
+    """Pass 3: the region graph of one block (its slices and the contacts to the next
+    slice); ``item`` is (region, the offsets of the slices read)."""
+    from ..agglomerate import _affinities, _rim_fill
+
+    region, offsets = item
+    z = region[0]
+    stop = min(z.stop + 1, depth)
+    read = (slice(z.start, stop),) + region[1:]
+    frags = _global_fragments(fragments, read, offsets)
+    mem = _probabilities(membrane, _MEMBRANE, read)
+    over = _probabilities(overlap, _OVERLAP, (slice(z.start, stop - 1),) + region[1:])
+    affs = _affinities(mem, over)
+    if z_threshold is not None and len(frags) > 1:
+        _rim_fill(affs, frags, mem, z_threshold, scoring, 1)
+    return block_edges(frags, affs, z.stop - z.start, len(over), scoring)
+
+
+def write_task(fragments, outputs, item):
+    """Pass 5: the block's labels at each threshold (``item``: region, the slices' offsets,
+    the lowest fragment ID of the block, and one table slice per output)."""
+    region, offsets, low, tables = item
+    frags = _global_fragments(fragments, region, offsets)
+    index = (frags - np.uint64(low)).astype(np.intp)
+    for output, table in zip(outputs, tables):
+        zarrio.open_output(output)[region] = table[index]
+
+
+def region_graph(membrane, overlap, scoring="median", seed_threshold=0.2, sigma=0.0,
+                 min_distance=5, z_threshold=0.3):
+    """The in-memory volume's fragments and region graph, as the blockwise passes build them
+    (one block): (fragments uint64, :class:`~neuron3d.blockwise.regiongraph.RegionGraph`).
+    For measuring and testing; :func:`neuron3d.agglomerate.agglomerate` uses waterz."""
+    from ..agglomerate import _affinities, _rim_fill, check_inputs, fragments
+
+    membrane, overlap = check_inputs(membrane, overlap)
+    frags = fragments(membrane, seed_threshold, sigma, min_distance, workers=1)
+    affs = _affinities(membrane, overlap)
+    if z_threshold is not None and len(frags) > 1:
+        _rim_fill(affs, frags, membrane, z_threshold, scoring, 1)
+    return frags, block_edges(frags, affs, len(frags), len(overlap), scoring)
+
+
+def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=None,
+                       scoring="median", seed_threshold=0.2, sigma=0.0, min_distance=5,
+                       z_threshold=0.3):
+    """:func:`neuron3d.agglomerate.agglomerate` blockwise, one label store per threshold.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client or SerialExecutor
+        The engine (:func:`neuron3d.blockwise.engine`).
+    membrane, overlap : str or Path
+        zarr stores of membrane probabilities (N slices) and overlap probabilities (N - 1,
+        or N with the last ignored): float in [0, 1] or uint8 0..255, chunked alike.
+    outputs : sequence of str or Path
+        One label store per threshold (written atomically; an existing store is replaced).
+    thresholds : sequence of float
+        Merge thresholds in [0, 1].
+    chunks : tuple of 3 int, optional
+        Chunks of the stores written; blocks are ``chunks[0]`` whole slices.
+    scoring : {"median", "median_max"}
+        See :data:`neuron3d.agglomerate.SCORINGS`.
+    seed_threshold, sigma, min_distance, z_threshold :
+        As for :func:`neuron3d.agglomerate.agglomerate`.
+
+    Returns
+    -------
+    dict
+        ``counts`` (objects per threshold, in the order given), ``fragments`` (F),
+        ``edges`` and ``graph_bytes`` (the region graph the client held).
+
+    Raises
+    ------
+    ValueError, FileNotFoundError
+        Bad input (see :func:`check_agglomerate_inputs`), naming the store or flag; nothing
+        is written then.
+    """
+    from ..agglomerate import check_thresholds
+    from ..agglomerate import fragments as check_fragment_options
+
+    outputs = [str(o) for o in outputs]
+    check_outputs_apart({_MEMBRANE: membrane, _OVERLAP: overlap},
+                        [(f"output (threshold {t})", o) for t, o in zip(thresholds, outputs)])
+    values = check_thresholds(thresholds, "--merge_threshold")
+    if len(values) != len(outputs):
+        raise ValueError(f"{len(values)} thresholds for {len(outputs)} outputs")
+    if scoring not in BLOCKWISE_SCORINGS:
+        raise ValueError(f"--scoring {scoring} runs in memory only; blockwise agglomeration "
+                         f"scores {' or '.join(BLOCKWISE_SCORINGS)} (histograms add up "
+                         "across blocks exactly)")
+    if z_threshold is not None and not 0.0 < z_threshold <= 1.0:
+        raise ValueError(f"z_threshold must be in (0, 1] or None, got {z_threshold}")
+    check_fragment_options(np.zeros((1, 1, 1), np.float32), seed_threshold, sigma, min_distance,
+                           workers=1)
+    shape = check_agglomerate_inputs(membrane, overlap)
+    depth = shape[0]
+    chunks = zarrio.chunks_for(shape, chunks)
+    grid = block_grid(shape, (chunks[0],) + shape[1:])
+    check_block_memory(client, (chunks[0] + 1) * shape[1] * shape[2] * _BYTES_PER_VOXEL,
+                       "the agglomeration (blocks of --chunks Z whole slices)")
+    options = (seed_threshold, sigma, int(min_distance))
+    tmp = new_temp_dir(outputs[0])
+    try:
+        with zarrio.creating(tmp / "fragments.zarr", shape, np.uint32, chunks) as frag_array:
+            frag_store = zarrio.store_path(frag_array)
+            parts = run_tasks(client, task(fragment_task, str(membrane), frag_store, shape,
+                                           options), grid, "fragment blocks")
+        frag_store = str(tmp / "fragments.zarr")
+        counts = np.concatenate([c for c, _ in parts])
+        first_index = np.concatenate([[0]] + [f for _, f in parts]).astype(np.uint64)
+        del parts
+        offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+        total = int(counts.sum())
+
+        def block_offsets(region, halo):
+            return offsets[region[0].start:min(region[0].stop + halo, depth)]
+
+        items = [(region, block_offsets(region, 1)) for region in grid]
+        graphs = run_tasks(client, task(graph_task, str(membrane), str(overlap), frag_store,
+                                        depth, scoring, z_threshold), items, "graph blocks")
+        graph = concatenate(graphs)
+        del graphs
+        print(f"agglomerate: {total} fragments, {len(graph)} edges, region graph "
+              f"{graph.nbytes / 2**20:.1f} MiB", file=sys.stderr)
+        order = sorted(set(values))
+        roots = dict(zip(order, merge(graph, total + 1, order)))
+        tables = {}
+        for t in order:
+            tables[t] = segment_labels(roots.pop(t), first_index)
+        result = {"counts": [tables[t][1] for t in values], "fragments": total,
+                  "edges": len(graph), "graph_bytes": graph.nbytes}
+        del graph
+        with contextlib.ExitStack() as stack:
+            stores = [zarrio.store_path(stack.enter_context(
+                zarrio.creating(out, shape, tables[t][0].dtype, chunks)))
+                for t, out in zip(values, outputs)]
+            writes = []
+            for region in grid:
+                own = block_offsets(region, 0)
+                z0, z1 = region[0].start, region[0].stop
+                low = int(offsets[z0]) + 1
+                high = int(offsets[z1 - 1] + counts[z1 - 1]) + 1
+                writes.append((region, own, low, [tables[t][0][low:high] for t in values]))
+            run_tasks(client, task(write_task, frag_store, stores), writes, "label blocks")
+        return result
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+
