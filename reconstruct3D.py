@@ -114,9 +114,13 @@ def _is_empty_folder(path):
 
 
 def output_names(name, thresholds):
-    """``<name>`` for one threshold, ``<name>_<threshold>`` (``%g``) for each of several."""
+    """``<name>`` for one threshold, ``<name>_<threshold>`` (``%g``) for each of several
+    (``<stem>_<threshold>.zarr`` for a name ending in .zarr)."""
     if len(thresholds) == 1:
         return [name]
+    if zarrio.is_zarr(name):
+        stem = name.rstrip("/")[: -len(zarrio.SUFFIX)]
+        return [f"{stem}_{t:g}{zarrio.SUFFIX}" for t in thresholds]
     return [f"{name}_{t:g}" for t in thresholds]
 
 
@@ -135,13 +139,20 @@ def given_thresholds(args):
     return thresholds
 
 
+def _blockwise(args, sources, targets):
+    """Whether the agglomeration runs blockwise: with --scheduler, or on .zarr inputs and
+    outputs with a scoring whose graph adds up across blocks (the serial executor)."""
+    if args.scheduler is not None:
+        return True
+    from neuron3d.blockwise.regiongraph import BLOCKWISE_SCORINGS
+
+    return (all(zarrio.is_zarr(p) for p in list(sources) + list(targets))
+            and args.scoring in BLOCKWISE_SCORINGS)
+
+
 def run_agglomerate(args):
     from neuron3d.agglomerate import agglomerate, check_inputs
 
-    if args.scheduler is not None:
-        raise ValueError("--scheduler runs --method thesis blockwise; --method agglomerate "
-                         "works in memory")
-    blockwise.check_arguments(args, {}, {})
     if args.input_dir_membrane is None:
         raise ValueError("--method agglomerate needs --input_dir_membrane (membrane "
                          "probabilities)")
@@ -156,7 +167,11 @@ def run_agglomerate(args):
     thresholds = given_thresholds(args)  # None: the one the sweep file chose, read below
     names = [name] if thresholds is None else output_names(name, thresholds)
     targets = [output_path(folder, n) for n in names]
-    check_chunks_output(args.chunks, targets)
+    blockwise.check_arguments(args, {"--input_dir_membrane": sources[0],
+                                     "--input_dir_overlap": sources[1]},
+                              {"--name": targets[0]})
+    if args.scheduler is None:
+        check_chunks_output(args.chunks, targets)
     io.check_outputs_apart(inputs, [("--output_dir/--name", targets[0])] if len(targets) == 1
                            else [(f"--output_dir/--name (threshold {t:g})", p)
                                  for t, p in zip(thresholds, targets)])
@@ -167,6 +182,8 @@ def run_agglomerate(args):
         thresholds = check_thresholds([chosen_threshold(args.merge_threshold_from)],
                                       "--merge_threshold_from")
         origin = f" (chosen in {args.merge_threshold_from})"
+    if _blockwise(args, sources, targets):
+        return run_agglomerate_blockwise(args, sources, targets, thresholds, origin)
     membrane, overlap = check_inputs(
         io.read_stack(sources[0], channel=0, what="--input_dir_membrane"),
         io.read_stack(sources[1], channel=0, what="--input_dir_overlap"), sources)
@@ -180,6 +197,28 @@ def run_agglomerate(args):
         print(f"reconstruct3D.py: threshold {threshold:g}{origin}: {int(labels.max())} objects; "
               f"wrote {labels.shape} {labels.dtype} to {out}")
     print(f"reconstruct3D.py: agglomerated in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+
+
+def run_agglomerate_blockwise(args, sources, targets, thresholds, origin):
+    """The agglomeration blockwise (:func:`neuron3d.blockwise.agglomerate_stores`)."""
+    from neuron3d.blockwise.regiongraph import BLOCKWISE_SCORINGS
+
+    if args.scoring not in BLOCKWISE_SCORINGS:
+        raise ValueError(f"--scoring {args.scoring} runs in memory only (without "
+                         "--scheduler); blockwise agglomeration scores "
+                         f"{' or '.join(BLOCKWISE_SCORINGS)}")
+    shape = blockwise.check_agglomerate_inputs(*sources)
+    print(f"reconstruct3D.py: agglomerating {shape} blockwise ({args.scoring} boundary score, "
+          f"thresholds {' '.join(f'{t:g}' for t in thresholds)}{origin})", file=sys.stderr)
+    start = time.perf_counter()
+    with blockwise.engine(args.scheduler, args.memory_limit) as client:
+        result = blockwise.agglomerate_stores(client, sources[0], sources[1], targets,
+                                              thresholds, args.chunks, scoring=args.scoring)
+    for threshold, count, out in zip(thresholds, result["counts"], targets):
+        print(f"reconstruct3D.py: threshold {threshold:g}{origin}: {count} objects; wrote {out}")
+    print(f"reconstruct3D.py: agglomerated {result['fragments']} fragments "
+          f"({result['edges']} edges) in {time.perf_counter() - start:.1f} s (blockwise)",
           file=sys.stderr)
 
 

@@ -17,13 +17,17 @@ two tasks write the same chunk.  The package, by concern:
 * :mod:`~neuron3d.blockwise.ccl`: reconstruct and the evaluation volume, 3D connected
   components in named passes (label, face pairs, union-find, relabel);
 * :mod:`~neuron3d.blockwise.contingency`: evaluate3D.py's contingency table, per block,
-  summed.
+  summed;
+* :mod:`~neuron3d.blockwise.agglomerate`: reconstruct3D.py --method agglomerate (fragments
+  and region graph per block of whole slices, gathered and merged on the client as waterz
+  merges, :mod:`~neuron3d.blockwise.regiongraph`).
 
 The zarr stores each process opens once (``open_input``, ``open_output``) live with zarr,
 in :mod:`neuron3d.zarrio`; they are importable from here too.
 """
 
 from ..zarrio import open_input, open_output, store_path
+from .agglomerate import agglomerate_stores, check_agglomerate_inputs
 from .ccl import (
     check_reconstruct_inputs,
     evaluation_volume,
@@ -57,7 +61,8 @@ from .ops import OPERATIONS, Operation, check_operation_input, per_slice, run_bl
 _store_path = store_path
 
 __all__ = ["MIN_WORKER_MEMORY", "OPERATIONS", "Operation", "SerialExecutor", "WORKER_MALLOC",
-           "add_arguments", "block_grid", "check_arguments", "check_block_memory",
+           "add_arguments", "agglomerate_stores", "block_grid", "check_agglomerate_inputs",
+           "check_arguments", "check_block_memory",
            "check_memory_limit", "check_operation_input", "check_reconstruct_inputs",
            "check_same_shape", "contingency_table", "engine", "evaluation_volume",
            "face_pairs_task", "gather_with_progress", "label_block_task", "label_volume",

@@ -26,12 +26,14 @@ worker holds one block plus a slice.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from .. import zarrio
-from ..atomic import check_outputs_apart, new_temp_dir
+from ..atomic import check_outputs_apart, staging_dir
 from .executor import check_block_memory, run_tasks, task
 from .grid import block_grid
 from .ops import first_channel
@@ -217,58 +219,63 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
     check_fragment_options(np.zeros((1, 1, 1), np.float32), seed_threshold, sigma, min_distance,
                            workers=1)
     shape = check_agglomerate_inputs(membrane, overlap)
-    depth = shape[0]
     chunks = zarrio.chunks_for(shape, chunks)
     grid = block_grid(shape, (chunks[0],) + shape[1:])
     check_block_memory(client, (chunks[0] + 1) * shape[1] * shape[2] * _BYTES_PER_VOXEL,
                        "the agglomeration (blocks of --chunks Z whole slices)")
     options = (seed_threshold, sigma, int(min_distance))
-    tmp = new_temp_dir(outputs[0])
-    try:
-        with zarrio.creating(tmp / "fragments.zarr", shape, np.uint32, chunks) as frag_array:
-            frag_store = zarrio.store_path(frag_array)
-            parts = run_tasks(client, task(fragment_task, str(membrane), frag_store, shape,
-                                           options), grid, "fragment blocks")
-        frag_store = str(tmp / "fragments.zarr")
-        counts = np.concatenate([c for c, _ in parts])
-        first_index = np.concatenate([[0]] + [f for _, f in parts]).astype(np.uint64)
-        del parts
-        offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
-        total = int(counts.sum())
+    with staging_dir(Path(outputs[0]), "a .zarr folder") as tmp:
+        try:
+            return _passes(client, membrane, overlap, outputs, values, chunks, scoring,
+                           z_threshold, shape, grid, options, tmp)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
-        def block_offsets(region, halo):
-            return offsets[region[0].start:min(region[0].stop + halo, depth)]
 
-        items = [(region, block_offsets(region, 1)) for region in grid]
-        graphs = run_tasks(client, task(graph_task, str(membrane), str(overlap), frag_store,
-                                        depth, scoring, z_threshold), items, "graph blocks")
-        graph = concatenate(graphs)
-        del graphs
-        print(f"agglomerate: {total} fragments, {len(graph)} edges, region graph "
-              f"{graph.nbytes / 2**20:.1f} MiB", file=sys.stderr)
-        order = sorted(set(values))
-        roots = dict(zip(order, merge(graph, total + 1, order)))
-        tables = {}
-        for t in order:
-            tables[t] = segment_labels(roots.pop(t), first_index)
-        result = {"counts": [tables[t][1] for t in values], "fragments": total,
-                  "edges": len(graph), "graph_bytes": graph.nbytes}
-        del graph
-        with contextlib.ExitStack() as stack:
-            stores = [zarrio.store_path(stack.enter_context(
-                zarrio.creating(out, shape, tables[t][0].dtype, chunks)))
-                for t, out in zip(values, outputs)]
-            writes = []
-            for region in grid:
-                own = block_offsets(region, 0)
-                z0, z1 = region[0].start, region[0].stop
-                low = int(offsets[z0]) + 1
-                high = int(offsets[z1 - 1] + counts[z1 - 1]) + 1
-                writes.append((region, own, low, [tables[t][0][low:high] for t in values]))
-            run_tasks(client, task(write_task, frag_store, stores), writes, "label blocks")
-        return result
-    finally:
-        import shutil
+def _passes(client, membrane, overlap, outputs, values, chunks, scoring, z_threshold, shape,
+            grid, options, tmp):
+    """The passes of :func:`agglomerate_stores`, the fragments kept in ``tmp``."""
+    depth = shape[0]
+    with zarrio.creating(tmp / "fragments.zarr", shape, np.uint32, chunks) as frag_array:
+        frag_store = zarrio.store_path(frag_array)
+        parts = run_tasks(client, task(fragment_task, str(membrane), frag_store, shape,
+                                       options), grid, "fragment blocks")
+    frag_store = str(tmp / "fragments.zarr")
+    counts = np.concatenate([c for c, _ in parts])
+    first_index = np.concatenate([[0]] + [f for _, f in parts]).astype(np.uint64)
+    del parts
+    offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+    total = int(counts.sum())
 
-        shutil.rmtree(tmp, ignore_errors=True)
+    def block_offsets(region, halo):
+        return offsets[region[0].start:min(region[0].stop + halo, depth)]
+
+    items = [(region, block_offsets(region, 1)) for region in grid]
+    graphs = run_tasks(client, task(graph_task, str(membrane), str(overlap), frag_store,
+                                    depth, scoring, z_threshold), items, "graph blocks")
+    graph = concatenate(graphs)
+    del graphs
+    print(f"agglomerate: {total} fragments, {len(graph)} edges, region graph "
+          f"{graph.nbytes / 2**20:.1f} MiB", file=sys.stderr)
+    order = sorted(set(values))
+    roots = dict(zip(order, merge(graph, total + 1, order)))
+    tables = {}
+    for t in order:
+        tables[t] = segment_labels(roots.pop(t), first_index)
+    result = {"counts": [tables[t][1] for t in values], "fragments": total,
+              "edges": len(graph), "graph_bytes": graph.nbytes}
+    del graph
+    with contextlib.ExitStack() as stack:
+        stores = [zarrio.store_path(stack.enter_context(
+            zarrio.creating(out, shape, tables[t][0].dtype, chunks)))
+            for t, out in zip(values, outputs)]
+        writes = []
+        for region in grid:
+            own = block_offsets(region, 0)
+            z0, z1 = region[0].start, region[0].stop
+            low = int(offsets[z0]) + 1
+            high = int(offsets[z1 - 1] + counts[z1 - 1]) + 1
+            writes.append((region, own, low, [tables[t][0][low:high] for t in values]))
+        run_tasks(client, task(write_task, frag_store, stores), writes, "label blocks")
+    return result
 

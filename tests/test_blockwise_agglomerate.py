@@ -1,0 +1,215 @@
+"""Blockwise agglomeration (zarr in, zarr out) equals neuron3d.agglomerate.agglomerate bit for bit.
+
+Blocks are Z whole slices; chunks that do not divide the shape, one-slice blocks, objects
+crossing every block, more than 65535 fragments and objects, serially and on local:1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+pytest.importorskip("dask.distributed")
+pytest.importorskip("zarr")
+
+from conftest import assert_user_error_status  # noqa: E402
+
+import reconstruct3D  # noqa: E402
+from neuron3d import agglomerate as A  # noqa: E402
+from neuron3d import blockwise, labels, zarrio  # noqa: E402
+from neuron3d.blockwise import regiongraph as R  # noqa: E402
+from neuron3d.synthetic import synthetic_labels  # noqa: E402
+
+THRESHOLDS = [0.7, 0.3, 0.5, 0.6]
+
+
+def noisy(shape, seed):
+    """Membrane and overlap probabilities of synthetic neurons with noise: many ties."""
+    rng = np.random.default_rng(seed)
+    ids = synthetic_labels(shape, seed=seed)
+    mask = labels.membrane(ids)
+    mem = np.clip(mask * 0.8 + rng.normal(0, 0.25, shape), 0, 1).astype(np.float32)
+    over = labels.overlap(ids, mask) * 0.8 + rng.normal(0, 0.25, (shape[0] - 1,) + shape[1:])
+    return mem, np.clip(over, 0, 1).astype(np.float32)
+
+
+def stores(tmp_path, mem, over, chunks):
+    return (str(zarrio.write_zarr(tmp_path / "membrane.zarr", mem, chunks)),
+            str(zarrio.write_zarr(tmp_path / "overlap.zarr", over, chunks)))
+
+
+def run(client, tmp_path, mem, over, chunks, thresholds=THRESHOLDS, **options):
+    sources = stores(tmp_path, mem, over, chunks)
+    outputs = [tmp_path / f"out_{t}.zarr" for t in thresholds]
+    result = blockwise.agglomerate_stores(client, *sources, outputs, thresholds, chunks,
+                                          **options)
+    return [zarrio.read_zarr(o) for o in outputs], result
+
+
+@pytest.mark.parametrize("scoring", ["median", "median_max"])
+def test_serial_equals_in_memory_with_chunks_that_do_not_divide(tmp_path, scoring):
+    mem, over = noisy((11, 70, 90), 1)
+    expected = A.agglomerate(mem, over, THRESHOLDS, scoring=scoring, workers=1)
+    got, result = run(blockwise.SerialExecutor(), tmp_path, mem, over, (3, 40, 50),
+                      scoring=scoring)
+    for e, g in zip(expected, got):
+        assert g.dtype == e.dtype
+        np.testing.assert_array_equal(g, e)
+    assert result["counts"] == [int(e.max()) for e in expected]
+    assert result["fragments"] > 100 and result["edges"] > result["fragments"]
+
+
+def test_one_slice_blocks_and_uint8_inputs(tmp_path):
+    mem, over = noisy((5, 40, 33), 2)
+    mem8 = np.round(mem * 255).astype(np.uint8)
+    over8 = np.round(over * 255).astype(np.uint8)
+    expected = A.agglomerate(mem8, over8, [0.5], workers=1)
+    (got,), _ = run(blockwise.SerialExecutor(), tmp_path, mem8, over8, (1, 16, 16), [0.5])
+    np.testing.assert_array_equal(got, expected[0])
+
+
+def test_objects_crossing_every_block(tmp_path):
+    ids = synthetic_labels((12, 64, 64), seed=4)
+    mask = labels.membrane(ids)
+    mem, over = mask.astype(np.float32), labels.overlap(ids, mask).astype(np.float32)
+    expected = A.agglomerate(mem, over, [0.5], workers=1)[0]
+    (got,), _ = run(blockwise.SerialExecutor(), tmp_path, mem, over, (2, 64, 64), [0.5])
+    np.testing.assert_array_equal(got, expected)
+    # the neurons run through all 12 slices, i.e. through all 6 blocks
+    assert any(len(np.unique(np.flatnonzero((got == k).any(axis=(1, 2))))) == 12
+               for k in np.unique(got[0]))
+
+
+def test_more_than_65535_fragments_and_objects(tmp_path):
+    # every (even y, even x) pixel is a seed of its own: 4 x 128 x 128 = 65536 + 1024 more
+    shape = (5, 256, 256)
+    rng = np.random.default_rng(5)
+    mem = (0.3 + 0.7 * rng.random(shape)).astype(np.float32)
+    mem[:, ::2, ::2] = 0
+    over = rng.random((4, 256, 256)).astype(np.float32)
+    expected = A.agglomerate(mem, over, [0.05], min_distance=0, workers=1)[0]
+    (got,), result = run(blockwise.SerialExecutor(), tmp_path, mem, over, (2, 100, 256),
+                         [0.05], min_distance=0)
+    assert result["fragments"] == 5 * 128 * 128
+    assert expected.max() > 65535 and expected.dtype == np.uint32
+    assert got.dtype == np.uint32
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_local_one_worker_equals_in_memory(tmp_path):
+    mem, over = noisy((7, 48, 52), 6)
+    expected = A.agglomerate(mem, over, [0.4, 0.6], workers=1)
+    with blockwise.engine("local:1") as client:
+        got, _ = run(client, tmp_path, mem, over, (3, 20, 20), [0.4, 0.6])
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_merge_replays_waterz_on_a_graph_built_in_one_block():
+    mem, over = noisy((4, 40, 40), 7)
+    frags, graph = blockwise.agglomerate.region_graph(mem, over)
+    # edges in waterz's order, each with a histogram of positive counts
+    order = np.lexsort((graph.v, graph.u))
+    np.testing.assert_array_equal(order, np.arange(len(graph)))
+    assert (graph.u < graph.v).all() and (graph.counts > 0).all()
+    roots = R.merge(graph, int(frags.max()) + 1, [0.5])[0]
+    first = np.full(len(roots), np.iinfo(np.uint64).max, np.uint64)
+    np.minimum.at(first, frags.ravel().astype(np.int64), np.arange(frags.size, dtype=np.uint64))
+    table, count = R.segment_labels(roots, first)
+    expected = A.agglomerate(mem, over, [0.5], workers=1)[0]
+    np.testing.assert_array_equal(table[frags], expected)
+    assert count == expected.max()
+
+
+def test_scores_and_pivots_as_waterz_computes_them():
+    assert R._SCORE[0] == float(np.float32(1 - 0.5 / 256))
+    assert R._SCORE[255] == float(np.float32(1 - 255.5 / 256))
+    np.testing.assert_array_equal(R.discretize([0.0, -1.0, 0.5, 0.99999, 1.0, 2.0]),
+                                  [0, 0, 128, 255, 255, 255])
+    # Q * sum / 100 + 1 in C int: wraps past 2**31 and divides toward zero
+    np.testing.assert_array_equal(R._pivots([1, 2, 3, 100, 2**31 // 50 + 1]),
+                                  [1, 2, 2, 51, -21474835])
+
+
+# ---- the command line -------------------------------------------------------------------
+
+
+def digest(path):
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(path)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture()
+def zarr_inputs(tmp_path):
+    mem, over = noisy((6, 40, 44), 8)
+    mem8 = np.round(mem * 255).astype(np.uint8)
+    over8 = np.round(over * 255).astype(np.uint8)
+    m, o = stores(tmp_path, mem8, over8, (4, 40, 44))
+    return tmp_path, m, o, mem8, over8
+
+
+def agglomerate_cli(m, o, out, *extra):
+    return reconstruct3D.main(["--method", "agglomerate", "--input_dir_membrane", m,
+                               "--input_dir_overlap", o, "--output_dir", str(out), *extra])
+
+
+def test_cli_zarr_serial_equals_in_memory_one_store_per_threshold(zarr_inputs):
+    folder, m, o, mem8, over8 = zarr_inputs
+    assert agglomerate_cli(m, o, folder / "out", "--name", "agg.zarr",
+                           "--merge_threshold", "0.4", "0.6", "--chunks", "4", "16", "16") == 0
+    expected = A.agglomerate(mem8, over8, [0.4, 0.6], workers=1)
+    for t, e in zip(["0.4", "0.6"], expected):
+        store = folder / "out" / f"agg_{t}.zarr"
+        np.testing.assert_array_equal(zarrio.read_zarr(store), e)
+
+
+@pytest.mark.parametrize("case, fragments", [
+    ("shape", ["--input_dir_overlap", "bad.zarr", "got (5, 40, 40)"]),
+    ("count", ["--input_dir_overlap", "bad.zarr", "got (3, 40, 44)"]),
+    ("chunks", ["bad.zarr is chunked (2, 40, 44)", "same --chunks"]),
+    ("threshold", ["--merge_threshold must be in [0, 1], got 1.5"]),
+    ("mean", ["--scoring mean runs in memory only"]),
+    ("range", ["--input_dir_membrane", "membrane.zarr", "values from 0 to 2"]),
+])
+def test_cli_bad_input_one_line_exit_2_nothing_written(zarr_inputs, capsys, case, fragments):
+    folder, m, o, mem8, over8 = zarr_inputs
+    extra = ["--name", "agg.zarr"]
+    if case == "shape":
+        o = str(zarrio.write_zarr(folder / "bad.zarr", over8[:, :, :40], (4, 40, 40)))
+    elif case == "count":
+        o = str(zarrio.write_zarr(folder / "bad.zarr", over8[:3], (4, 40, 44)))
+    elif case == "chunks":
+        o = str(zarrio.write_zarr(folder / "bad.zarr", over8, (2, 40, 44)))
+    elif case == "threshold":
+        extra += ["--merge_threshold", "0.5", "1.5"]
+    elif case == "mean":
+        extra += ["--scoring", "mean", "--scheduler", "local:1"]
+    elif case == "range":
+        m = str(zarrio.write_zarr(folder / "membrane.zarr", mem8 / np.float32(127.5),
+                                  (4, 40, 44)))
+    capsys.readouterr()
+    before = {p: digest(folder / p) for p in ("membrane.zarr", "overlap.zarr")}
+    status = agglomerate_cli(m, o, folder / "out", *extra)
+    err = capsys.readouterr().err
+    if case == "range":  # found by a task, after the run's first lines
+        assert status == 2 and "Traceback" not in err
+        assert all(f in err.strip().splitlines()[-1] for f in fragments), err
+    else:
+        assert_user_error_status(status, _Replay(err), *fragments)
+    assert not (folder / "out").exists() or not any((folder / "out").iterdir())
+    assert before == {p: digest(folder / p) for p in ("membrane.zarr", "overlap.zarr")}
+
+
+class _Replay:
+    """capsys's interface over output already read."""
+
+    def __init__(self, err):
+        self.err = err
+
+    def readouterr(self):
+        return self
