@@ -232,31 +232,53 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _passes(client, membrane, overlap, outputs, values, chunks, scoring, z_threshold, shape,
-            grid, options, tmp):
-    """The passes of :func:`agglomerate_stores`, the fragments kept in ``tmp``."""
+class _Fragments:
+    """What passes 1-3 leave: the fragment store, each slice's count and offset, each
+    fragment's first voxel, the region graph."""
+
+    def __init__(self, store, counts, first_index, graph):
+        self.store, self.counts, self.first_index, self.graph = store, counts, first_index, graph
+        self.offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+        self.total = int(counts.sum())
+
+    def block(self, region, halo=0):
+        """The offsets of the slices of ``region`` (and ``halo`` more, within the volume)."""
+        return self.offsets[region[0].start:min(region[0].stop + halo, len(self.counts))]
+
+    def span(self, region):
+        """The lowest fragment ID of ``region`` and one past its highest."""
+        z0, z1 = region[0].start, region[0].stop
+        return (int(self.offsets[z0]) + 1,
+                int(self.offsets[z1 - 1] + self.counts[z1 - 1]) + 1)
+
+
+def _fragments_and_graph(client, membrane, overlap, shape, grid, chunks, options, scoring,
+                         z_threshold, tmp):
+    """Passes 1-3: fragments (kept in ``tmp``) and the region graph."""
     depth = shape[0]
     with zarrio.creating(tmp / "fragments.zarr", shape, np.uint32, chunks) as frag_array:
-        frag_store = zarrio.store_path(frag_array)
-        parts = run_tasks(client, task(fragment_task, str(membrane), frag_store, shape,
-                                       options), grid, "fragment blocks")
-    frag_store = str(tmp / "fragments.zarr")
+        parts = run_tasks(client, task(fragment_task, str(membrane),
+                                       zarrio.store_path(frag_array), shape, options),
+                          grid, "fragment blocks")
     counts = np.concatenate([c for c, _ in parts])
     first_index = np.concatenate([[0]] + [f for _, f in parts]).astype(np.uint64)
     del parts
-    offsets = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
-    total = int(counts.sum())
-
-    def block_offsets(region, halo):
-        return offsets[region[0].start:min(region[0].stop + halo, depth)]
-
-    items = [(region, block_offsets(region, 1)) for region in grid]
-    graphs = run_tasks(client, task(graph_task, str(membrane), str(overlap), frag_store,
+    frags = _Fragments(str(tmp / "fragments.zarr"), counts, first_index, None)
+    items = [(region, frags.block(region, 1)) for region in grid]
+    graphs = run_tasks(client, task(graph_task, str(membrane), str(overlap), frags.store,
                                     depth, scoring, z_threshold), items, "graph blocks")
-    graph = concatenate(graphs)
-    del graphs
-    print(f"agglomerate: {total} fragments, {len(graph)} edges, region graph "
-          f"{graph.nbytes / 2**20:.1f} MiB", file=sys.stderr)
+    frags.graph = concatenate(graphs)
+    print(f"agglomerate: {frags.total} fragments, {len(frags.graph)} edges, region graph "
+          f"{frags.graph.nbytes / 2**20:.1f} MiB", file=sys.stderr)
+    return frags
+
+
+def _passes(client, membrane, overlap, outputs, values, chunks, scoring, z_threshold, shape,
+            grid, options, tmp):
+    """The passes of :func:`agglomerate_stores`, the fragments kept in ``tmp``."""
+    fr = _fragments_and_graph(client, membrane, overlap, shape, grid, chunks, options,
+                              scoring, z_threshold, tmp)
+    frag_store, graph, total, first_index = fr.store, fr.graph, fr.total, fr.first_index
     order = sorted(set(values))
     roots = dict(zip(order, merge(graph, total + 1, order)))
     tables = {}
@@ -264,18 +286,16 @@ def _passes(client, membrane, overlap, outputs, values, chunks, scoring, z_thres
         tables[t] = segment_labels(roots.pop(t), first_index)
     result = {"counts": [tables[t][1] for t in values], "fragments": total,
               "edges": len(graph), "graph_bytes": graph.nbytes}
-    del graph
+    fr.graph = graph = None
     with contextlib.ExitStack() as stack:
         stores = [zarrio.store_path(stack.enter_context(
             zarrio.creating(out, shape, tables[t][0].dtype, chunks)))
             for t, out in zip(values, outputs)]
         writes = []
         for region in grid:
-            own = block_offsets(region, 0)
-            z0, z1 = region[0].start, region[0].stop
-            low = int(offsets[z0]) + 1
-            high = int(offsets[z1 - 1] + counts[z1 - 1]) + 1
-            writes.append((region, own, low, [tables[t][0][low:high] for t in values]))
+            low, high = fr.span(region)
+            writes.append((region, fr.block(region), low,
+                           [tables[t][0][low:high] for t in values]))
         run_tasks(client, task(write_task, frag_store, stores), writes, "label blocks")
     return result
 
