@@ -4,6 +4,11 @@ Reimplements the image-to-image translation trainer the thesis used
 (imagetranslation-tensorflow, TF 1) with today's TensorFlow: ResNet and U-Net
 generators, a PatchGAN discriminator, L1/L2 ("hinge"/"square") regression
 losses and optional adversarial loss.  ``translate.py`` is the command line.
+
+Modules: ``config`` (every option, declared once), ``trainer`` (train, test,
+export) and its parts ``runtime``, ``losses``, ``model``, ``rundir``,
+``checkpoints``, ``loop``, ``inference``; ``models`` (the networks), ``data``
+(pairs and the training pipeline), ``tiled`` (prediction of zarr volumes).
 """
 
 import contextlib as _contextlib

@@ -23,7 +23,10 @@ GPUs (MirroredStrategy; the global ``--batch_size`` is split over them).
 ``--deterministic`` (with ``--threads N``, default 1) makes the numbers of a
 seed the same on other machines; the run's ``options.json`` records the
 TensorFlow settings in effect under ``"runtime"``.  Test and export refuse to
-write into a training run's folder.  Bad input: one line on stderr, exit 2.
+write into a training run's folder, and no command writes an output that is,
+contains or lies inside one of its inputs.  Every flag is declared once, with its
+type, default, range and help, in :class:`imagetranslation.config.Config`.  Bad
+input: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
