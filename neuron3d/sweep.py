@@ -171,7 +171,22 @@ def build_parser():
                    help="the grid (default 0.05, 0.10, ..., 0.95)")
     p.add_argument("--scoring", default="median", help="boundary statistic (default median)")
     p.add_argument("--output", required=True, help="JSON file for the table and the choice")
+    from . import blockwise
+
+    blockwise.add_arguments(p)
     return p
+
+
+def _blockwise(args, inputs):
+    """Whether the sweep runs blockwise: with --scheduler, or when every input is a .zarr
+    store and the scoring's graph adds up across blocks (then on the serial executor)."""
+    from . import zarrio
+    from .blockwise.regiongraph import BLOCKWISE_SCORINGS
+
+    if args.scheduler is not None:
+        return True
+    return (all(zarrio.is_zarr(p) for p in inputs.values() if p is not None)
+            and args.scoring in BLOCKWISE_SCORINGS)
 
 
 def main(argv=None):
@@ -188,13 +203,25 @@ def main(argv=None):
         thresholds = check_thresholds(args.thresholds, "--thresholds")
         if args.scoring not in SCORINGS:
             raise ValueError(f"--scoring must be one of {', '.join(SCORINGS)}, got {args.scoring}")
-        membrane = read_stack(args.input_dir_membrane, channel=0)
-        overlap = read_stack(args.input_dir_overlap, channel=0)
-        labels = read_labels(args.labels)
-        evaluation = read_labels(args.evaluation) if args.evaluation else None
-        result = sweep(membrane, overlap, labels, evaluation, thresholds, args.scoring,
-                       (args.input_dir_membrane, args.input_dir_overlap, args.labels,
-                        args.evaluation))
+        from . import blockwise
+
+        blockwise.check_arguments(args, inputs, {})
+        if args.chunks is not None and args.scheduler is None and not _blockwise(args, inputs):
+            raise ValueError("--chunks sets the blocks of a blockwise sweep (--scheduler, or "
+                             ".zarr inputs)")
+        if _blockwise(args, inputs):
+            with blockwise.engine(args.scheduler, args.memory_limit) as client:
+                result = blockwise.sweep_stores(
+                    client, args.input_dir_membrane, args.input_dir_overlap, args.labels,
+                    args.evaluation, thresholds, args.chunks, args.scoring, args.output)
+        else:
+            membrane = read_stack(args.input_dir_membrane, channel=0)
+            overlap = read_stack(args.input_dir_overlap, channel=0)
+            labels = read_labels(args.labels)
+            evaluation = read_labels(args.evaluation) if args.evaluation else None
+            result = sweep(membrane, overlap, labels, evaluation, thresholds, args.scoring,
+                           (args.input_dir_membrane, args.input_dir_overlap, args.labels,
+                            args.evaluation))
         result["inputs"] = {k: getattr(args, k) for k in
                             ("input_dir_membrane", "input_dir_overlap", "labels", "evaluation")}
         for row in result["rows"]:

@@ -20,7 +20,8 @@ two tasks write the same chunk.  The package, by concern:
   summed;
 * :mod:`~neuron3d.blockwise.agglomerate`: reconstruct3D.py --method agglomerate (fragments
   and region graph per block of whole slices, gathered and merged on the client as waterz
-  merges, :mod:`~neuron3d.blockwise.regiongraph`).
+  merges, :mod:`~neuron3d.blockwise.regiongraph`), and the sweep of its thresholds
+  (:mod:`~neuron3d.blockwise.sweep`).
 
 The zarr stores each process opens once (``open_input``, ``open_output``) live with zarr,
 in :mod:`neuron3d.zarrio`; they are importable from here too.
@@ -56,6 +57,7 @@ from .executor import (
 )
 from .grid import block_grid, read_region, upper_neighbours
 from .ops import OPERATIONS, Operation, check_operation_input, per_slice, run_block
+from .sweep import sweep_stores
 
 #: The old private name of :func:`store_path` (imagetranslation/tiled.py used it).
 _store_path = store_path
@@ -68,4 +70,4 @@ __all__ = ["MIN_WORKER_MEMORY", "OPERATIONS", "Operation", "SerialExecutor", "WO
            "face_pairs_task", "gather_with_progress", "label_block_task", "label_volume",
            "open_input", "open_output", "parse_scheduler", "per_slice", "probe_scheduler",
            "read_region", "reconstruct", "relabel_block_task", "run_block", "run_tasks",
-           "store_path", "task", "union_find", "upper_neighbours"]
+           "store_path", "sweep_stores", "task", "union_find", "upper_neighbours"]
