@@ -18,8 +18,6 @@ centres are kept: equal to whole-slice prediction within one grey level.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 _CACHE = {}
@@ -100,8 +98,7 @@ def predict_slice(generator, image, stride, tile=None, halo=0, tta=False):
 def _predict_block(checkpoint, source, output, tile, tta, region, weights=None):
     """Predict the slices of ``region`` (z range, whole slices) into the output store."""
     from imagetranslation.models import stride_of
-    from neuron3d.blockwise import open_input, open_output
-    from neuron3d.zarrio import read_block
+    from neuron3d.zarrio import open_input, open_output, read_block
 
     generator, options = _generator(checkpoint, weights)
     stride = stride_of(options)
@@ -143,8 +140,7 @@ def predict_volume(checkpoint, source, output, chunks=None, tile=None, tta=False
         ``source`` (naming it; the output is not created).
     """
     from imagetranslation.inference import check_weights
-    from neuron3d import zarrio
-    from neuron3d.blockwise import block_grid, run_tasks
+    from neuron3d import blockwise, zarrio
 
     array = zarrio.open_array(source, "--input_dir")
     check_em(array, source)
@@ -153,16 +149,9 @@ def predict_volume(checkpoint, source, output, chunks=None, tile=None, tta=False
     check_weights(checkpoint, weights)
     shape = tuple(array.shape[:3])
     chunks = zarrio.chunks_for(shape, chunks or array.chunks[:3])
-    grid = block_grid(shape, (chunks[0],) + shape[1:])
+    grid = blockwise.block_grid(shape, (chunks[0],) + shape[1:])
     with zarrio.creating(output, shape, np.uint8, chunks) as out:
-        path = str(out.store.root)
-        task = functools.partial(_predict_block, str(checkpoint), str(source), path, tile, tta,
-                                 weights=weights)
-        if client is None:
-            from neuron3d.progress import progress
-
-            for region in progress(grid, desc="translate.py: predict"):
-                task(region)
-        else:
-            run_tasks(client, task, grid, "predict blocks")
+        task = blockwise.task(_predict_block, str(checkpoint), str(source),
+                              zarrio.store_path(out), tile, tta, weights=weights)
+        blockwise.run_tasks(client or blockwise.SerialExecutor(), task, grid, "predict blocks")
     return shape

@@ -125,8 +125,6 @@ def _zarr_test(args):
 def _test_zarr(args, options):
     """--mode test of a .zarr EM volume (or consecutive pairs) into a .zarr store, slice chunk
     by slice chunk, on dask with --scheduler (see imagetranslation/tiled.py)."""
-    from contextlib import nullcontext
-
     from imagetranslation.tiled import predict_volume
     from neuron3d import blockwise
     from neuron3d.zarrio import is_zarr, open_array
@@ -137,9 +135,7 @@ def _test_zarr(args, options):
         raise ValueError("--mode test of a zarr volume reads --input_dir X.zarr and writes "
                          f"--output_dir Y.zarr, got {args.input_dir} and {args.output_dir}")
     open_array(args.input_dir, "--input_dir")  # before starting anything
-    engine = nullcontext() if args.scheduler is None else \
-        blockwise.engine(args.scheduler, args.memory_limit)
-    with engine as client:
+    with blockwise.engine(args.scheduler, args.memory_limit) as client:  # None: serial
         shape = predict_volume(args.checkpoint, args.input_dir, args.output_dir, args.chunks,
                                args.tile, args.tta, client, weights=options.weights)
     print(f"translate.py: wrote {shape} predictions to {args.output_dir}", file=sys.stderr)
