@@ -288,18 +288,29 @@ def plan(options, layout, shape):
     if agglomerate:
         d, c = CHOICE_QUADRANT, TEST_QUADRANT
         predict("nn5", d)
+        membrane = {q: In(L.membrane_predicted(q)) for q in (d, c)}
+        overlap = {q: images_of(L.prediction("nn5", q)) for q in (d, c)}
+        truth = {q: L.quadrant_tif("label", q) for q in (d, c)}
+        if options.chunks is not None:  # the sweep, agglomeration and scores blockwise
+            made = {p for s in steps for p in s.outputs}
+            for q in (d, c):
+                membrane[q] = In(to_zarr(f"zarr_membrane_{q}", L.membrane_predicted(q)))
+                store = L.work / f"overlap_predicted_nn5_{q}.zarr"
+                if store not in made:  # --method both made c's for the thinning
+                    to_zarr(f"zarr_overlap_nn5_{q}", L.prediction("nn5", q) / "images", store)
+                overlap[q] = In(store)
+                truth[q] = L.label_zarr(q)
         step(f"sweep_agglomerate_{d}", "-m", "neuron3d.sweep",
-             "--input_dir_membrane", In(L.membrane_predicted(d)),
-             "--input_dir_overlap", images_of(L.prediction("nn5", d)),
-             "--labels", In(L.quadrant_tif("label", d)), "--evaluation", In(L.evaluation(d)),
-             "--output", Out(L.sweep))
+             "--input_dir_membrane", membrane[d], "--input_dir_overlap", overlap[d],
+             "--labels", In(truth[d]), "--evaluation", In(L.evaluation(d)),
+             "--output", Out(L.sweep), *engine)
         step(f"agglomerate_{c}", "reconstruct3D.py", "--method", "agglomerate",
-             "--input_dir_membrane", In(L.membrane_predicted(c)),
-             "--input_dir_overlap", images_of(L.prediction("nn5", c)),
-             "--merge_threshold_from", In(L.sweep), *into(L.agglomerated))
+             "--input_dir_membrane", membrane[c], "--input_dir_overlap", overlap[c],
+             "--merge_threshold_from", In(L.sweep),
+             *into(L.agglomerated, L.agglomerated.name if options.chunks else None), *engine)
         step("evaluate_agglomerate", "evaluate3D.py", "--predicted", In(L.agglomerated),
-             "--true", In(L.evaluation(c)), "--labels", In(L.quadrant_tif("label", c)),
-             "--output", Out(L.agglomerated_scores))
+             "--true", In(L.evaluation(c)), "--labels", In(truth[c]),
+             "--output", Out(L.agglomerated_scores), *engine)
 
     # ---- NN-1 and NN-2 (--paths all) --------------------------------------------------------
     if options.paths == "all":

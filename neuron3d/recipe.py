@@ -371,7 +371,8 @@ class Layout:
 
     @property
     def agglomerated(self):
-        return self.work / f"{self.run}_agglomerate.tif"
+        """The agglomeration of c (a .zarr store with --chunks: it runs blockwise)."""
+        return self._stack(f"{self.run}_agglomerate")
 
     @property
     def agglomerated_scores(self):

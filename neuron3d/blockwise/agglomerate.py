@@ -79,7 +79,9 @@ def check_agglomerate_inputs(membrane, overlap):
         raise ValueError(f"{_OVERLAP} {overlap}: expected {depth - 1} overlap slices of "
                          f"{mem.shape[1]} x {mem.shape[2]} for {depth} membrane slices "
                          f"({membrane}), got {tuple(over.shape[:3])}")
-    if tuple(over.chunks[:3]) != tuple(mem.chunks[:3]):
+    mz, oz = mem.chunks[0], over.chunks[0]  # a chunk of all slices: N and N - 1 agree
+    if tuple(over.chunks[1:3]) != tuple(mem.chunks[1:3]) or \
+            (mz != oz and not (mz >= depth - 1 and oz >= over.shape[0])):
         raise ValueError(f"{_OVERLAP} {overlap} is chunked {tuple(over.chunks[:3])}, "
                          f"{_MEMBRANE} {membrane} {tuple(mem.chunks[:3])}: write both with "
                          "the same --chunks")
