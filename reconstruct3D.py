@@ -18,7 +18,12 @@ Large volumes: inputs ending in .zarr are read as OME-Zarr stores, and --name N.
 <output_dir>/N.zarr instead of a .tif.  With --scheduler (local:N or tcp://HOST:PORT) the thesis
 method runs blockwise on dask, .zarr to .zarr, 6-connected: connected components per block, the
 labels touching across block faces merged, objects numbered 1..K in the order of their first
-voxel (z, then y, then x) -- exactly the in-memory result.
+voxel (z, then y, then x) -- exactly the in-memory result.  --method agglomerate runs blockwise
+with --scheduler, or serially when the inputs and outputs are .zarr stores (--scoring median or
+median_max): fragments and the region graph per block of --chunks Z whole slices, merged on
+this machine exactly as waterz merges them -- the in-memory result, bit for bit; several
+--merge_threshold values give <name>_<threshold>.zarr each.  The membrane and overlap stores
+must have the same y-x size and chunks.
 
 Nothing is written (no folder created) when the input is invalid, nor when an output is, contains
 or lies inside an input (--output_dir <the cytoplasm folder> --name 00 is refused).
