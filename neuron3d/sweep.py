@@ -210,6 +210,16 @@ def main(argv=None):
             raise ValueError("--chunks sets the blocks of a blockwise sweep (--scheduler, or "
                              ".zarr inputs)")
         if _blockwise(args, inputs):
+            from .blockwise.regiongraph import BLOCKWISE_SCORINGS
+
+            if args.scoring not in BLOCKWISE_SCORINGS:  # before the engine starts
+                raise ValueError(f"--scoring {args.scoring} runs in memory only (without "
+                                 "--scheduler); blockwise agglomeration scores "
+                                 f"{' or '.join(BLOCKWISE_SCORINGS)}")
+            from .blockwise.sweep import check_sweep_inputs
+
+            check_sweep_inputs(args.input_dir_membrane, args.input_dir_overlap, args.labels,
+                               args.evaluation)
             with blockwise.engine(args.scheduler, args.memory_limit) as client:
                 result = blockwise.sweep_stores(
                     client, args.input_dir_membrane, args.input_dir_overlap, args.labels,

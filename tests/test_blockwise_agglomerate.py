@@ -270,3 +270,40 @@ def test_sweep_cli_zarr_equals_tif(tmp_path):
     b = json.loads((tmp_path / "b.json").read_text())
     assert a.pop("inputs") != b.pop("inputs")
     assert a == b
+
+
+@pytest.mark.parametrize("case, engine, fragments", [
+    ("labels", [], ["shapes differ: the labels", "bad.zarr is (9, 60, 60)", "(9, 60, 64)"]),
+    ("labels", ["--scheduler", "local:1"], ["shapes differ: the labels", "bad.zarr"]),
+    ("float", [], ["label stack must have an integer dtype, got float32", "bad.zarr"]),
+    ("float", ["--scheduler", "local:1"], ["integer dtype, got float32", "bad.zarr"]),
+    ("mean", ["--scheduler", "local:1"], ["--scoring mean runs in memory only"]),
+])
+def test_sweep_cli_bad_input_one_line_exit_2(tmp_path, capsys, case, engine, fragments):
+    """Refused before the engine starts (no dask line on stderr), nothing written."""
+    from neuron3d import sweep as S
+
+    _, (m, o, t, e) = sweep_inputs(tmp_path, (4, 60, 64))
+    extra = list(engine)
+    if case == "labels":
+        t = str(zarrio.write_zarr(tmp_path / "bad.zarr", np.ones((9, 60, 60), np.uint16)))
+    elif case == "float":
+        t = str(zarrio.write_zarr(tmp_path / "bad.zarr", np.ones((9, 60, 64), np.float32)))
+    else:
+        extra += ["--scoring", "mean"]
+    capsys.readouterr()
+    status = S.main(["--input_dir_membrane", m, "--input_dir_overlap", o, "--labels", t,
+                     "--evaluation", e, "--output", str(tmp_path / "out" / "s.json"), *extra])
+    assert_user_error_status(status, capsys, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_replaces_an_existing_store(zarr_inputs):
+    folder, m, o, mem8, over8 = zarr_inputs
+    out = folder / "out"
+    for threshold in ("0.3", "0.6"):
+        assert agglomerate_cli(m, o, out, "--name", "agg.zarr", "--merge_threshold",
+                               threshold) == 0
+    np.testing.assert_array_equal(zarrio.read_zarr(out / "agg.zarr"),
+                                  A.agglomerate(mem8, over8, [0.6], workers=1)[0])
+    assert sorted(p.name for p in out.iterdir()) == ["agg.zarr"]  # no temporaries left

@@ -32,7 +32,7 @@ from .grid import block_grid
 from .ops import check_label_dtype
 from .regiongraph import BLOCKWISE_SCORINGS, merge, segment_labels
 
-__all__ = ["reference_table_task", "sweep_stores"]
+__all__ = ["check_sweep_inputs", "reference_table_task", "sweep_stores"]
 
 
 def reference_table_task(fragments, reference, item):
@@ -46,6 +46,19 @@ def reference_table_task(fragments, reference, item):
     true = as_label_stack(zarrio.read_block(zarrio.open_input(reference), region), reference)
     table = contingency(true, frags, reference, "the fragments")
     return table.true, table.pred, table.counts
+
+
+def check_sweep_inputs(membrane, overlap, labels, evaluation=None):
+    """The (z, y, x) shape of a blockwise sweep's stores and its references ({flag: (kind,
+    path)}), checked from their metadata (before the engine starts): see
+    :func:`neuron3d.blockwise.check_agglomerate_inputs`; the label stores must have that
+    shape and hold integers."""
+    shape = check_agglomerate_inputs(membrane, overlap)
+    references = {"--labels": ("labels", labels)}
+    if evaluation is not None:
+        references["--evaluation"] = ("evaluation volume", evaluation)
+    _check_references(shape, references)
+    return shape, references
 
 
 def _check_references(shape, references):
@@ -94,11 +107,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     if scoring not in BLOCKWISE_SCORINGS:
         raise ValueError(f"--scoring {scoring} runs in memory only; blockwise agglomeration "
                          f"scores {' or '.join(BLOCKWISE_SCORINGS)}")
-    shape = check_agglomerate_inputs(membrane, overlap)
-    references = {"--labels": ("labels", labels)}
-    if evaluation is not None:
-        references["--evaluation"] = ("evaluation volume", evaluation)
-    _check_references(shape, references)
+    shape, references = check_sweep_inputs(membrane, overlap, labels, evaluation)
     chunks = zarrio.chunks_for(shape, chunks)
     grid = block_grid(shape, (chunks[0],) + shape[1:])
     from .agglomerate import _BYTES_PER_VOXEL
