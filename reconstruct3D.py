@@ -214,16 +214,15 @@ def run_agglomerate_blockwise(args, sources, targets, thresholds, origin):
                          "--scheduler); blockwise agglomeration scores "
                          f"{' or '.join(BLOCKWISE_SCORINGS)}")
     shape = blockwise.check_agglomerate_inputs(*sources)
-    print(f"reconstruct3D.py: agglomerating {shape} blockwise ({args.scoring} boundary score, "
-          f"thresholds {' '.join(f'{t:g}' for t in thresholds)}{origin})", file=sys.stderr)
     start = time.perf_counter()
     with blockwise.engine(args.scheduler, args.memory_limit) as client:
         result = blockwise.agglomerate_stores(client, sources[0], sources[1], targets,
                                               thresholds, args.chunks, scoring=args.scoring)
     for threshold, count, out in zip(thresholds, result["counts"], targets):
         print(f"reconstruct3D.py: threshold {threshold:g}{origin}: {count} objects; wrote {out}")
-    print(f"reconstruct3D.py: agglomerated {result['fragments']} fragments "
-          f"({result['edges']} edges) in {time.perf_counter() - start:.1f} s (blockwise)",
+    print(f"reconstruct3D.py: agglomerated {shape} blockwise ({args.scoring} boundary score): "
+          f"{result['fragments']} fragments, {result['edges']} edges (region graph "
+          f"{result['graph_bytes'] / 2**20:.1f} MiB), in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)
 
 

@@ -196,9 +196,10 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(zarr_inputs, capsys, case
     before = {p: digest(folder / p) for p in ("membrane.zarr", "overlap.zarr")}
     status = agglomerate_cli(m, o, folder / "out", *extra)
     err = capsys.readouterr().err
-    if case == "range":  # found by a task, after the run's first lines
-        assert status == 2 and "Traceback" not in err
-        assert all(f in err.strip().splitlines()[-1] for f in fragments), err
+    if case == "range":  # found by a task: beside the progress lines, one line
+        lines = [line for line in err.strip().splitlines() if " blocks " not in line]
+        assert status == 2 and "Traceback" not in err and len(lines) == 1, err
+        assert all(f in lines[0] for f in fragments), err
     else:
         assert_user_error_status(status, _Replay(err), *fragments)
     assert not (folder / "out").exists() or not any((folder / "out").iterdir())
@@ -307,3 +308,25 @@ def test_cli_replaces_an_existing_store(zarr_inputs):
     np.testing.assert_array_equal(zarrio.read_zarr(out / "agg.zarr"),
                                   A.agglomerate(mem8, over8, [0.6], workers=1)[0])
     assert sorted(p.name for p in out.iterdir()) == ["agg.zarr"]  # no temporaries left
+
+
+@pytest.mark.parametrize("which", ["membrane", "overlap"])
+def test_values_outside_0_1_under_local_1_are_one_line(zarr_inputs, which):
+    """Found by a worker (pass 1 reads the membrane, pass 3 the overlap): one error line
+    beside the engine's and the progress lines, no worker log, no store left."""
+    from conftest import run_script
+
+    folder, m, o, mem8, over8 = zarr_inputs
+    bad = (mem8 if which == "membrane" else over8) / np.float32(100)
+    path = str(zarrio.write_zarr(folder / "bad.zarr", bad, (4, 40, 44)))
+    m, o = (path, o) if which == "membrane" else (m, path)
+    result = run_script("reconstruct3D.py", "--method", "agglomerate", "--input_dir_membrane", m,
+                        "--input_dir_overlap", o, "--output_dir", folder / "out", "--name",
+                        "agg.zarr", "--scheduler", "local:1")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "Compute Failed" not in result.stderr
+    lines = [line for line in result.stderr.strip().splitlines()
+             if not line.startswith("dask: ") and " blocks " not in line]
+    assert len(lines) == 1 and lines[0].startswith("reconstruct3D.py: error: "), result.stderr
+    assert "bad.zarr" in lines[0] and "values from 0 to 2.55" in lines[0], lines[0]
+    assert not (folder / "out").exists()

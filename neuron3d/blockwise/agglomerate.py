@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -270,8 +269,6 @@ def _fragments_and_graph(client, membrane, overlap, shape, grid, chunks, options
     graphs = run_tasks(client, task(graph_task, str(membrane), str(overlap), frags.store,
                                     depth, scoring, z_threshold), items, "graph blocks")
     frags.graph = concatenate(graphs)
-    print(f"agglomerate: {frags.total} fragments, {len(frags.graph)} edges, region graph "
-          f"{frags.graph.nbytes / 2**20:.1f} MiB", file=sys.stderr)
     return frags
 
 
