@@ -18,7 +18,12 @@ from neuron3d.learned.__main__ import main
 from neuron3d.metrics import evaluate
 from neuron3d.synthetic import synthetic_labels
 
-M = learned.MISSING
+M = learned.MISSING  # NaN
+
+
+def same(actual, expected):
+    """Equal, NaN equal to NaN (numpy.testing.assert_equal), exact types aside."""
+    np.testing.assert_equal(list(actual), list(expected))
 
 
 # ---- a hand-made volume: regions 1 | 2 in slice 0, region 3 under both in slice 1 ----------
@@ -52,19 +57,19 @@ def test_edge_table_exact_on_a_hand_made_volume():
         2, 0.875, 0.8125, 0.875, 0.9375)
     assert e["in_q10"] == pytest.approx(0.775, abs=1e-15)
     assert e["in_q90"] == pytest.approx(0.975, abs=1e-15)
-    assert [e[f"z_{s}"] for s in ("faces", "mean", "q10", "q50", "q90")] == [0, M, M, M, M]
-    assert (e["z_speaking_share"], e["z_speaking_mean"], e["z_share"]) == (M, M, 0.0)
+    same([e[f"z_{s}"] for s in ("faces", "mean", "q10", "q50", "q90")], [0, M, M, M, M])
+    same((e["z_speaking_share"], e["z_speaking_mean"], e["z_share"]), (M, M, 0.0))
     assert (e["size_min"], e["size_max"], e["slices_min"], e["slices_max"]) == (4, 4, 1, 1)
     assert (e["membrane_min"], e["membrane_max"], e["contact"]) == (0.1875, 0.4375, 0.5)
     assert (e["em_mean_min"], e["em_mean_max"], e["em_mean_difference"]) == (10, 40, 30)
     assert (e["em_std_min"], e["em_std_max"], e["em_boundary_mean"]) == (0, 10, 25)
     # 1 over 3: four faces, 1 - overlap = 0, 0, 0, 0.25; three speak (membrane < 0.3 in both)
     e = row(table, 1, 3)
-    assert (e["in_faces"], e["in_mean"], e["in_q50"]) == (0, M, M)
+    same((e["in_faces"], e["in_mean"], e["in_q50"]), (0, M, M))
     assert (e["z_faces"], e["z_mean"], e["z_q50"], e["z_q75"]) == (4, 0.0625, 0.0, 0.0625)
     assert (e["z_speaking_share"], e["z_speaking_mean"], e["z_share"]) == (0.75, 0.0, 1.0)
     assert (e["size_min"], e["size_max"], e["membrane_min"], e["contact"]) == (4, 8, 0.0, 1.0)
-    assert (e["em_mean_difference"], e["em_boundary_mean"]) == (10, M)
+    same((e["em_mean_difference"], e["em_boundary_mean"]), (10, M))
     # 2 over 3: 1 - overlap = 0.5, 1, 1, 1; the two faces at x = 3 speak
     e = row(table, 2, 3)
     assert (e["z_faces"], e["z_mean"], e["z_q25"], e["z_q50"]) == (4, 0.875, 0.875, 1.0)
@@ -99,7 +104,7 @@ def test_quantiles_by_group_equal_numpy_bit_for_bit():
     for g in range(42):
         v = values[groups == g].astype(np.float64)
         if not len(v):
-            assert out[g].tolist() == [0] + [M] * 6
+            same(out[g].tolist(), [0] + [M] * 6)
             continue
         assert out[g, 0] == len(v)
         assert out[g, 1] == pytest.approx(v.mean(), rel=1e-12)
@@ -172,13 +177,17 @@ def test_saved_trees_predict_as_scikit_learn_does():
     rng = np.random.default_rng(5)
     X = rng.random((400, 3))
     y = (X[:, 0] + 0.5 * X[:, 1] + 0.2 * rng.random(400) > 0.8).astype(int)
+    X[::7, 2] = np.nan
     model = C.fit(X, y, ["a", "b", "c"], seed=1, parameters={"max_iter": 30})
+    assert model["classifier"]["parameters"] == dict(C.PARAMETERS, max_iter=30,
+                                                     monotonic_cst=[0, 0, 0])
     reference = HistGradientBoostingClassifier(random_state=1,
-                                               **dict(C.PARAMETERS, max_iter=30))
+                                               **model["classifier"]["parameters"])
     with threadpool_limits(limits=1, user_api="openmp"):
         reference.fit(X, y)
     test = rng.random((300, 3))
     test[:5, 0] = [-1, 2, 0.5, 0.0, 1.0]
+    test[5:9, 1] = np.nan  # a missing statistic (MISSING)
     np.testing.assert_allclose(C.predict(model, test), reference.predict_proba(test)[:, 1],
                                rtol=0, atol=1e-12)
     assert len(model["classifier"]["trees"]) == 30

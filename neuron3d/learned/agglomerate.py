@@ -23,11 +23,12 @@ from .graph import edge_labels, edge_table, feature_names
 
 __all__ = [
     "INITIAL_THRESHOLD", "THRESHOLDS", "apply", "choose", "cross_validated", "initial_segments",
-    "merge", "relabel", "sweep", "train",
+    "merge", "relabel", "sweep", "train", "weights",
 ]
 
-#: waterz's threshold for the initial over-segmentation.
-INITIAL_THRESHOLD = 0.3
+#: waterz's threshold for the initial over-segmentation (chosen, among 0.2, 0.3 and 0.4, by the
+#: cross-validation on the demo's d: documentation/learned_agglomeration.md).
+INITIAL_THRESHOLD = 0.2
 #: The grid of merge-probability thresholds swept on the training volume.
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
@@ -123,6 +124,12 @@ def _folds(segments, regions):
     return (centroid >= segments.shape[2] / 2).astype(np.int64)
 
 
+def weights(table):
+    """Training weights of edges: the square root of the smaller region's voxel count, so
+    that the large regions whose wrong merges cost most weigh more than fragments do."""
+    return np.sqrt(table.column("size_min"))
+
+
 def cross_validated(table, labels, segments, seed=0, parameters=None):
     """Out-of-fold merge probabilities of every edge (2 folds: the two halves along x).
 
@@ -144,10 +151,11 @@ def cross_validated(table, labels, segments, seed=0, parameters=None):
         inside = (a == k) & (b == k)
         if len(np.unique(labels[inside])) < 2:
             fallback = True
-            models = [C.fit(table.features, labels, table.names, seed, parameters)] * 2
+            models = [C.fit(table.features, labels, table.names, seed, parameters,
+                            weights(table))] * 2
             break
         models.append(C.fit(table.features[inside], labels[inside], table.names, seed,
-                            parameters))
+                            parameters, weights(table)[inside]))
     for k in (0, 1):
         other = (a == 1 - k) & (b == 1 - k)
         probability[other] = C.predict(models[k], table.features[other])
@@ -239,7 +247,7 @@ def train(membrane, overlap, truth, em=None, seed=0, initial_threshold=INITIAL_T
     segments = initial_segments(membrane, overlap, initial_threshold, workers)
     table = edge_table(segments, membrane, overlap, em, z_threshold)
     labels = edge_labels(segments, truth, table.edges)
-    model = C.fit(table.features, labels, table.names, seed, parameters)
+    model = C.fit(table.features, labels, table.names, seed, parameters, weights(table))
     probability, fallback = cross_validated(table, labels, segments, seed, parameters)
     rows = sweep(segments, table, probability, truth, thresholds)
     oracle = evaluate(truth, relabel(segments, merge(table.edges, labels, 0.5, table.regions)))

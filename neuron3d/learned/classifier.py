@@ -14,18 +14,36 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FORMAT", "VERSION", "check_features", "fit", "load", "predict", "save"]
+__all__ = [
+    "DECREASING", "FORMAT", "PARAMETERS", "VERSION", "check_features", "fit", "load",
+    "monotonic", "predict", "save",
+]
 
 #: The ``format`` of a saved model, and its ``version`` (raised when its meaning changes).
 FORMAT = "neuron3d.learned.model"
 VERSION = 1
 
-#: The classifier's settings (seeded; no early stopping, so the fit is deterministic).
-PARAMETERS = {"max_iter": 200, "learning_rate": 0.1, "max_leaf_nodes": 31,
-              "min_samples_leaf": 20, "l2_regularization": 0.0, "early_stopping": False}
+#: The classifier's settings (seeded; no early stopping, so the fit is deterministic).  Shallow,
+#: regularised trees: a quadrant gives a few hundred to a few thousand edges, and deeper ones
+#: (31 leaves, 200 iterations) put false merges of large regions at probabilities above 0.9 in
+#: the cross-validation on the demo's d (documentation/learned_agglomeration.md).
+PARAMETERS = {"max_iter": 100, "learning_rate": 0.1, "max_depth": 3, "min_samples_leaf": 20,
+              "l2_regularization": 1.0, "early_stopping": False}
+
+#: Features whose growth may only lower the merge probability: the statistics of the boundary
+#: values (membrane, 1 - overlap) of an edge, not their counts or shares.
+DECREASING = ("_mean", "_q10", "_q25", "_q50", "_q75", "_q90")
 
 
-def fit(features, labels, names, seed=0, parameters=None):
+def monotonic(names):
+    """The classifier's ``monotonic_cst`` for the feature ``names``: -1 (the merge probability
+    does not grow with it) for the boundary-value statistics of :data:`DECREASING` (``in_``,
+    ``z_``, ``z_speaking_mean``), 0 (unconstrained) for the rest."""
+    return [-1 if name.startswith(("in_", "z_")) and name.endswith(DECREASING) else 0
+            for name in names]
+
+
+def fit(features, labels, names, seed=0, parameters=None, weights=None):
     """Fit the edge classifier and return it as a model dict.
 
     Parameters
@@ -39,7 +57,9 @@ def fit(features, labels, names, seed=0, parameters=None):
     seed : int
         ``random_state`` of the classifier.
     parameters : dict, optional
-        Overrides of :data:`PARAMETERS`.
+        Overrides of :data:`PARAMETERS` (and of ``monotonic_cst``, :func:`monotonic`).
+    weights : numpy.ndarray, optional
+        (E,) sample weights.
 
     Returns
     -------
@@ -67,14 +87,14 @@ def fit(features, labels, names, seed=0, parameters=None):
     if len(classes) != 2 or not set(classes.tolist()) <= {0, 1}:
         raise ValueError("the training edges need both labels, merge (1) and keep apart (0); "
                          f"got {sorted(set(classes.tolist()))} for {len(labels)} edges")
-    settings = dict(PARAMETERS, **(parameters or {}))
+    settings = {**PARAMETERS, "monotonic_cst": monotonic(names), **(parameters or {})}
     classifier = HistGradientBoostingClassifier(random_state=int(seed), **settings)
     from threadpoolctl import threadpool_limits
 
     # one OpenMP thread: on a busy 2-core machine its spinning threads make a fit of a few
     # thousand edges ~15x slower; the fit does not depend on it
     with threadpool_limits(limits=1, user_api="openmp"):
-        classifier.fit(features, labels)
+        classifier.fit(features, labels, sample_weight=weights)
     trees = []
     for (predictor,) in classifier._predictors:
         nodes = predictor.nodes
@@ -98,6 +118,7 @@ def fit(features, labels, names, seed=0, parameters=None):
             "trees": trees,
         },
         "training": {"edges": int(len(labels)), "positives": int(labels.sum()),
+                     "weighted": weights is not None,
                      "seed": int(seed), "scikit_learn": sklearn.__version__},
     }
 

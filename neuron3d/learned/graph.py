@@ -14,7 +14,7 @@ value, high where the two voxels belong to different neurons:
 Everything is vectorised over faces with numpy: the faces are gathered slice by slice, their
 edges found with one ``numpy.unique`` and their statistics from one sort by (edge, value).
 A group of faces an edge does not have (an edge with no between-slice face has no ``z_``
-statistics) is :data:`MISSING` (-1), outside every real value's range.
+statistics) is :data:`MISSING` (NaN; the classifier learns where a missing value goes).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = [
 #: Quantiles of the boundary values of each edge (numpy's default, linear interpolation).
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 #: The value of a feature whose faces an edge does not have.
-MISSING = -1.0
+MISSING = float("nan")
 
 _STATS = ("faces", "mean") + tuple(f"q{round(100 * q):02d}" for q in QUANTILES)
 #: The features computed without EM, in column order.
