@@ -371,3 +371,29 @@ def test_cli_refuses_bad_input(volumes, tmp_path, capsys):
             "membrane slices are 64 x 64 but overlap slices are 64 x 32", tmp_path)
     assert digest(v.values()) == before
     assert not out.exists()
+
+
+def test_a_volume_without_edges_is_one_object():
+    segments = np.ones((1, 4, 5), dtype=np.uint8)
+    table = learned.edge_table(segments, np.zeros((1, 4, 5), np.float32),
+                               np.zeros((0, 4, 5), np.float32))
+    assert table.edges.shape == (0, 2) and table.features.shape == (0, len(learned.FEATURES))
+    truth, membrane, overlap = noisy(1, (4, 48, 48))
+    model = learned.train(membrane, overlap, truth, parameters={"max_iter": 5},
+                          thresholds=[0.5])
+    assert C.predict(model, table.features).shape == (0,)
+    # a blank slice: one fragment, nothing to merge
+    (labels,) = learned.apply(model, np.zeros((1, 6, 6), np.float32),
+                              np.zeros((0, 6, 6), np.float32))
+    assert labels.tolist() == np.ones((1, 6, 6), int).tolist()
+
+
+def test_training_needs_both_edge_labels(volumes, tmp_path, capsys):
+    one = tmp_path / "one_body.tif"
+    tifffile.imwrite(one, np.ones((8, 64, 64), np.uint16))
+    argv = ["train", "--membrane", str(volumes["membrane_d"]), "--overlap",
+            str(volumes["overlap_d"]), "--labels", str(one), "--output",
+            str(tmp_path / "m.json")]
+    assert main(argv) == 2
+    assert "need both labels, merge (1) and keep apart (0); got [1]" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()

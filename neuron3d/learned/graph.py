@@ -152,6 +152,11 @@ def _checked(segments, membrane, overlap, em):
     return segments.astype(np.int64), membrane, overlap, em
 
 
+#: The two pixels of an in-plane face: (y, x) and its predecessor along y, then along x.
+_IN_PLANE = (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+             ((slice(None), slice(1, None)), (slice(None), slice(None, -1))))
+
+
 def _faces(segments, membrane, overlap, em, z_threshold):
     """Every face between two different regions > 0, gathered slice by slice.
 
@@ -173,15 +178,11 @@ def _faces(segments, membrane, overlap, em, z_threshold):
     for z in range(depth):
         s, m = segments[z], membrane[z]
         e = em[z] if em is not None else None
-        for p, q, mp, mq, ep, eq in (
-                (s[1:], s[:-1], m[1:], m[:-1], None if e is None else e[1:], None
-                 if e is None else e[:-1]),
-                (s[:, 1:], s[:, :-1], m[:, 1:], m[:, :-1], None if e is None else e[:, 1:],
-                 None if e is None else e[:, :-1])):
-            value = np.maximum(mp, mq).ravel()
-            em_value = (np.zeros(value.shape) if e is None
-                        else ((ep + eq) / 2).ravel())
-            add(p.ravel(), q.ravel(), value, False, np.zeros(value.shape, bool), em_value)
+        for here, there in _IN_PLANE:
+            value = np.maximum(m[here], m[there]).ravel()
+            em_value = np.zeros(value.shape) if e is None else ((e[here] + e[there]) / 2).ravel()
+            add(s[here].ravel(), s[there].ravel(), value, False, np.zeros(value.shape, bool),
+                em_value)
         if z + 1 < depth:
             value = (1 - overlap[z]).ravel()
             speaking = ((membrane[z] < z_threshold) & (membrane[z + 1] < z_threshold)).ravel()
