@@ -10,6 +10,13 @@ zarr v3 / OME-Zarr 0.5 stores (and a bare array without a group) are read too.
 Masks are stored as uint8 0/255, exactly as the PNG slices hold them (viewers
 have no bool type); labels keep their unsigned dtype.
 
+Every store written carries a multiscale pyramid (``<store>/1``, ``2``, ...: 2x
+downsampling of the axes that are not already coarse, while a level spans more than one
+chunk across y or x; :func:`pyramid_levels`), the mean for images and probabilities, the
+field's striding for labels, written block by block (on the engine for the blockwise
+commands), so viewers stay responsive zoomed out.  Label stores say so with OME-Zarr's
+``image-label`` metadata.  Readers here read level 0.
+
 Writes are atomic (:mod:`neuron3d.atomic`, the machinery every writer shares): the
 store is built under a hidden temporary name beside the target and renamed into place
 when complete, so a failed or interrupted run leaves no partial store behind.
@@ -286,25 +293,139 @@ def check_voxel_size(voxel_size, name="--voxel_size"):
     return sizes
 
 
-def _metadata(shape, voxel_size, name):
+def _metadata(shape, voxel_size, name, levels=((1, 1, 1),), kind="image"):
     axes = [{"name": a, "type": "space", **({"unit": "nanometer"} if voxel_size else {})}
             for a in "zyx"]
-    scale = list(check_voxel_size(voxel_size) if voxel_size else (1.0, 1.0, 1.0))
+    base = list(check_voxel_size(voxel_size) if voxel_size else (1.0, 1.0, 1.0))
+    datasets = []
+    for k, factor in enumerate(levels):
+        transforms = [{"type": "scale", "scale": [b * f for b, f in zip(base, factor)]
+                       + [1.0] * (len(shape) - 3)}]
+        if kind == "image" and k:  # a mean's voxel lies at the centre of those it averages
+            transforms.append({"type": "translation", "translation": [
+                b * (f - 1) / 2 for b, f in zip(base, factor)] + [0.0] * (len(shape) - 3)})
+        datasets.append({"path": str(k), "coordinateTransformations": transforms})
     if len(shape) == 4:
         axes.append({"name": "c", "type": "channel"})
-        scale.append(1.0)
-    return {"multiscales": [{
-        "version": NGFF_VERSION, "name": name, "axes": axes,
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": scale}]}]}]}
+    meta = {"multiscales": [{"version": NGFF_VERSION, "name": name, "axes": axes,
+                             "datasets": datasets}]}
+    if kind == "labels":
+        meta["image-label"] = {"version": NGFF_VERSION}
+    return meta
+
+
+# ---- the multiscale pyramid -------------------------------------------------------------
+#: At most this many levels below the full resolution.
+MAX_LEVELS = 8
+
+
+def store_kind(dtype):
+    """How a store of ``dtype`` is downsampled: ``"labels"`` (integers of 16 bits or more,
+    the label dtypes: the voxel at each level's stride) or ``"image"`` (uint8 EM, masks and
+    probabilities, floats: the mean)."""
+    dtype = np.dtype(dtype)
+    return "labels" if dtype.kind in "iu" and dtype.itemsize >= 2 else "image"
+
+
+def pyramid_levels(shape, chunks, voxel_size=None):
+    """The cumulative (z, y, x) downsampling factor of every level, the first (1, 1, 1).
+
+    Each level halves the axes that are not already coarse: those finer than the coarsest
+    (all of them when the voxel is a cube, or when no finer axis has more than one voxel), or
+    y and x when the voxel size is unknown (serial sections: z is the coarse axis).  A level
+    is added while the previous one has more than one chunk across y or x, at most
+    :data:`MAX_LEVELS`."""
+    size = [float(v) for v in voxel_size] if voxel_size else None
+    factor = [1, 1, 1]
+    levels = [tuple(factor)]
+    while len(levels) <= MAX_LEVELS:
+        extent = [-(-n // f) for n, f in zip(shape[:3], factor)]
+        if extent[1] <= chunks[1] and extent[2] <= chunks[2]:
+            break
+        can = [a for a in range(3) if extent[a] > 1 and (size is not None or a > 0)]
+        if size is not None:  # the finer axes, or all that can be when none of them can
+            current = [s * f for s, f in zip(size, factor)]
+            can = [a for a in can if current[a] < max(current)] or can
+        halve = can
+        if not halve:
+            break
+        for a in halve:
+            factor[a] *= 2
+        levels.append(tuple(factor))
+    return levels
+
+
+def _level_array(path, level, mode):
+    import zarr
+
+    return _cached(os.path.join(str(path), str(level)), mode,
+                   lambda: zarr.open_array(store=str(path), path=str(level), mode=mode))
+
+
+def downsample(block, step, kind):
+    """One level down: ``block`` (z, y, x[, c]) reduced by ``step`` (per axis 1 or 2):
+    labels strided (the first voxel of each step), images the mean of the voxels a step
+    covers (those inside the block at its far edges), rounded for integer dtypes."""
+    if kind == "labels":
+        return block[::step[0], ::step[1], ::step[2]]
+    out_shape = [-(-n // s) for n, s in zip(block.shape[:3], step)]
+    padded = [o * s for o, s in zip(out_shape, step)]
+    pad = [(0, p - n) for p, n in zip(padded, block.shape[:3])] + [(0, 0)] * (block.ndim - 3)
+    values = np.pad(block.astype(np.float64), pad)
+    weight = np.pad(np.ones(block.shape[:3]), pad[:3])
+    shape = [d for o, s in zip(out_shape, step) for d in (o, s)] + list(block.shape[3:])
+    sums = values.reshape(shape).sum(axis=(1, 3, 5))
+    counts = weight.reshape(shape[:6]).sum(axis=(1, 3, 5))
+    mean = sums / counts.reshape(counts.shape + (1,) * (block.ndim - 3))
+    if np.issubdtype(block.dtype, np.integer):
+        info = np.iinfo(block.dtype)
+        return np.clip(np.rint(mean), info.min, info.max).astype(block.dtype)
+    return mean.astype(block.dtype)
+
+
+def pyramid_task(path, level, step, kind, region):
+    """One block of level ``level`` (``region`` in its voxels) from level ``level - 1``."""
+    source = _level_array(path, level - 1, "r")
+    read = tuple(slice(r.start * s, min(r.stop * s, n))
+                 for r, s, n in zip(region, step, source.shape))
+    _level_array(path, level, "r+")[region] = downsample(read_block(source, read), step, kind)
+
+
+def _write_pyramid(group, array, levels, kind, client):
+    """Levels 1.. of a store whose level 0 is written, each from the previous one, block by
+    block (on ``client``, a dask client or the serial executor, when given)."""
+    from itertools import product
+
+    path = store_path(array)
+    chunks = array.chunks
+    for k in range(1, len(levels)):
+        step = tuple(b // a for a, b in zip(levels[k - 1], levels[k]))
+        shape = tuple(-(-n // f) for n, f in zip(array.shape[:3], levels[k])) + \
+            tuple(array.shape[3:])
+        group.create_array(str(k), shape=shape, dtype=array.dtype,
+                           chunks=tuple(min(c, n) for c, n in zip(chunks, shape)),
+                           fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"})
+        regions = list(product(*[[slice(a, min(a + c, n)) for a in range(0, n, c)]
+                                 for n, c in zip(shape[:3], chunks[:3])]))
+        if client is None:
+            for region in regions:
+                pyramid_task(path, k, step, kind, region)
+        else:
+            from functools import partial
+
+            for future in client.map(partial(pyramid_task, path, k, step, kind), regions,
+                                     pure=False):
+                future.result()
 
 
 @contextmanager
-def creating(path, shape, dtype, chunks=None, voxel_size=None):
+def creating(path, shape, dtype, chunks=None, voxel_size=None, kind=None, pyramid=True,
+             client=None):
     """Create an OME-Zarr store atomically: yields the new (empty) array to fill.
 
     The store is built under a hidden temporary name beside ``path``; when the
-    ``with`` block ends without an exception it replaces ``path`` (an existing
+    ``with`` block ends without an exception, the multiscale pyramid is added (levels
+    1.., see :func:`pyramid_levels`) and the store replaces ``path`` (an existing
     store of that name is removed only then).  On an exception the temporary store
     is removed and ``path`` is left as it was.
 
@@ -320,6 +441,14 @@ def creating(path, shape, dtype, chunks=None, voxel_size=None):
         Chunk shape (z, y, x), clipped to ``shape``; default :data:`DEFAULT_CHUNKS`.
     voxel_size : tuple of 3 float or None
         Voxel size (z, y, x) in nanometres, if known.
+    kind : {"image", "labels"} or None
+        How the pyramid is downsampled (the mean, or striding) and whether the store says
+        it is a label image (OME-Zarr's ``image-label`` metadata); default
+        :func:`store_kind` of ``dtype``.
+    pyramid : bool
+        Add the levels below the full resolution (a temporary store does not need them).
+    client : dask.distributed.Client or SerialExecutor, optional
+        Where the pyramid's blocks are computed (default: in this process, block by block).
     """
     import zarr
 
@@ -327,14 +456,21 @@ def creating(path, shape, dtype, chunks=None, voxel_size=None):
 
     if voxel_size is not None:
         check_voxel_size(voxel_size)  # before anything is created
+    kind = store_kind(dtype) if kind is None else kind
+    if kind not in ("image", "labels"):
+        raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
     path = Path(path)
+    chunks = chunks_for(shape, chunks)
+    levels = pyramid_levels(shape, chunks, voxel_size) if pyramid and 0 not in shape \
+        else [(1, 1, 1)]
     with staging_dir(path, "a .zarr folder") as tmp:
         group = zarr.open_group(store=str(tmp), mode="w", zarr_format=2)
-        group.attrs.update(_metadata(shape, voxel_size, path.stem))
+        group.attrs.update(_metadata(shape, voxel_size, path.stem, levels, kind))
         array = group.create_array("0", shape=tuple(shape), dtype=dtype,
-                                   chunks=chunks_for(shape, chunks), fill_value=0,
+                                   chunks=chunks, fill_value=0,
                                    chunk_key_encoding={"name": "v2", "separator": "/"})
         yield array
+        _write_pyramid(group, array, levels, kind, client)
         if path.exists():  # swap: the old store goes aside, the new one in, the old one away
             old = new_temp_dir(path)
             os.rename(path, old / "store")

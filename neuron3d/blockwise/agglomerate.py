@@ -257,7 +257,8 @@ def _fragments_and_graph(client, membrane, overlap, shape, grid, chunks, options
                          z_threshold, tmp):
     """Passes 1-3: fragments (kept in ``tmp``) and the region graph."""
     depth = shape[0]
-    with zarrio.creating(tmp / "fragments.zarr", shape, np.uint32, chunks) as frag_array:
+    with zarrio.creating(tmp / "fragments.zarr", shape, np.uint32, chunks,
+                         pyramid=False) as frag_array:
         parts = run_tasks(client, task(fragment_task, str(membrane),
                                        zarrio.store_path(frag_array), shape, options),
                           grid, "fragment blocks")
@@ -288,7 +289,8 @@ def _passes(client, membrane, overlap, outputs, values, chunks, scoring, z_thres
     fr.graph = graph = None
     with contextlib.ExitStack() as stack:
         stores = [zarrio.store_path(stack.enter_context(
-            zarrio.creating(out, shape, tables[t][0].dtype, chunks)))
+            zarrio.creating(out, shape, tables[t][0].dtype, chunks, kind="labels",
+                            client=client)))
             for t, out in zip(values, outputs)]
         writes = []
         for region in grid:

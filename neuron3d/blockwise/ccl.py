@@ -231,7 +231,8 @@ def label_volume(client, masks, shape, output, chunks=None, block_bytes=0):
     summaries = gather_with_progress(paired, "label blocks")
     del paired
     mapping, offsets, counts, count = union_find(summaries, neighbours)
-    with zarrio.creating(output, shape, mapping.dtype, chunks) as out:
+    with zarrio.creating(output, shape, mapping.dtype, chunks, kind="labels",
+                         client=client) as out:
         tasks = [(region, mapping[offsets[i]:offsets[i] + counts[i] + 1].copy())
                  for i, region in enumerate(grid)]
         for _, part in tasks:

@@ -181,7 +181,7 @@ def per_slice(client, operation, source, output, chunks=None, erosions=10,
     if grid:
         check_block_memory(client, op.block_bytes(grid[0], np.dtype(array.dtype).itemsize),
                            f"--operation {operation}")
-    with zarrio.creating(output, out_shape, np.uint8, chunks) as out:
+    with zarrio.creating(output, out_shape, np.uint8, chunks, client=client) as out:
         if out_shape[0]:  # one slice has no overlap: an empty (0, y, x) store
             run_tasks(client, task(run_block, operation, str(source), zarrio.store_path(out),
                                    **params), grid, f"{operation} blocks")
