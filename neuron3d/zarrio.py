@@ -480,13 +480,16 @@ def creating(path, shape, dtype, chunks=None, voxel_size=None, kind=None, pyrami
             os.rename(tmp, path)
 
 
-def write_zarr(path, stack, chunks=None, voxel_size=None):
+def write_zarr(path, stack, chunks=None, voxel_size=None, kind=None):
     """Write an in-memory stack (or a dask array, computed chunk by chunk) to an OME-Zarr store.
 
-    Returns ``path``.  bool masks are stored as uint8 0/255.
+    Returns ``path``.  bool masks are stored as uint8 0/255.  ``kind`` ("image" or
+    "labels"; default by dtype, :func:`store_kind`) decides the pyramid's downsampling and
+    the ``image-label`` metadata (uint8 ground-truth labels need ``kind="labels"``).
     """
     shape = tuple(stack.shape)
-    with creating(path, shape, storage_dtype(stack.dtype), chunks, voxel_size) as array:
+    with creating(path, shape, storage_dtype(stack.dtype), chunks, voxel_size,
+                  kind=kind) as array:
         if hasattr(stack, "dask"):
             import dask.array as da
 

@@ -68,6 +68,14 @@ def test_store_levels_and_metadata(tmp_path):
         {"type": "scale", "scale": [30.0, 24.0, 24.0]},
         {"type": "translation", "translation": [0.0, 9.0, 9.0]}]
     np.testing.assert_array_equal(zarrio.read_zarr(tmp_path / "ids.zarr"), ids)  # level 0
+    # uint8 labels (a ground truth of few bodies) say so: strided, image-label
+    zarrio.write_zarr(tmp_path / "ids8.zarr", ids.astype(np.uint8), (2, 32, 64), kind="labels")
+    np.testing.assert_array_equal(zarr.open_group(str(tmp_path / "ids8.zarr"), mode="r")["1"][:],
+                                  ids[:, ::2, ::2])
+    assert "image-label" in json.loads((tmp_path / "ids8.zarr" / ".zattrs").read_text())
+    with pytest.raises(ValueError, match="kind must be 'image' or 'labels', got 'mask'"):
+        zarrio.write_zarr(tmp_path / "x.zarr", ids, kind="mask")
+    assert not (tmp_path / "x.zarr").exists()
 
 
 def test_blockwise_label_store_has_the_in_memory_pyramid(tmp_path):
