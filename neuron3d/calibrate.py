@@ -27,7 +27,7 @@ import sys
 
 import numpy as np
 
-from .cli import ArgumentParser, run_cli
+from .cli import ArgumentParser, check_output_file, run_cli
 
 #: The 8-bit level of 0.5: a pixel is membrane when its value is >= HALF.
 HALF = 128
@@ -173,7 +173,6 @@ def main(argv=None):
 
     def body():
         from .io import check_outputs_apart, read_stack, write_file, write_tif
-        from .sweep import check_output_file
 
         mode = "--choose" if args.choose else "--apply"
         needed = ("truth", "output") if args.choose else ("output_dir",)

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 __all__ = [
-    "USER_ERRORS", "ArgumentParser", "check_name", "check_output_dir", "run_cli",
+    "USER_ERRORS", "ArgumentParser", "check_name", "check_output_dir", "check_output_file",
+    "run_cli",
 ]
 
 #: Exceptions that mean "the user gave bad input", reported without a traceback.
@@ -118,6 +119,31 @@ def check_output_dir(folder, flag="--output_dir"):
             break
     return path
 
+
+def check_output_file(path, flag, expected="a file"):
+    """Refuse an output file that could not be written, before any work is done.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file a command will write (its missing parent folders are created then).
+    flag : str
+        The option that named it, for the message.
+    expected : str
+        What it should be (``"a JSON file"``), for the message.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` is an existing folder, or one of its parents is an existing file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is an existing folder, expected {expected}")
+    nearest = next((p for p in path.parents if p.exists()), Path("."))
+    if not nearest.is_dir():
+        raise ValueError(f"{flag} {path} lies under an existing file {nearest}")
+    return path
 
 def run_cli(prog, body):
     """Run ``body()`` and turn user errors into one stderr line and exit status 2.

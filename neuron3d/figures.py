@@ -1,7 +1,7 @@
 """Figures the project draws from its own data (see documentation/README.md).
 
     python -m neuron3d.figures synthetic documentation/synthetic_data.png
-    python -m neuron3d.figures run results/demo --datasets datasets/demo --out documentation/
+    python -m neuron3d.figures run results/demo --out documentation/
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def build_parser():
         "--deterministic", action="store_true", default=None,
         help="deterministic TensorFlow kernels, fixed thread counts and oneDNN capped at one "
              "instruction set in training (the same numbers on every x86-64 machine; see "
-             "README); the default with --demo")
+             "documentation/trainer.md); the default with --demo")
     determinism.add_argument(
         "--no_deterministic", "--no-deterministic", dest="deterministic", action="store_false",
         help="the fastest kernels of this machine instead (--demo's numbers then depend on "

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .agglomerate import SCORINGS
-from .cli import ArgumentParser, run_cli
+from .cli import ArgumentParser, check_output_file, run_cli
 
 #: The grid of merge thresholds swept on the held-out quadrant.
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -33,32 +33,6 @@ def choose(rows):
     """The threshold with the lowest adapted Rand error against the labels (lowest on ties)."""
     best = min(rows, key=lambda r: (r["labels"]["adapted_rand_error"], r["threshold"]))
     return best["threshold"]
-
-
-def check_output_file(path, flag, expected="a file"):
-    """Refuse an output file that could not be written, before any work is done.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file a command will write (its missing parent folders are created then).
-    flag : str
-        The option that named it, for the message.
-    expected : str
-        What it should be (``"a JSON file"``), for the message.
-
-    Raises
-    ------
-    ValueError
-        When ``path`` is an existing folder, or one of its parents is an existing file.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{flag} {path} is an existing folder, expected {expected}")
-    nearest = next((p for p in path.parents if p.exists()), Path("."))
-    if not nearest.is_dir():
-        raise ValueError(f"{flag} {path} lies under an existing file {nearest}")
-    return path
 
 
 def chosen_threshold(path):

@@ -59,9 +59,6 @@ from .grid import block_grid, read_region, upper_neighbours
 from .ops import OPERATIONS, Operation, check_operation_input, per_slice, run_block
 from .sweep import sweep_stores
 
-#: The old private name of :func:`store_path` (imagetranslation/tiled.py used it).
-_store_path = store_path
-
 __all__ = ["MIN_WORKER_MEMORY", "OPERATIONS", "Operation", "SerialExecutor", "WORKER_MALLOC",
            "add_arguments", "agglomerate_stores", "block_grid", "check_agglomerate_inputs",
            "check_arguments", "check_block_memory",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli import ArgumentParser, run_cli
+from ..cli import ArgumentParser, check_output_dir, check_output_file, run_cli
 
 PROG = "python -m neuron3d.learned"
 
@@ -65,11 +65,10 @@ def _check_output_file(path, flag, suffixes):
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise ValueError(f"{flag} must end in {' or '.join(suffixes)}, got {path}")
-    if path.is_dir() and path.suffix.lower() != ".zarr":
-        raise ValueError(f"{flag} {path} is an existing folder, expected a file")
-    nearest = next((p for p in path.parents if p.exists()), Path("."))
-    if not nearest.is_dir():
-        raise ValueError(f"{flag} {path} lies under an existing file {nearest}")
+    if path.suffix.lower() == ".zarr":  # a store is a folder
+        check_output_dir(path, flag)
+    else:
+        check_output_file(path, flag)
 
 
 def _read(args, with_labels):
