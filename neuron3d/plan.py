@@ -195,7 +195,10 @@ def plan(options, layout, shape):
         step(f"predict_{key}_{q}", "imagetranslation/translate.py", "--mode", "test",
              "--checkpoint", In(L.network(key)), "--input_dir",
              In(L.combined(NETWORKS[key].pairs, q)), "--output_dir", Out(L.prediction(key, q)),
-             "--model", "pix2pix", *(("--tta",) if options.tta and q != "b" else ()))
+             "--model", "pix2pix",
+             # prediction too: its threads and kernels round the outputs NN-4/NN-5 train on
+             *(("--deterministic",) if options.deterministic else ()),
+             *(("--tta",) if options.tta and q != "b" else ()))
 
     def cytoplasm_network(key):
         q = TEST_QUADRANT

@@ -225,6 +225,13 @@ def test_demo_is_deterministic_unless_told_otherwise(capsys):
     fast = options("--demo", "--no_deterministic")
     assert fast.deterministic is False
     assert "--deterministic" not in R.training_args(fast, fast.shape, "nn3")
+    # prediction runs deterministically too: NN-4 and NN-5 train on NN-3's predictions, so
+    # their threads and kernels must not depend on the machine either
+    for o, expected in ((demo, True), (fast, False)):
+        predictions = [s for s in P.plan(o, R.Layout.of(o), o.shape)
+                       if s.name.startswith("predict_")]
+        assert predictions and all(("--deterministic" in s.argv) is expected
+                                   for s in predictions)
     assert options("--demo", "--no-deterministic").deterministic is False
     assert options().deterministic is False and options("--deterministic").deterministic is True
     with pytest.raises(SystemExit) as info:
