@@ -24,15 +24,7 @@ import numpy as np
 
 from .agglomerate import SCORINGS
 from .cli import ArgumentParser, check_output_file, run_cli
-
-#: The grid of merge thresholds swept on the held-out quadrant.
-THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
-
-
-def choose(rows):
-    """The threshold with the lowest adapted Rand error against the labels (lowest on ties)."""
-    best = min(rows, key=lambda r: (r["labels"]["adapted_rand_error"], r["threshold"]))
-    return best["threshold"]
+from .thresholds import CRITERION, THRESHOLDS, choose
 
 
 def chosen_threshold(path):
@@ -127,9 +119,7 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
             else evaluate(evaluation, volume, true_source=sources[3], pred_source=made),
             "small": small_objects(volume),
         })
-    return {"rows": rows, "chosen": choose(rows), "scoring": scoring,
-            "criterion": "lowest adapted Rand error against the ground-truth labels "
-                         "(lower threshold on ties)"}
+    return {"rows": rows, "chosen": choose(rows), "scoring": scoring, "criterion": CRITERION}
 
 
 def build_parser():

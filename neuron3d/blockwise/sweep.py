@@ -97,7 +97,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     """
     from ..agglomerate import check_thresholds
     from ..metrics import Contingency, scores_from_table, sorted_table
-    from ..sweep import THRESHOLDS, choose
+    from ..thresholds import CRITERION, THRESHOLDS, choose
 
     inputs = {_MEMBRANE: membrane, _OVERLAP: overlap, "--labels": labels,
               "--evaluation": evaluation}
@@ -151,5 +151,4 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
                              "small_voxel_share": float(label_sizes[small].sum() / total)}}
     ordered = [rows[t] for t in values]
     return {"rows": ordered, "chosen": choose(ordered), "scoring": scoring,
-            "criterion": "lowest adapted Rand error against the ground-truth labels "
-                         "(lower threshold on ties)"}
+            "criterion": CRITERION}
