@@ -66,7 +66,8 @@ def test_zarr_test_mode_refuses_an_output_that_is_or_lies_inside_its_input(train
     assert _hashes(store, run) == before
 
 
-def test_zarr_test_mode_names_a_corrupt_chunk_in_one_line(trained, tmp_path, capsys):
+@pytest.mark.parametrize("engine", [(), ("--scheduler", "local:1")], ids=["serial", "dask"])
+def test_zarr_test_mode_names_a_corrupt_chunk_in_one_line(trained, tmp_path, capsys, engine):
     _, run, store = trained
     broken = tmp_path / "B.zarr"
     zarrio.write_zarr(broken, zarrio.read_zarr(store), chunks=(2, 16, 16))
@@ -76,8 +77,13 @@ def test_zarr_test_mode_names_a_corrupt_chunk_in_one_line(trained, tmp_path, cap
     chunks[-1].write_bytes(b"\x00 not a chunk \xff" * 3)
     before = _hashes(broken)
     capsys.readouterr()
-    assert_user_error_status(_test(run, broken, tmp_path / "P.zarr"), capsys,
-                             f"--input_dir {broken}", "unreadable chunks")
+    status = _test(run, broken, tmp_path / "P.zarr", *engine)
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err and "Compute Failed" not in err, err
+    lines = [line for line in err.strip().splitlines()  # beside the engine's dashboard line
+             if not line.startswith("dask: ") and " blocks " not in line]
+    assert len(lines) == 1 and lines[0].startswith("translate.py: error: "), err
+    assert f"--input_dir {broken}" in lines[0] and "unreadable chunks" in lines[0], lines[0]
     assert not (tmp_path / "P.zarr").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["B.zarr"]  # no temporaries either
     assert _hashes(broken) == before
