@@ -306,7 +306,7 @@ def plan(options, layout, shape):
         step(f"sweep_agglomerate_{d}", "-m", "neuron3d.sweep",
              "--input_dir_membrane", membrane[d], "--input_dir_overlap", overlap[d],
              "--labels", In(truth[d]), "--evaluation", In(L.evaluation(d)),
-             "--output", Out(L.sweep), *engine)
+             "--criterion", options.criterion, "--output", Out(L.sweep), *engine)
         step(f"agglomerate_{c}", "reconstruct3D.py", "--method", "agglomerate",
              "--input_dir_membrane", membrane[c], "--input_dir_overlap", overlap[c],
              "--merge_threshold_from", In(L.sweep),

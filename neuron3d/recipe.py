@@ -88,6 +88,12 @@ def build_parser():
                         "8 flips and transposes (translate.py --mode test --tta; 8x their "
                         "prediction time); b's predictions, NN-4's and NN-5's training "
                         "inputs, stay plain")
+    from .thresholds import CRITERIA, DEFAULT_CRITERION
+
+    p.add_argument("--criterion", choices=sorted(CRITERIA), default=DEFAULT_CRITERION,
+                   help="how the agglomeration's threshold is chosen on d: voi = the lowest "
+                        "VOI split + merge against d's labels (ties: adapted Rand error), "
+                        "rand = the lowest adapted Rand error (default %(default)s)")
     big = p.add_argument_group("large volumes (see documentation/cluster.md)")
     big.add_argument("--chunks", type=int, nargs=3, metavar=("Z", "Y", "X"),
                      help="run the evaluation volumes, the thinning of the predicted overlaps, "
@@ -124,6 +130,7 @@ class Options:
     seed: int
     deterministic: bool
     tta: bool = False
+    criterion: str = "voi"
     chunks: tuple[int, int, int] | None = None
     scheduler: str | None = None
     memory_limit: str | None = None
@@ -221,7 +228,8 @@ def resolve(args):
                    epochs=args.epochs, steps=args.steps, minutes=args.minutes, paths=args.paths,
                    method=args.method, erosions=args.erosions, shape=shape, seed=args.seed,
                    deterministic=args.demo if args.deterministic is None
-                   else args.deterministic, tta=args.tta, chunks=chunks,
+                   else args.deterministic, tta=args.tta, criterion=args.criterion,
+                   chunks=chunks,
                    scheduler=scheduler, memory_limit=args.memory_limit, force=args.force,
                    dry_run=args.dry_run)
 

@@ -215,13 +215,23 @@ def build_report(layout, record, steps, records, ran, total_seconds=None):
 
 
 def summary_line(report):
-    """A few lines: each method's adapted Rand error against both references, baselines."""
-    lines = [f"{'adapted Rand error on c':<46} vs evaluation volume   vs ground truth"]
+    """A few lines: each method's adapted Rand error against both references, and against the
+    ground truth its VOI split / merge (bits) and object count (of the truth's); baselines."""
+    lines = [f"{'adapted Rand error on c':<46} vs evaluation volume   vs ground truth   "
+             "VOI split / merge   objects (true)"]
+    sweep = report.get("agglomeration_sweep") or {}
+    how = {"voi": ", by VOI", "rand": ", by Rand"}.get(sweep.get("criterion_name"), "")
+
+    def scores(scores):
+        return (f"{scores['voi_split']:>9.3f} / {scores['voi_merge']:<6.3f} "
+                f"{scores['predicted_objects']:>8} ({scores['true_objects']})")
+
     for row in report["results"]:
-        name = (f"agglomerate (threshold {row['merge_threshold']:g}, chosen on d)"
+        name = (f"agglomerate (threshold {row['merge_threshold']:g}, chosen on d{how})"
                 if row["method"] == "agglomerate" else f"thesis {row['key']}")
         lines.append(f"  {name:<44} {row['adapted_rand_error']:>20.4f}   "
-                     f"{row['labels_scores']['adapted_rand_error']:>15.4f}")
+                     f"{row['labels_scores']['adapted_rand_error']:>15.4f}   "
+                     f"{scores(row['labels_scores'])}")
     for key in report["baselines"]:
         lines.append(f"  {'baseline: ' + key.replace('_', ' '):<44} "
                      f"{report['baselines'][key]['adapted_rand_error']:>20.4f}   "
@@ -250,7 +260,9 @@ def read_run(run_dir):
                                 ) from None
     try:
         layout = Layout.from_dict(record["layout"]).rerooted(run_dir)
-        options = Options(**{**record["options"], "shape": tuple(record["options"]["shape"])
+        # a run from before --criterion chose by the adapted Rand error
+        options = Options(**{"criterion": "rand", **record["options"],
+                             "shape": tuple(record["options"]["shape"])
                              if record["options"]["shape"] else None})
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{run_dir / 'options.json'} is not an experiment_8.sh options "

@@ -24,7 +24,7 @@ import numpy as np
 
 from .agglomerate import SCORINGS
 from .cli import ArgumentParser, check_output_file, run_cli
-from .thresholds import CRITERION, THRESHOLDS, choose
+from .thresholds import CRITERIA, DEFAULT_CRITERION, THRESHOLDS, choose
 
 
 def chosen_threshold(path):
@@ -67,7 +67,7 @@ def chosen_threshold(path):
 
 
 def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, scoring="median",
-          sources=("membrane", "overlap", "labels", "evaluation")):
+          sources=("membrane", "overlap", "labels", "evaluation"), criterion=DEFAULT_CRITERION):
     """Agglomerate at every threshold and score each result.
 
     Parameters
@@ -84,6 +84,8 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
         The boundary statistic (see :data:`neuron3d.agglomerate.SCORINGS`).
     sources : tuple of str
         File names of the four inputs, for messages.
+    criterion : str
+        How the threshold is chosen (:data:`neuron3d.thresholds.CRITERIA`).
 
     Raises
     ------
@@ -119,7 +121,8 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
             else evaluate(evaluation, volume, true_source=sources[3], pred_source=made),
             "small": small_objects(volume),
         })
-    return {"rows": rows, "chosen": choose(rows), "scoring": scoring, "criterion": CRITERION}
+    return {"rows": rows, "chosen": choose(rows, criterion), "scoring": scoring,
+            "criterion": CRITERIA[criterion], "criterion_name": criterion}
 
 
 def build_parser():
@@ -134,6 +137,10 @@ def build_parser():
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
                    help="the grid (default 0.05, 0.10, ..., 0.95)")
     p.add_argument("--scoring", default="median", help="boundary statistic (default median)")
+    p.add_argument("--criterion", choices=sorted(CRITERIA), default=DEFAULT_CRITERION,
+                   help="how the threshold is chosen: voi = lowest VOI split + merge against "
+                   "the labels (ties: adapted Rand error), rand = lowest adapted Rand error "
+                   "(default %(default)s; neuron3d/thresholds.py)")
     p.add_argument("--output", required=True, help="JSON file for the table and the choice")
     from . import blockwise
 
@@ -187,7 +194,8 @@ def main(argv=None):
             with blockwise.engine(args.scheduler, args.memory_limit) as client:
                 result = blockwise.sweep_stores(
                     client, args.input_dir_membrane, args.input_dir_overlap, args.labels,
-                    args.evaluation, thresholds, args.chunks, args.scoring, args.output)
+                    args.evaluation, thresholds, args.chunks, args.scoring, args.output,
+                    criterion=args.criterion)
         else:
             membrane = read_stack(args.input_dir_membrane, channel=0)
             overlap = read_stack(args.input_dir_overlap, channel=0)
@@ -195,15 +203,17 @@ def main(argv=None):
             evaluation = read_labels(args.evaluation) if args.evaluation else None
             result = sweep(membrane, overlap, labels, evaluation, thresholds, args.scoring,
                            (args.input_dir_membrane, args.input_dir_overlap, args.labels,
-                            args.evaluation))
+                            args.evaluation), args.criterion)
         result["inputs"] = {k: getattr(args, k) for k in
                             ("input_dir_membrane", "input_dir_overlap", "labels", "evaluation")}
         for row in result["rows"]:
             ev = row["evaluation"]
+            scores = row["labels"]
             print(f"threshold {row['threshold']:.2f}: adapted Rand error "
-                  f"{row['labels']['adapted_rand_error']:.4f} (labels)"
-                  + (f", {ev['adapted_rand_error']:.4f} (evaluation volume)" if ev else ""),
-                  file=sys.stderr)
+                  f"{scores['adapted_rand_error']:.4f} (labels)"
+                  + (f", {ev['adapted_rand_error']:.4f} (evaluation volume)" if ev else "")
+                  + f", VOI {scores['voi_split']:.3f} / {scores['voi_merge']:.3f}, "
+                  f"{row['small']['objects']} objects", file=sys.stderr)
         write_file(args.output, json.dumps(result, indent=1) + "\n")
         print(f"sweep: chose merge threshold {result['chosen']:g} "
               f"({result['criterion']}); wrote {args.output}")

@@ -61,8 +61,11 @@ def test_build_report_exact_rows_and_baselines(tmp_path):
     assert got["timings_seconds"] == {"evaluate_nn4_nn5": 1.5} and got["steps_seconds"] == 1.5
     assert got["versions"]["numpy"] == np.__version__
     lines = report.summary_line(got).splitlines()
+    truth = row["labels_scores"]
     assert lines[1].split() == ["thesis", "nn4_nn5", f"{row['adapted_rand_error']:.4f}",
-                                f"{row['labels_scores']['adapted_rand_error']:.4f}"]
+                                f"{truth['adapted_rand_error']:.4f}",
+                                f"{truth['voi_split']:.3f}", "/", f"{truth['voi_merge']:.3f}",
+                                str(truth["predicted_objects"]), f"({truth['true_objects']})"]
     assert lines[2].split()[:4] == ["baseline:", "all", "one", "object"]
 
 

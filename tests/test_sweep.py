@@ -158,3 +158,44 @@ def test_sweep_messages_name_the_files(sweep_files, capsys, monkeypatch):
     assert_user_error_status(status, capsys, "overlap slices are 16 x 8",
                              str(sweep_files / "membrane.tif"), str(sweep_files / "narrow.tif"))
     assert not (sweep_files / "s.json").exists()
+
+
+# ---- the criterion ------------------------------------------------------------------------------
+
+def _row(threshold, rand, split, merge):
+    return {"threshold": threshold,
+            "labels": {"adapted_rand_error": rand, "voi_split": split, "voi_merge": merge}}
+
+
+def test_the_criteria_choose_as_documented():
+    from neuron3d.thresholds import CRITERIA, CRITERION, DEFAULT_CRITERION, choose
+
+    rows = [_row(0.2, 0.050, 1.40, 0.10),   # many small splits: the best adapted Rand error
+            _row(0.4, 0.060, 0.30, 0.25),   # the lowest VOI (0.55)
+            _row(0.6, 0.070, 0.25, 0.30),   # the same VOI sum, a worse adapted Rand error
+            _row(0.8, 0.050, 0.20, 0.90)]   # ties 0.2 by adapted Rand error, higher threshold
+    assert choose(rows, "rand") == 0.2
+    assert choose(rows, "voi") == 0.4 and choose(rows) == 0.4 and DEFAULT_CRITERION == "voi"
+    tied = [_row(0.6, 0.060, 0.25, 0.30), _row(0.4, 0.060, 0.30, 0.25)]
+    assert choose(tied, "voi") == 0.4  # VOI and adapted Rand error tie: the lower threshold
+    # sums equal but for the last bits tie (0.1 + 0.2 != 0.3 in floating point)
+    assert choose([_row(0.3, 0.07, 0.1, 0.2), _row(0.5, 0.06, 0.3, 0.0)], "voi") == 0.5
+    assert CRITERION == CRITERIA["voi"] and "VOI" in CRITERION
+    with pytest.raises(ValueError, match="--criterion must be one of voi, rand, got 'f1'"):
+        choose(rows, "f1")
+
+
+def test_sweep_cli_records_its_criterion(sweep_files, capsys):
+    from neuron3d import sweep as S
+    from neuron3d.thresholds import CRITERIA
+
+    for criterion in ("rand", "voi"):
+        out = sweep_files / f"{criterion}.json"
+        assert S.main(sweep_args(sweep_files, out) + ["--criterion", criterion]) == 0
+        result = json.loads(out.read_text())
+        assert result["criterion"] == CRITERIA[criterion]
+        assert result["criterion_name"] == criterion
+        assert "VOI 0.000 / 0.000, 2 objects" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        S.main(sweep_args(sweep_files, sweep_files / "x.json") + ["--criterion", "f1"])
+    assert exc.value.code == 2 and "invalid choice: 'f1'" in capsys.readouterr().err

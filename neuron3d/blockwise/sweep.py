@@ -71,7 +71,7 @@ def _check_references(shape, references):
 
 
 def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=None,
-                 chunks=None, scoring="median", scratch=None):
+                 chunks=None, scoring="median", scratch=None, criterion="voi"):
     """:func:`neuron3d.sweep.sweep` of zarr stores, blockwise.
 
     Parameters
@@ -87,6 +87,8 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     chunks : tuple of 3 int, optional
         Blocks are ``chunks[0]`` whole slices.
     scoring : {"median", "median_max"}
+    criterion : str
+        How the threshold is chosen (:data:`neuron3d.thresholds.CRITERIA`).
     scratch : str or Path
         A path beside which the temporary fragment store is made (the sweep file).
 
@@ -97,7 +99,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     """
     from ..agglomerate import check_thresholds
     from ..metrics import Contingency, scores_from_table, sorted_table
-    from ..thresholds import CRITERION, THRESHOLDS, choose
+    from ..thresholds import CRITERIA, THRESHOLDS, choose
 
     inputs = {_MEMBRANE: membrane, _OVERLAP: overlap, "--labels": labels,
               "--evaluation": evaluation}
@@ -150,5 +152,5 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
                    "small": {"objects": int(len(label_sizes)), "small_objects": int(small.sum()),
                              "small_voxel_share": float(label_sizes[small].sum() / total)}}
     ordered = [rows[t] for t in values]
-    return {"rows": ordered, "chosen": choose(ordered), "scoring": scoring,
-            "criterion": CRITERION}
+    return {"rows": ordered, "chosen": choose(ordered, criterion), "scoring": scoring,
+            "criterion": CRITERIA[criterion], "criterion_name": criterion}

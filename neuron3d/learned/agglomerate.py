@@ -192,10 +192,9 @@ CRITERION = ("lowest VOI split + merge against the ground-truth labels, then low
 
 def choose(rows):
     """The threshold of :data:`CRITERION` among :func:`sweep`'s rows."""
-    best = min(rows, key=lambda r: (round(r["labels"]["voi_split"] + r["labels"]["voi_merge"],
-                                          12), r["labels"]["adapted_rand_error"],
-                                    r["threshold"]))
-    return best["threshold"]
+    from ..thresholds import choose as choose_threshold
+
+    return choose_threshold(rows, "voi")
 
 
 def train(membrane, overlap, truth, em=None, seed=0, initial_threshold=INITIAL_THRESHOLD,
