@@ -65,7 +65,8 @@ class Rule:
         if kind is int:
             return f"an integer >= {self.low:g}"
         if self.high is not None:
-            return f"in [{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return (f"in {'(' if self.low_open else '['}{self.low:g}, "
+                    f"{self.high:g}{')' if self.high_open else ']'}")
         return f"a finite number {'>' if self.low_open else '>='} {self.low:g}"
 
 
@@ -119,6 +120,7 @@ _POSITIVE, _NON_NEGATIVE = Rule(1), Rule(0)
 _FINITE_NON_NEGATIVE, _FINITE_POSITIVE = Rule(0, finite=True), Rule(0, low_open=True,
                                                                      finite=True)
 _UNIT, _UNIT_OPEN = Rule(0, 1), Rule(0, 1, high_open=True)
+_SHARE = Rule(0, 1, low_open=True)
 _FLIPS = {"fliplr": "left-right flips", "flipud": "up-down flips", "transpose": "transposes"}
 
 
@@ -244,6 +246,13 @@ class Config(Mapping):
         "<output_dir>/best, which --mode test uses (early stopping by checkpoint choice)")
     validation_freq: int = option(250, "validate every N steps (default %(default)s)", kind=int,
                                   rule=_POSITIVE)
+    validation_share: float = option(
+        0.1, "train: the most of the training's compute validation may cost, in (0, 1] "
+        "(default %(default)s): each validation predicts a fixed, evenly spaced subset of the "
+        "--validation_dir images, as many as hold SHARE x 3 x the pixels trained in "
+        "--validation_freq steps (a prediction costs about a third of a training step's "
+        "forward and backward pass), at least one; training.json records the subset and the "
+        "seconds validation took", kind=float, rule=_SHARE)
     weights: str | None = option(None, "test/export: the validated best weights of the run "
                                  "(<checkpoint>/best, which --validation_dir writes; refused "
                                  "when the run has none), or its last checkpoint (default: best "

@@ -52,6 +52,37 @@ def learning_rate_at(lr, decay, step, max_steps=None, elapsed=None, budget=None)
     raise ValueError(f"--lr_decay must be one of none, cosine, linear; got {decay!r}")
 
 
+def validation_subset(count, size, options):
+    """``--validation_share``: the indices of the validation images each validation predicts.
+
+    A training step runs the generator forward and backward over ``batch_size`` crops of
+    ``crop_size``; a prediction is one forward pass, about a third of that per pixel.  So
+    validating ``n`` images of ``size`` (y, x) every ``validation_freq`` steps costs about
+    ``n * y * x / (3 * validation_freq * batch_size * crop_size**2)`` of the training, and
+    ``n`` is the largest count within ``validation_share`` (at least 1, at most ``count``),
+    spread evenly over the images (always the same ones, so the losses compare).
+
+    Parameters
+    ----------
+    count : int
+        The number of validation images.
+    size : tuple of int
+        Their (y, x) size in pixels.
+    options : Config
+        ``validation_share``, ``validation_freq``, ``batch_size``, ``crop_size``.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Sorted, distinct indices into the images.
+    """
+    options = as_config(options)
+    trained = 3 * options.validation_freq * options.batch_size * options.crop_size ** 2
+    n = int(options.validation_share * trained // (int(size[0]) * int(size[1])))
+    n = min(max(n, 1), count)
+    return np.unique(np.round(np.linspace(0, count - 1, n)).astype(int))
+
+
 class Validation:
     """``--validation_dir``: the generator's ``--Y_loss`` on held-out images, and its best
     weights in ``<output_dir>/best`` (a checkpoint of the generator alone).
@@ -66,9 +97,12 @@ class Validation:
         import tensorflow as tf
 
         self.generator = model.averaged
-        self.inputs = D.to_model_range(images[0])
-        self.targets = D.to_model_range(images[1])
         options = as_config(options)
+        self.chosen, self.count = validation_subset(len(images[0]), images[0].shape[1:3],
+                                                    options), len(images[0])
+        self.inputs = D.to_model_range(images[0][self.chosen])
+        self.targets = D.to_model_range(images[1][self.chosen])
+        self.seconds = 0.0
         self.kind, self.stride = options.Y_loss, stride_of(options)
         self.pos_weight = options.pos_weight
         self.folder = Path(out) / "best"
@@ -96,7 +130,9 @@ class Validation:
 
     def __call__(self, step):
         """Validate at ``step``; save the weights if they are the best so far."""
+        began = _clock()
         loss = self.loss()
+        self.seconds += _clock() - began
         self.history.append([int(step), loss])
         if loss < self.best_loss:
             self.best_loss, self.best_step = loss, int(step)
@@ -107,6 +143,8 @@ class Validation:
         options = as_config(options)
         return {"dir": str(options.validation_dir), "freq": options.validation_freq,
                 "loss": options.Y_loss, "pos_weight": self.pos_weight,
+                "share": options.validation_share, "images": len(self.chosen),
+                "of": self.count, "seconds": round(self.seconds, 3),
                 "best_step": self.best_step,
                 "best_loss": self.best_loss if self.best_step is not None else None,
                 "history": self.history}

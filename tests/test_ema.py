@@ -93,7 +93,7 @@ def test_validation_scores_and_keeps_the_average(tmp_path, data):
     train, held_out = data
     out = tmp_path / "run"
     assert _train(train, out, "--max_steps", "4", "--ema", "0.8", "--validation_dir",
-                  str(held_out), "--validation_freq", "4") == 0
+                  str(held_out), "--validation_freq", "4", "--validation_share", "1") == 0
     record = json.loads((out / "training.json").read_text())["validation"]
     assert record["history"][0][0] == 4 and record["best_step"] == 4
     model = _checkpointed(out)

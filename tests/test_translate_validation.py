@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import assert_user_error_status, train_tiny, training_and_held_out
+from conftest import assert_user_error_status, combined_images, train_tiny, training_and_held_out
 
 from imagetranslation import trainer, translate
 from imagetranslation.data import load_pairs, to_model_range
@@ -27,8 +27,9 @@ def test_validation_records_every_check_and_keeps_the_best_weights(tmp_path, dat
     train, held_out = data
     out = tmp_path / "run"
     assert _train(train, out, "--max_steps", "7", "--validation_dir", str(held_out),
-                  "--validation_freq", "3") == 0
+                  "--validation_freq", "3", "--validation_share", "1") == 0
     record = json.loads((out / "training.json").read_text())["validation"]
+    assert (record["images"], record["of"], record["share"]) == (2, 2, 1.0)
     steps = [s for s, _ in record["history"]]
     assert steps == [3, 6, 7]  # every 3 steps and the last one
     losses = dict(record["history"])
@@ -76,6 +77,10 @@ def test_a_missing_validation_folder_is_one_line(tmp_path, data, capsys):
     assert not (tmp_path / "out").exists()
     status = _train(train, tmp_path / "out", "--max_steps", "2", "--validation_freq", "0")
     assert_user_error_status(status, capsys, "--validation_freq must be an integer >= 1")
+    for share in ("0", "1.5", "nan"):
+        status = _train(train, tmp_path / "out", "--max_steps", "2", "--validation_share", share)
+        assert_user_error_status(status, capsys, "--validation_share must be in (0, 1]")
+        assert not (tmp_path / "out").exists()
 
 
 def test_pos_weight_validates_with_the_weighted_loss(tmp_path, data):
@@ -83,7 +88,7 @@ def test_pos_weight_validates_with_the_weighted_loss(tmp_path, data):
     train, held_out = data
     out = tmp_path / "run"
     assert _train(train, out, "--max_steps", "3", "--validation_dir", str(held_out),
-                  "--validation_freq", "3", "--pos_weight", "2.5") == 0
+                  "--validation_freq", "3", "--pos_weight", "2.5", "--validation_share", "1") == 0
     assert json.loads((out / "options.json").read_text())["pos_weight"] == 2.5
     record = json.loads((out / "training.json").read_text())["validation"]
     assert record["pos_weight"] == 2.5
@@ -109,3 +114,57 @@ def test_bad_pos_weight_is_one_line(tmp_path, data, capsys, extra, message):
     status = _train(train, tmp_path / "out", "--max_steps", "1", *extra)
     assert_user_error_status(status, capsys, message)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("share, freq, batch, expected", [
+    # 3 x 10 x 1 x 8^2 = 1920 pixels trained between validations; images of 4 x 8 = 32 pixels
+    (0.1, 10, 1, [0, 2, 4, 5, 7, 9]),  # 0.1 x 1920 / 32 = 6 of the 10, evenly spread
+    (0.05, 10, 1, [0, 4, 9]),           # 3 (np.round takes 4.5 to 4)
+    (1.0, 10, 1, list(range(10))),      # 60 >= 10: all of them
+    (0.001, 10, 1, [0]),                # 0.06: at least one
+    (0.05, 10, 2, [0, 2, 4, 5, 7, 9]),  # a batch of 2 trains twice the pixels: 6
+    (0.05, 20, 1, [0, 2, 4, 5, 7, 9]),  # validating half as often: 6
+])
+def test_the_validation_subset_holds_its_share(share, freq, batch, expected):
+    from imagetranslation.config import Config
+    from imagetranslation.loop import validation_subset
+
+    options = Config(validation_share=share, validation_freq=freq, batch_size=batch,
+                     crop_size=8)
+    assert validation_subset(10, (4, 8), options).tolist() == expected
+
+
+def test_validation_costs_its_share_of_a_budget_by_a_fake_clock(tmp_path, data, monkeypatch):
+    """A fake clock charges a training step 3 units per trained pixel and a prediction 1 per
+    pixel (the cost model of --validation_share): over a --max_minutes budget, validation's
+    recorded seconds are at most its share of the run's, and near it."""
+    from imagetranslation import loop
+
+    train, _ = data
+    held_out = combined_images(tmp_path / "many", (40, 16, 24), seed=4)
+    unit = 1e-3  # fake seconds per pixel
+    now = [0.0]
+    monkeypatch.setattr(loop, "_clock", lambda: now[0])
+    real_predict = loop.predict_batch
+
+    def predict(generator, images, stride):
+        now[0] += unit * images.shape[0] * images.shape[1] * images.shape[2]
+        return real_predict(generator, images, stride)
+
+    def after_step(self, step):
+        now[0] += unit * 3 * 16 * 16  # --crop_size 16, --batch_size 1
+
+    monkeypatch.setattr(loop, "predict_batch", predict)
+    monkeypatch.setattr(loop.Loop, "after_step", after_step)
+    out = tmp_path / "run"
+    # 0.768 fake s a step, 30 s: 40 steps; every 5 steps 3 x 5 x 256 = 3840 trained pixels,
+    # so a share of 0.3 allows 1152 / 384 = 3 of the 40 images of 16 x 24.
+    assert _train(train, out, "--max_minutes", "0.5", "--validation_dir", str(held_out),
+                  "--validation_freq", "5", "--validation_share", "0.3") == 0
+    record = json.loads((out / "training.json").read_text())
+    validation = record["validation"]
+    assert (validation["images"], validation["of"]) == (3, 40)
+    checks = len(validation["history"])
+    assert validation["seconds"] == pytest.approx(checks * 3 * 384 * unit, rel=1e-6)
+    share = validation["seconds"] / record["seconds"]
+    assert 0.2 < share <= 0.3 + 1e-9, share
