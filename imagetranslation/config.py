@@ -282,9 +282,11 @@ class Config(Mapping):
     output_filetype: str = option("png", choices=("png", "jpeg"), parser_choices=True)
     tta: bool = option(False, "test: average the predictions over the 8 flips and transposes "
                        "(each inverted first); 8 times the prediction time", kind=bool)
-    mixed_precision: str | None = option(None, "mixed-precision training",
-                                         choices=("bf16", "fp16"), parser_choices=True,
-                                         weights=True, arch=True)
+    mixed_precision: str | None = option(
+        None, "mixed-precision training: bf16, fp16, or auto = bf16 where training runs on a "
+        "CPU with bfloat16 instructions (AVX512_BF16 or AMX) and without --deterministic, "
+        "else float32 (what auto chose is recorded in options.json; documentation/trainer.md)",
+        choices=("bf16", "fp16", "auto"), parser_choices=True, weights=True, arch=True)
     xla: bool = option(False, "compile the training step with XLA", kind=bool)
     force: bool = option(False, "train: start over in an --output_dir that holds a run (its "
                          "checkpoints, events, options.json and display images are removed "

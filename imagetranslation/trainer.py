@@ -85,6 +85,7 @@ from .runtime import (  # noqa: F401
     configure_runtime,
     device_strategy,
     device_summary,
+    resolve_mixed_precision,
     runtime_settings,
 )
 
@@ -189,6 +190,11 @@ def train(options):
         options, saved_with_gan = resume_options(options)
     elif options.checkpoint:
         transfer_options(options)
+    if options.mixed_precision == "auto":
+        chosen = resolve_mixed_precision("auto", options.deterministic, devices)
+        print(f"{PROG}: --mixed_precision auto: {chosen or 'float32'} on this machine",
+              file=sys.stderr)
+        options = options.replace(mixed_precision=chosen)
     configure(options)
     model = Model(options, strategy)
     if resuming:

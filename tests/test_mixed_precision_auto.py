@@ -1,0 +1,49 @@
+"""translate.py --mixed_precision auto: bfloat16 where the CPU has bfloat16 instructions."""
+
+import json
+
+import pytest
+from conftest import train_tiny, training_and_held_out
+
+from imagetranslation import runtime
+
+pytest.importorskip("tensorflow")
+
+
+def test_cpu_flags_reads_the_first_flags_line(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu sse2 avx512_bf16\n\n"
+                    "processor\t: 1\nflags\t\t: fpu\n")
+    assert runtime.cpu_flags(info) == {"fpu", "sse2", "avx512_bf16"}
+    assert runtime.cpu_flags(tmp_path / "nowhere") == frozenset()
+
+
+@pytest.mark.parametrize("value, deterministic, devices, flags, expected", [
+    ("auto", False, (), {"avx512_bf16"}, "bf16"),
+    ("auto", False, (), {"amx_bf16", "avx2"}, "bf16"),
+    ("auto", False, (), {"avx2", "avx512f"}, None),        # no bfloat16 instructions
+    ("auto", True, (), {"avx512_bf16"}, None),             # --deterministic caps at AVX2
+    ("auto", False, ("GPU:0", "GPU:1"), {"avx512_bf16"}, None),  # trains on GPUs
+    ("bf16", True, (), set(), "bf16"),                     # an explicit value stays
+    (None, False, (), {"avx512_bf16"}, None),
+])
+def test_auto_resolves_by_the_machine(value, deterministic, devices, flags, expected):
+    assert runtime.resolve_mixed_precision(value, deterministic, devices,
+                                           frozenset(flags)) == expected
+
+
+@pytest.mark.parametrize("flags, recorded", [({"avx512_bf16"}, "bf16"), (set(), None)])
+def test_a_run_records_what_auto_chose(tmp_path, monkeypatch, capsys, flags, recorded):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda path=None: frozenset(flags))
+    train, _ = training_and_held_out(tmp_path / "data")
+    out = tmp_path / "run"
+    assert train_tiny(train, out, "--max_steps", "1", "--mixed_precision", "auto", seed=0) == 0
+    assert json.loads((out / "options.json").read_text())["mixed_precision"] == recorded
+    assert (f"--mixed_precision auto: {recorded or 'float32'} on this machine"
+            in capsys.readouterr().err)
+    # a resumed run keeps the checkpoint's precision, whatever auto would say now
+    monkeypatch.setattr(runtime, "cpu_flags", lambda path=None: frozenset({"avx512_bf16"}
+                                                                          - flags))
+    assert train_tiny(train, out, "--checkpoint", str(out), "--max_steps", "2",
+                      "--mixed_precision", "auto", seed=0) == 0
+    assert json.loads((out / "options.json").read_text())["mixed_precision"] == recorded
