@@ -92,6 +92,11 @@ def build_parser():
     parser.add_argument("--voxel_size", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="voxel size in nm, recorded in the OME-Zarr metadata of "
                              "tif_to_zarr")
+    parser.add_argument("--kind", choices=("image", "labels"),
+                        help="tif_to_zarr: what the stack holds, for its pyramid (the mean of "
+                             "2 x 2 (x 2) voxels, or the most frequent label) and its OME-Zarr "
+                             "image-label metadata (default: labels for integers of 16 bits or "
+                             "more, image otherwise; uint8 label IDs need --kind labels)")
     blockwise.add_arguments(parser)
     return parser
 
@@ -126,6 +131,8 @@ def check_args(args):
     if zarr_out and op in ("split", "tif_to_png", "png_to_tif", "zarr_to_tif"):
         raise ValueError(f"--operation {op} does not write .zarr stores (--output_dir "
                          f"{args.output_dir})")
+    if args.kind is not None and op != "tif_to_zarr":
+        raise ValueError(f"--kind {args.kind} is for --operation tif_to_zarr, not {op}")
     if args.voxel_size is not None and (op != "tif_to_zarr" or not all(
             math.isfinite(v) and v > 0 for v in args.voxel_size)):
         raise ValueError("--voxel_size is three finite sizes > 0 in nm, for tif_to_zarr, got "
@@ -237,7 +244,11 @@ def run(args):
         return _write(out, labels.eroskele(foreground, args.erosions, source), args.chunks)
     if op == "tif_to_zarr":
         stack = labels.check_stack(io.read_stack(source, what=FLAG), source, channels=True)
-        io.write_stack(out, stack, chunks=args.chunks, voxel_size=args.voxel_size)
+        if args.kind == "labels" and (stack.ndim != 3 or stack.dtype.kind not in "biu"):
+            raise ValueError(f"--kind labels needs a (z, y, x) stack of integer IDs, got "
+                             f"{stack.dtype} of shape {stack.shape} from {source}")
+        io.write_stack(out, stack, chunks=args.chunks, voxel_size=args.voxel_size,
+                       kind=args.kind)
         return (f"wrote {stack.shape} {stack.dtype} to {out} (chunks "
                 f"{' x '.join(map(str, zarrio.chunks_for(stack.shape, args.chunks)[:3]))})")
     if op == "zarr_to_tif":

@@ -302,7 +302,7 @@ def write_slices(folder, stack, suffix=".png"):
     return [folder / n for n in names]
 
 
-def write_stack(path, stack, slices=False, chunks=None, voxel_size=None):
+def write_stack(path, stack, slices=False, chunks=None, voxel_size=None, kind=None):
     """Write a stack in the format its path names: the write side of :func:`read_stack`.
 
     Parameters
@@ -319,6 +319,9 @@ def write_stack(path, stack, slices=False, chunks=None, voxel_size=None):
         Chunk shape of a zarr store (ignored by the other formats; the CLIs refuse it there).
     voxel_size : tuple of 3 float or None
         Voxel size (z, y, x) in nm recorded in a zarr store's metadata.
+    kind : {"image", "labels"} or None
+        A zarr store's kind (its pyramid's downsampling and its ``image-label`` metadata);
+        default by dtype (:func:`neuron3d.zarrio.store_kind`).
 
     Returns
     -------
@@ -334,7 +337,7 @@ def write_stack(path, stack, slices=False, chunks=None, voxel_size=None):
     from .zarrio import is_zarr, write_zarr
 
     if is_zarr(path):
-        return write_zarr(path, stack, chunks, voxel_size)
+        return write_zarr(path, stack, chunks, voxel_size, kind)
     if slices:
         return write_slices(path, stack)
     return write_tif(path, stack)

@@ -115,3 +115,37 @@ def test_an_independent_reader_validates_the_metadata(tmp_path):
     models.Image.from_zarr(zarr.open_group(str(tmp_path / "em.zarr"), mode="r"))
     with pytest.raises(Exception, match="image-label"):
         models.ImageLabel.from_zarr(zarr.open_group(str(tmp_path / "em.zarr"), mode="r"))
+
+
+def test_tif_to_zarr_kind_labels_gives_uint8_ids_a_label_pyramid(tmp_path, capsys):
+    import zarr
+
+    import process3D
+    from neuron3d.io import write_tif
+
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1, 6, (2, 40, 36)).astype(np.uint8)
+    write_tif(tmp_path / "ids.tif", ids)
+    for kind, name in ((None, "image.zarr"), ("labels", "labels.zarr")):
+        args = ["--operation", "tif_to_zarr", "--input_dir", str(tmp_path / "ids.tif"),
+                "--output_dir", str(tmp_path / name), "--chunks", "1", "16", "16"]
+        assert process3D.main(args + (["--kind", kind] if kind else [])) == 0
+    labels = zarr.open_group(str(tmp_path / "labels.zarr"), mode="r")
+    np.testing.assert_array_equal(labels["1"][:], ids[:, ::2, ::2])  # strided IDs
+    assert "image-label" in json.loads((tmp_path / "labels.zarr" / ".zattrs").read_text())
+    image = zarr.open_group(str(tmp_path / "image.zarr"), mode="r")  # uint8: an image
+    np.testing.assert_array_equal(image["1"][:], zarrio.downsample(ids, (1, 2, 2), "image"))
+    assert "image-label" not in json.loads((tmp_path / "image.zarr" / ".zattrs").read_text())
+    capsys.readouterr()
+    write_tif(tmp_path / "em.tif", rng.random((2, 8, 8)).astype(np.float32))
+    for argv, message in (
+            (["--operation", "tif_to_zarr", "--input_dir", str(tmp_path / "em.tif"),
+              "--output_dir", str(tmp_path / "f.zarr"), "--kind", "labels"],
+             "--kind labels needs a (z, y, x) stack of integer IDs, got float32"),
+            (["--operation", "membrane", "--input_dir", str(tmp_path / "ids.tif"),
+              "--output_dir", str(tmp_path / "m"), "--kind", "labels"],
+             "--kind labels is for --operation tif_to_zarr, not membrane")):
+        assert process3D.main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "f.zarr").exists() and not (tmp_path / "m").exists()
