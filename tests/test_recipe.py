@@ -116,6 +116,17 @@ def test_tta_applies_to_the_test_time_predictions_only():
     assert all("--tta" not in s.argv for s in P.plan(plain, R.Layout.of(plain), plain.shape))
 
 
+@pytest.mark.parametrize("extra, criterion", [((), "voi"), (("--criterion", "rand"), "rand")])
+def test_the_sweep_on_d_chooses_by_the_criterion(extra, criterion):
+    o = options("--demo", "--shape", "8", "96", "96", *extra)
+    assert o.criterion == criterion
+    by_name = {s.name: s for s in P.plan(o, R.Layout.of(o), o.shape)}
+    argv = by_name["sweep_agglomerate_d"].argv
+    assert argv[argv.index("--criterion") + 1] == criterion
+    with pytest.raises(SystemExit):
+        options("--demo", "--criterion", "f1")
+
+
 def test_training_recipes():
     quick = options("--demo", "--shape", "8", "96", "96")
     args = R.training_args(quick, quick.shape, "nn3")
@@ -132,6 +143,9 @@ def test_training_recipes():
     assert all("--pos_weight" not in R.training_args(real, real.shape, key)
                for key in ("nn4", "nn5"))
     assert "--pos_weight" not in R.training_args(quick, quick.shape, "nn3")
+    # real trains in bfloat16 where the machine has its instructions (translate.py decides)
+    assert args[args.index("--mixed_precision") + 1] == "auto"
+    assert "--mixed_precision" not in R.training_args(quick, quick.shape, "nn3")
     # real_calibrated: real's networks, NN-3 unweighted (calibrated on d instead, below)
     calibrated = options("--demo", "--recipe", "real_calibrated", "--minutes", "3")
     assert R.training_args(calibrated, calibrated.shape, "nn3") == [
