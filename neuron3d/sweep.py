@@ -24,7 +24,7 @@ import numpy as np
 
 from .agglomerate import SCORINGS
 from .cli import ArgumentParser, check_output_file, run_cli
-from .thresholds import CRITERIA, DEFAULT_CRITERION, THRESHOLDS, choose
+from .thresholds import CRITERIA, DEFAULT_CRITERION, THRESHOLDS, check_criterion, choose
 
 
 def chosen_threshold(path):
@@ -103,6 +103,7 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
     from .agglomerate import agglomerate, small_objects
     from .metrics import evaluate
 
+    check_criterion(criterion)
     shape = np.shape(membrane)
     for kind, volume, source in (("labels", labels, sources[2]),
                                  ("evaluation volume", evaluation, sources[3])):

@@ -17,7 +17,7 @@ The criteria (``--criterion``):
 
 from __future__ import annotations
 
-__all__ = ["CRITERIA", "CRITERION", "DEFAULT_CRITERION", "THRESHOLDS", "choose"]
+__all__ = ["CRITERIA", "CRITERION", "DEFAULT_CRITERION", "THRESHOLDS", "check_criterion", "choose"]
 
 #: The grid of merge thresholds swept on the held-out quadrant.
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -32,6 +32,13 @@ CRITERIA = {
 DEFAULT_CRITERION = "voi"
 #: The default criterion's description.
 CRITERION = CRITERIA[DEFAULT_CRITERION]
+
+
+def check_criterion(criterion):
+    """``criterion`` if it names one of :data:`CRITERIA`; else a ValueError naming it."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    return criterion
 
 
 def _key(row, criterion):
@@ -64,6 +71,5 @@ def choose(rows, criterion=DEFAULT_CRITERION):
     ValueError
         For another criterion.
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"--criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+    check_criterion(criterion)
     return min(rows, key=lambda r: _key(r, criterion))["threshold"]

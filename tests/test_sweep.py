@@ -185,6 +185,17 @@ def test_the_criteria_choose_as_documented():
         choose(rows, "f1")
 
 
+def test_a_bad_criterion_is_refused_before_any_agglomeration(monkeypatch):
+    import numpy as np
+
+    from neuron3d import agglomerate, sweep
+
+    monkeypatch.setattr(agglomerate, "agglomerate", lambda *a, **k: pytest.fail("ran"))
+    volume = np.zeros((2, 4, 4), np.uint8)
+    with pytest.raises(ValueError, match="--criterion must be one of voi, rand, got 'f1'"):
+        sweep.sweep(volume, volume[1:], volume, criterion="f1")
+
+
 def test_sweep_cli_records_its_criterion(sweep_files, capsys):
     from neuron3d import sweep as S
     from neuron3d.thresholds import CRITERIA

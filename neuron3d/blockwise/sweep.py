@@ -99,12 +99,13 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     """
     from ..agglomerate import check_thresholds
     from ..metrics import Contingency, scores_from_table, sorted_table
-    from ..thresholds import CRITERIA, THRESHOLDS, choose
+    from ..thresholds import CRITERIA, THRESHOLDS, check_criterion, choose
 
     inputs = {_MEMBRANE: membrane, _OVERLAP: overlap, "--labels": labels,
               "--evaluation": evaluation}
     if scratch is not None:
         check_outputs_apart(inputs, {"--output": scratch})
+    check_criterion(criterion)
     values = check_thresholds(THRESHOLDS if thresholds is None else thresholds, "--thresholds")
     if scoring not in BLOCKWISE_SCORINGS:
         raise ValueError(f"--scoring {scoring} runs in memory only; blockwise agglomeration "
