@@ -284,8 +284,9 @@ class Config(Mapping):
                        "(each inverted first); 8 times the prediction time", kind=bool)
     mixed_precision: str | None = option(
         None, "mixed-precision training: bf16, fp16, or auto = bf16 where training runs on a "
-        "CPU with bfloat16 instructions (AVX512_BF16 or AMX) and without --deterministic, "
-        "else float32 (what auto chose is recorded in options.json; documentation/trainer.md)",
+        "CPU with bfloat16 instructions (AVX512_BF16 or AMX), with crops of at least 96 pixels "
+        "and without --deterministic, else float32 (what auto chose is recorded in "
+        "options.json; documentation/trainer.md)",
         choices=("bf16", "fp16", "auto"), parser_choices=True, weights=True, arch=True)
     xla: bool = option(False, "compile the training step with XLA", kind=bool)
     force: bool = option(False, "train: start over in an --output_dir that holds a run (its "

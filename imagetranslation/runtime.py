@@ -125,10 +125,13 @@ def _cpu_model():
     return platform.processor() or None
 
 
-#: /proc/cpuinfo flags of the CPU instructions that make bfloat16 fast in oneDNN: on a 2-core
-#: AVX512_BF16 machine, NN-3 of --recipe real trained 1.42x the steps in the same minutes
-#: (documentation/trainer.md).
+#: /proc/cpuinfo flags of the CPU instructions that make bfloat16 fast in oneDNN.
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+#: The smallest --crop_size that ``auto`` trains in bfloat16: on the 2-core AVX512_BF16
+#: machine the ngf-32 ResNet of --recipe real trained 1.42x the steps in bfloat16 with crops
+#: of 124 pixels, but 0.83x with crops of 48, where the casts outweigh the faster
+#: convolutions (documentation/trainer.md).
+BF16_MIN_CROP = 96
 
 
 def cpu_flags(path="/proc/cpuinfo"):
@@ -143,13 +146,14 @@ def cpu_flags(path="/proc/cpuinfo"):
     return frozenset()
 
 
-def resolve_mixed_precision(value, deterministic, devices, flags=None):
-    """``--mixed_precision auto``: ``"bf16"`` on a CPU with :data:`BF16_FLAGS` (no GPU among
-    ``devices`` or visible, no ``deterministic``, which caps oneDNN at AVX2), else None;
-    any other value as it is."""
+def resolve_mixed_precision(value, deterministic, devices, crop_size, flags=None):
+    """``--mixed_precision auto``: ``"bf16"`` on a CPU with :data:`BF16_FLAGS` for crops of at
+    least :data:`BF16_MIN_CROP` (no GPU among ``devices`` or visible, no ``deterministic``,
+    which caps oneDNN at AVX2), else None; any other value as it is."""
     if value != "auto":
         return value
-    if deterministic or any("GPU" in str(d).upper() for d in devices or ()):
+    if (deterministic or crop_size < BF16_MIN_CROP
+            or any("GPU" in str(d).upper() for d in devices or ())):
         return None
     import tensorflow as tf
 

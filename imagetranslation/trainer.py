@@ -191,7 +191,8 @@ def train(options):
     elif options.checkpoint:
         transfer_options(options)
     if options.mixed_precision == "auto":
-        chosen = resolve_mixed_precision("auto", options.deterministic, devices)
+        chosen = resolve_mixed_precision("auto", options.deterministic, devices,
+                                         options.crop_size)
         print(f"{PROG}: --mixed_precision auto: {chosen or 'float32'} on this machine",
               file=sys.stderr)
         options = options.replace(mixed_precision=chosen)

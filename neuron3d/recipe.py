@@ -443,8 +443,9 @@ RECIPES = {
               "--n_res_blocks", "4"),
     "real": ("--Y_loss", "square", "--model", "pix2pix", "--generator", "resnet", "--ngf", "32",
              "--n_res_blocks", "6", "--augment", "elastic,intensity,blur",
-             # bfloat16 where the CPU has its instructions: 1.42x the steps in fibsem-medulla's
-             # 3 minutes and d's F1 0.753 against 0.746 (documentation/recipes.md)
+             # bfloat16 where the CPU has its instructions and the crops are large: 1.42x the
+             # steps in fibsem-medulla's 3 minutes, d's F1 0.753 against 0.746
+             # (documentation/trainer.md, real_em.md)
              "--mixed_precision", "auto"),
 }
 #: ``real_calibrated``: real's networks, NN-3 unweighted and calibrated on d (below); the best

@@ -18,23 +18,26 @@ def test_cpu_flags_reads_the_first_flags_line(tmp_path):
     assert runtime.cpu_flags(tmp_path / "nowhere") == frozenset()
 
 
-@pytest.mark.parametrize("value, deterministic, devices, flags, expected", [
-    ("auto", False, (), {"avx512_bf16"}, "bf16"),
-    ("auto", False, (), {"amx_bf16", "avx2"}, "bf16"),
-    ("auto", False, (), {"avx2", "avx512f"}, None),        # no bfloat16 instructions
-    ("auto", True, (), {"avx512_bf16"}, None),             # --deterministic caps at AVX2
-    ("auto", False, ("GPU:0", "GPU:1"), {"avx512_bf16"}, None),  # trains on GPUs
-    ("bf16", True, (), set(), "bf16"),                     # an explicit value stays
-    (None, False, (), {"avx512_bf16"}, None),
+@pytest.mark.parametrize("value, deterministic, devices, crop, flags, expected", [
+    ("auto", False, (), 128, {"avx512_bf16"}, "bf16"),
+    ("auto", False, (), 96, {"amx_bf16", "avx2"}, "bf16"),
+    ("auto", False, (), 95, {"avx512_bf16"}, None),          # small crops: casts outweigh it
+    ("auto", False, (), 128, {"avx2", "avx512f"}, None),     # no bfloat16 instructions
+    ("auto", True, (), 128, {"avx512_bf16"}, None),          # --deterministic caps at AVX2
+    ("auto", False, ("GPU:0", "GPU:1"), 128, {"avx512_bf16"}, None),  # trains on GPUs
+    ("bf16", True, (), 16, set(), "bf16"),                   # an explicit value stays
+    (None, False, (), 128, {"avx512_bf16"}, None),
 ])
-def test_auto_resolves_by_the_machine(value, deterministic, devices, flags, expected):
-    assert runtime.resolve_mixed_precision(value, deterministic, devices,
+def test_auto_resolves_by_the_machine(value, deterministic, devices, crop, flags, expected):
+    assert runtime.BF16_MIN_CROP == 96
+    assert runtime.resolve_mixed_precision(value, deterministic, devices, crop,
                                            frozenset(flags)) == expected
 
 
 @pytest.mark.parametrize("flags, recorded", [({"avx512_bf16"}, "bf16"), (set(), None)])
 def test_a_run_records_what_auto_chose(tmp_path, monkeypatch, capsys, flags, recorded):
     monkeypatch.setattr(runtime, "cpu_flags", lambda path=None: frozenset(flags))
+    monkeypatch.setattr(runtime, "BF16_MIN_CROP", 16)  # the tiny run's crops
     train, _ = training_and_held_out(tmp_path / "data")
     out = tmp_path / "run"
     assert train_tiny(train, out, "--max_steps", "1", "--mixed_precision", "auto", seed=0) == 0
