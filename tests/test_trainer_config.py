@@ -52,8 +52,13 @@ def test_an_old_runs_options_json_reads_back_to_the_same_record():
     saved = json.loads(LEGACY.read_text())
     del saved["runtime"]
     config = C.Config.from_mapping(saved, source=LEGACY)
-    assert config.record() == saved  # the same keys, values and types (lists, floats, null)
-    assert json.dumps(config.record(), sort_keys=True) == json.dumps(saved, sort_keys=True)
+    # the same keys, values and types (lists, floats, null), and the options added since the
+    # run was written at their defaults
+    added = {"validation_share": 0.1}
+    assert set(config.record()) - set(saved) == set(added)
+    assert config.record() == {**saved, **added}
+    assert json.dumps(config.record(), sort_keys=True) == json.dumps({**saved, **added},
+                                                                     sort_keys=True)
     assert config.augment == () and config.training_devices == () and config.ema == 0.9
     assert dict(config)["ngf"] == config["ngf"] == config.ngf == 4  # also a read-only mapping
     with pytest.raises(dataclasses.FrozenInstanceError):
