@@ -10,7 +10,7 @@ The criteria (``--criterion``):
   ground-truth labels; ties by the lowest adapted Rand error, then the lower threshold.  VOI
   counts a split as a user does (a body cut in two costs bits however small the piece), while
   the adapted Rand error barely sees many small splits: on real FIB-SEM one threshold gave
-  0.088 at 1237 objects for 93 (issue 22), another 0.087 at 114.
+  0.088 at 1237 objects for 93, another 0.087 at 114 (a held-out medulla volume).
 * ``rand``: the lowest adapted Rand error against the labels (the lower threshold on ties), the
   field's score, as the project chose before.
 """
