@@ -434,6 +434,7 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
         scoring is unknown.
     """
     import fastremap
+    import waterz
 
     if scoring not in SCORINGS:
         raise ValueError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
@@ -459,17 +460,6 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
     affs = _affinities(membrane, overlap)
     if z_threshold is not None and len(frags) > 1:
         _rim_fill(affs, frags, membrane, z_threshold, scoring, workers)
-    return _waterz(affs, frags, values, scoring, top)
-
-
-def _waterz(affs, frags, values, scoring, top):
-    """waterz's agglomeration of fragments ``frags`` (uint64 1..top, C order; overwritten)
-    on ``affs`` (3, z, y, x) float32 at each threshold of ``values``: dense labels 1..K in
-    the smallest dtype, one volume per threshold in the order given.  Shared by
-    :func:`agglomerate` and :func:`neuron3d.affinity.agglomerate_affinities`."""
-    import fastremap
-    import waterz
-
     order = sorted(set(values))
     results = {}
     with _quiet_stdout():
