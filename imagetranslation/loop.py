@@ -98,8 +98,8 @@ class Validation:
 
         self.generator = model.averaged
         options = as_config(options)
-        self.chosen, self.count = validation_subset(len(images[0]), images[0].shape[1:3],
-                                                    options), len(images[0])
+        self.count = len(images[0])
+        self.chosen = validation_subset(self.count, images[0].shape[1:3], options)
         self.inputs = D.to_model_range(images[0][self.chosen])
         self.targets = D.to_model_range(images[1][self.chosen])
         self.seconds = 0.0

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .cli import ArgumentParser
+from .thresholds import CRITERIA, DEFAULT_CRITERION
 
 PROG = "experiment_8.sh"
 #: Default synthetic volume of --demo (z, y, x).
@@ -88,8 +89,6 @@ def build_parser():
                         "8 flips and transposes (translate.py --mode test --tta; 8x their "
                         "prediction time); b's predictions, NN-4's and NN-5's training "
                         "inputs, stay plain")
-    from .thresholds import CRITERIA, DEFAULT_CRITERION
-
     p.add_argument("--criterion", choices=sorted(CRITERIA), default=DEFAULT_CRITERION,
                    help="how the agglomeration's threshold is chosen on d: voi = the lowest "
                         "VOI split + merge against d's labels (ties: adapted Rand error), "

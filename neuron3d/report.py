@@ -222,16 +222,16 @@ def summary_line(report):
     sweep = report.get("agglomeration_sweep") or {}
     how = {"voi": ", by VOI", "rand": ", by Rand"}.get(sweep.get("criterion_name"), "")
 
-    def scores(scores):
-        return (f"{scores['voi_split']:>9.3f} / {scores['voi_merge']:<6.3f} "
-                f"{scores['predicted_objects']:>8} ({scores['true_objects']})")
+    def voi_and_objects(truth):
+        return (f"{truth['voi_split']:>9.3f} / {truth['voi_merge']:<6.3f} "
+                f"{truth['predicted_objects']:>8} ({truth['true_objects']})")
 
     for row in report["results"]:
         name = (f"agglomerate (threshold {row['merge_threshold']:g}, chosen on d{how})"
                 if row["method"] == "agglomerate" else f"thesis {row['key']}")
         lines.append(f"  {name:<44} {row['adapted_rand_error']:>20.4f}   "
                      f"{row['labels_scores']['adapted_rand_error']:>15.4f}   "
-                     f"{scores(row['labels_scores'])}")
+                     f"{voi_and_objects(row['labels_scores'])}")
     for key in report["baselines"]:
         lines.append(f"  {'baseline: ' + key.replace('_', ' '):<44} "
                      f"{report['baselines'][key]['adapted_rand_error']:>20.4f}   "
