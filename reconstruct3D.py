@@ -14,6 +14,11 @@ boundary score is below --merge_threshold (or the threshold a sweep file chose,
 --merge_threshold_from SWEEP.json). Every voxel gets a label. One output per threshold:
 <name>.tif for one, <name>_<threshold>.tif for several.
 
+--method agglomerate --input_affinities A.tif: the same from predicted z, y, x affinities (a
+(z, y, x, 3) stack, python -m imagetranslation.affinity --mode test) instead of membranes and
+overlaps: fragments from waterz's watershed of the affinity graph (--fragments), merged while
+the median of 1 - affinity on their boundary is below the threshold.
+
 Large volumes: inputs ending in .zarr are read as OME-Zarr stores, and --name N.zarr writes
 <output_dir>/N.zarr instead of a .tif.  With --scheduler (local:N or tcp://HOST:PORT) the thesis
 method runs blockwise on dask, .zarr to .zarr, 6-connected: connected components per block, the
@@ -39,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from neuron3d import blockwise, io, zarrio
+from neuron3d.affinity import FRAGMENTS
 from neuron3d.agglomerate import DEFAULT_THRESHOLD, SCORINGS, check_thresholds
 from neuron3d.cli import ArgumentParser, check_name, check_output_dir, run_cli
 from neuron3d.labels import FOREGROUND
@@ -63,13 +69,21 @@ def build_parser():
     parser.add_argument("--input_dir_cytoplasm",
                         help="thesis: cytoplasm images, folder of slice files or .tif stack "
                              "(N slices)")
-    parser.add_argument("--input_dir_overlap", required=True,
+    parser.add_argument("--input_dir_overlap",
                         help="overlap images: folder or .tif (N-1 slices; an N-th is ignored "
                              "with a warning; an empty folder for N = 1); thesis: thinned "
                              "(eroskele), agglomerate: the network's probabilities, not thinned")
     parser.add_argument("--input_dir_membrane",
                         help="agglomerate: membrane probabilities (N slices, 0..255), folder of "
                              "slice files or .tif stack")
+    parser.add_argument("--input_affinities", metavar="STACK",
+                        help="agglomerate: predicted affinities instead of membranes and "
+                             "overlaps, a (z, y, x, 3) stack of z, y, x affinities 0..255 "
+                             "(python -m imagetranslation.affinity --mode test)")
+    parser.add_argument("--fragments", choices=FRAGMENTS, default=FRAGMENTS[0],
+                        help="with --input_affinities: how fragments are cut (zwatershed: "
+                             "waterz's watershed of the affinity graph, default; 3d / 2d: "
+                             "watersheds of the boundary map in 3-D / per slice)")
     parser.add_argument("--merge_threshold", type=float, nargs="+",
                         help="agglomerate: merge while the boundary score (membrane-like, "
                              "0..1) is below this; several values give one output each "
@@ -158,6 +172,11 @@ def _blockwise(args, sources, targets):
 def run_agglomerate(args):
     from neuron3d.agglomerate import agglomerate, check_inputs
 
+    if args.input_affinities is not None:
+        return run_agglomerate_affinities(args)
+    if args.input_dir_overlap is None:
+        raise ValueError("--method agglomerate needs --input_dir_overlap (overlap "
+                         "probabilities) or --input_affinities")
     if args.input_dir_membrane is None:
         raise ValueError("--method agglomerate needs --input_dir_membrane (membrane "
                          "probabilities)")
@@ -180,13 +199,7 @@ def run_agglomerate(args):
     io.check_outputs_apart(inputs, [("--output_dir/--name", targets[0])] if len(targets) == 1
                            else [(f"--output_dir/--name (threshold {t:g})", p)
                                  for t, p in zip(thresholds, targets)])
-    origin = ""
-    if thresholds is None:
-        from neuron3d.sweep import chosen_threshold
-
-        thresholds = check_thresholds([chosen_threshold(args.merge_threshold_from)],
-                                      "--merge_threshold_from")
-        origin = f" (chosen in {args.merge_threshold_from})"
+    thresholds, origin = _thresholds_and_origin(args)
     if _blockwise(args, sources, targets):
         return run_agglomerate_blockwise(args, sources, targets, thresholds, origin)
     membrane, overlap = check_inputs(
@@ -199,6 +212,53 @@ def run_agglomerate(args):
     volumes = agglomerate(membrane, overlap, thresholds, scoring=args.scoring, sources=sources)
     for out_name, threshold, labels in zip(output_names(name, thresholds), thresholds, volumes):
         out = write_labels(output_path(folder, out_name), labels, args.chunks)
+        print(f"reconstruct3D.py: threshold {threshold:g}{origin}: {int(labels.max())} objects; "
+              f"wrote {labels.shape} {labels.dtype} to {out}")
+    print(f"reconstruct3D.py: agglomerated in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr)
+
+
+def _thresholds_and_origin(args):
+    """The merge thresholds (from --merge_threshold or the sweep file) and how they were got."""
+    thresholds = given_thresholds(args)
+    if thresholds is not None:
+        return thresholds, ""
+    from neuron3d.sweep import chosen_threshold
+
+    return (check_thresholds([chosen_threshold(args.merge_threshold_from)],
+                             "--merge_threshold_from"),
+            f" (chosen in {args.merge_threshold_from})")
+
+
+def run_agglomerate_affinities(args):
+    """--method agglomerate --input_affinities: :func:`neuron3d.affinity.agglomerate_affinities`."""
+    from neuron3d.affinity import agglomerate_affinities, read_affinities
+
+    for flag in ("input_dir_membrane", "input_dir_overlap", "input_dir_cytoplasm"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag} and --input_affinities are exclusive: the affinities "
+                             "replace membranes and overlaps")
+    if args.scheduler is not None or args.chunks is not None:
+        raise ValueError("--input_affinities runs in memory (no --scheduler / --chunks yet)")
+    name = check_name(args.name, "--name")
+    folder = check_output_dir(args.output_dir, "--output_dir")
+    source = args.input_affinities
+    given = given_thresholds(args)
+    names = [name] if given is None else output_names(name, given)
+    targets = [output_path(folder, n) for n in names]
+    io.check_outputs_apart({"--input_affinities": source,
+                            "--merge_threshold_from": args.merge_threshold_from},
+                           [(f"--output_dir/--name ({n})", p) for n, p in zip(names, targets)])
+    thresholds, origin = _thresholds_and_origin(args)
+    affs = read_affinities(source, "--input_affinities")
+    print(f"reconstruct3D.py: agglomerating {affs.shape[1:]} affinities ({args.fragments} "
+          f"fragments, {args.scoring} boundary score, thresholds "
+          f"{' '.join(f'{t:g}' for t in thresholds)}{origin})", file=sys.stderr)
+    start = time.perf_counter()
+    volumes = agglomerate_affinities(affs, thresholds, args.scoring, args.fragments,
+                                     source=source)
+    for out, threshold, labels in zip(targets, thresholds, volumes):
+        out = write_labels(out, labels)
         print(f"reconstruct3D.py: threshold {threshold:g}{origin}: {int(labels.max())} objects; "
               f"wrote {labels.shape} {labels.dtype} to {out}")
     print(f"reconstruct3D.py: agglomerated in {time.perf_counter() - start:.1f} s",
@@ -229,11 +289,14 @@ def run_agglomerate_blockwise(args, sources, targets, thresholds, origin):
 def run(args):
     if args.method == "agglomerate":
         return run_agglomerate(args)
-    for flag in ("input_dir_membrane", "merge_threshold", "merge_threshold_from"):
+    for flag in ("input_dir_membrane", "input_affinities", "merge_threshold",
+                 "merge_threshold_from"):
         if getattr(args, flag) is not None:
             raise ValueError(f"--{flag} is for --method agglomerate")
     if args.input_dir_cytoplasm is None:
         raise ValueError("--method thesis needs --input_dir_cytoplasm")
+    if args.input_dir_overlap is None:
+        raise ValueError("--method thesis needs --input_dir_overlap")
     cyto_path, over_path = args.input_dir_cytoplasm, args.input_dir_overlap
     name = check_name(args.name, "--name")
     threshold = check_threshold(args.threshold, "--threshold")

@@ -165,7 +165,8 @@ def _affinities(membrane, overlap):
 
 
 def _slice_fragments(membrane, seed_threshold, sigma, min_distance):
-    """Watershed fragments of one (y, x) membrane slice: int32 labels 1..n, and n."""
+    """Watershed fragments of one (y, x) membrane slice (or of a (z, y, x) volume, the same
+    way in 3-D): int32 labels 1..n, and n."""
     from scipy import ndimage
     from skimage.segmentation import watershed
 
@@ -186,7 +187,7 @@ def _slice_fragments(membrane, seed_threshold, sigma, min_distance):
         deepest = np.zeros(count + 1, dtype=np.float32)
         np.maximum.at(deepest, components, distance)
         peaks |= ~seeded[components] & (distance == deepest[components])
-    markers, count = ndimage.label(peaks, structure=np.ones((3, 3), dtype=bool))
+    markers, count = ndimage.label(peaks, structure=np.ones((3,) * peaks.ndim, dtype=bool))
     return watershed(membrane, markers).astype(np.int32, copy=False), count
 
 
@@ -210,6 +211,16 @@ def _map(function, items, workers):
 
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(function, items))
+
+
+def _check_fragment_options(seed_threshold, sigma, min_distance):
+    """ValueError unless the options of :func:`fragments` are in range."""
+    if not 0.0 < seed_threshold <= 1.0:
+        raise ValueError(f"seed_threshold must be in (0, 1], got {seed_threshold}")
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}")
+    if int(min_distance) != min_distance or min_distance < 0:
+        raise ValueError(f"min_distance must be an integer >= 0, got {min_distance}")
 
 
 def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=None):
@@ -251,12 +262,7 @@ def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=N
         If the stack is not 3-D or not a probability, or a parameter is out of range.
     """
     membrane = _probabilities(membrane, "membrane")
-    if not 0.0 < seed_threshold <= 1.0:
-        raise ValueError(f"seed_threshold must be in (0, 1], got {seed_threshold}")
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}")
-    if int(min_distance) != min_distance or min_distance < 0:
-        raise ValueError(f"min_distance must be an integer >= 0, got {min_distance}")
+    _check_fragment_options(seed_threshold, sigma, min_distance)
     out = np.empty(membrane.shape, dtype=np.uint64)
 
     def one(z):
@@ -434,7 +440,6 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
         scoring is unknown.
     """
     import fastremap
-    import waterz
 
     if scoring not in SCORINGS:
         raise ValueError(f"unknown scoring {scoring!r}; choose one of {', '.join(SCORINGS)}")
@@ -456,22 +461,33 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
         # waterz makes a node for every ID up to the largest: make them 1..F
         frags = np.ascontiguousarray(fastremap.renumber(frags, in_place=True)[0],
                                      dtype=np.uint64)
-    top = int(frags.max()) if frags.size else 0
     affs = _affinities(membrane, overlap)
     if z_threshold is not None and len(frags) > 1:
         _rim_fill(affs, frags, membrane, z_threshold, scoring, workers)
-    order = sorted(set(values))
+    return _waterz(affs, frags, values, scoring)
+
+
+def _waterz(affs, frags, thresholds, scoring):
+    """waterz's agglomeration of ``frags`` (uint64 1..F, C-contiguous; overwritten; None:
+    waterz's own watershed of ``affs``) over ``affs`` ((3, z, y, x) float32) at each of
+    ``thresholds``: one label volume per threshold, in the order given, relabelled 1..K in
+    order of first appearance (see :func:`agglomerate`)."""
+    import fastremap
+    import waterz
+
+    order = sorted(set(thresholds))
     results = {}
     with _quiet_stdout():
         segmentations = waterz.agglomerate(affs, order, fragments=frags,
                                            scoring_function=SCORINGS[scoring])
         for threshold, segmentation in zip(order, segmentations):
+            top = int(segmentation.max()) if segmentation.size else 0
             # waterz keeps merging in this array: copy it, at the size the IDs need
             labels = segmentation.astype(label_dtype(top))
             labels, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=True)
             count = len(mapping) - (0 in mapping)
             results[threshold] = labels.astype(label_dtype(count), copy=False)
-    return [results[t] for t in values]
+    return [results[t] for t in thresholds]
 
 
 def small_objects(labels, min_size=100):

@@ -56,6 +56,7 @@ from .recipe import (
     quick_crop,
     recipe_summary,
     resolve,
+    runs,
     training_args,
 )
 
@@ -357,7 +358,7 @@ def execute(options):
                           runner.records(steps), runner.ran,
                           total_seconds=round(time.monotonic() - start, 1))
     write_file(layout.report, json.dumps(report, indent=2) + "\n")
-    if options.method != "agglomerate":  # the thesis' evaluation block, as the thesis printed it
+    if runs(options.method, "thesis"):  # the thesis' evaluation block, as the thesis printed it
         print()
         print((layout.logs / f"evaluate_{'_'.join(COMBOS['thesis'][0])}.log").read_text().rstrip())
     print()

@@ -179,7 +179,8 @@ METRICS = (("adapted_rand_error", "adapted Rand error"), ("voi_split", "VOI spli
 def row_name(row):
     """How a result row is named in tables and charts."""
     if row.get("method") == "agglomerate":
-        return f"agglomerate, threshold {row['merge_threshold']:g} (chosen on d)"
+        what = "NN-6 affinities, agglomerated" if row.get("key") == "affinities" else "agglomerate"
+        return f"{what}, threshold {row['merge_threshold']:g} (chosen on d)"
     return "thesis: cytoplasm {} / overlap {}".format(
         *(k.upper().replace("NN", "NN-") for k in row["key"].split("_")))
 
@@ -378,11 +379,11 @@ def read_report(run_dir):
 def run_figures(run_dir, out, browser=True):
     """All figures of a finished experiment_8.sh run into ``out``; returns the files written."""
     from .io import read_labels, read_stack, write_file
-    from .recipe import COMBOS, TEST_QUADRANT
+    from .recipe import COMBOS, TEST_QUADRANT, runs
 
     report, layout = read_report(run_dir)
     run, out = layout.run, Path(out)
-    thesis = report["options"]["method"] != "agglomerate"  # the workflow is the thesis' method
+    thesis = runs(report["options"]["method"], "thesis")  # the workflow is the thesis' method
     segmentation = layout.reconstruction(*COMBOS["thesis"][0]) if thesis else layout.agglomerated
     out.mkdir(parents=True, exist_ok=True)
     written = []

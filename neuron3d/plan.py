@@ -41,6 +41,8 @@ from .recipe import (
     TEST_QUADRANT,
     VALIDATED_NETWORKS,
     VALIDATED_RECIPES,
+    affinity_args,
+    runs,
     training_args,
 )
 
@@ -160,8 +162,8 @@ def plan(options, layout, shape):
     list of Step
     """
     L, steps = layout, []
-    agglomerate = options.method in ("agglomerate", "both")
-    thesis = options.method in ("thesis", "both")  # the thesis' reconstruction needs NN-4
+    agglomerate = runs(options.method, "agglomerate")
+    thesis = runs(options.method, "thesis")  # the thesis' reconstruction needs NN-4
     # --chunks: the blockwise stages run on dask, .zarr to .zarr
     engine = () if options.chunks is None else (
         "--chunks", *options.chunks, "--scheduler", options.scheduler,
@@ -232,6 +234,9 @@ def plan(options, layout, shape):
         step(f"split_{kind}", *p3d("--operation", "split", "--input_dir", In(volume),
                                    "--output_dir", f"{L.work}/", "--split", kind),
              writes=[L.quadrant_tif(kind, q) for q in quadrants])
+    if options.method == "affinities":
+        affinity_steps(step, options, L, shape)
+        return steps
     for q in "abcd" if agglomerate else "abc":
         step(f"em_{q}", *p3d("--operation", "tif_to_png", "--input_dir",
                              In(L.quadrant_tif("em", q)), "--output_dir", Out(L.images("em", q))))
@@ -347,6 +352,39 @@ def plan(options, layout, shape):
              "--true", In(L.evaluation()), "--labels", In(truth),
              "--output", Out(L.scores(cyto, over)), *engine)
     return steps
+
+
+def affinity_steps(step, options, layout, shape):
+    """--method affinities: NN-6 (EM -> affinities, a 3D U-Net) trained on quadrants a and b
+    with d as its validation volume, affinities predicted on d and c, the agglomeration's
+    threshold chosen on d, c agglomerated and scored.  ``step(name, *argv, resume=...)`` adds
+    a step."""
+    L, d, c = layout, CHOICE_QUADRANT, TEST_QUADRANT
+    net = L.network("nn6")
+    affinity = ("-m", "imagetranslation.affinity")
+    for q in (c, d):
+        step(f"evaluation_{q}", *p3d("--operation", "evaluation", "--input_dir",
+                                     In(L.quadrant_tif("label", q)), *into(L.evaluation(q))))
+    step("train_nn6", *affinity, "--mode", "train",
+         "--input_em", *(In(L.quadrant_tif("em", q)) for q in NETWORKS["nn6"].quadrant),
+         "--input_labels", *(In(L.quadrant_tif("label", q)) for q in NETWORKS["nn6"].quadrant),
+         "--validation_em", In(L.quadrant_tif("em", d)),
+         "--validation_labels", In(L.quadrant_tif("label", d)),
+         "--output_dir", Out(net), *affinity_args(options, shape), resume=("--checkpoint", net))
+    for q in (d, c):
+        step(f"predict_nn6_{q}", *affinity, "--mode", "test", "--checkpoint", In(net),
+             "--input_em", In(L.quadrant_tif("em", q)),
+             "--output", Out(L.affinities_predicted(q)))
+    step(f"sweep_agglomerate_{d}", "-m", "neuron3d.sweep",
+         "--input_affinities", In(L.affinities_predicted(d)),
+         "--labels", In(L.quadrant_tif("label", d)), "--evaluation", In(L.evaluation(d)),
+         "--criterion", options.criterion, "--output", Out(L.sweep))
+    step(f"agglomerate_{c}", "reconstruct3D.py", "--method", "agglomerate",
+         "--input_affinities", In(L.affinities_predicted(c)),
+         "--merge_threshold_from", In(L.sweep), *into(L.agglomerated))
+    step("evaluate_agglomerate", "evaluate3D.py", "--predicted", In(L.agglomerated),
+         "--true", In(L.evaluation(c)), "--labels", In(L.quadrant_tif("label", c)),
+         "--output", Out(L.agglomerated_scores))
 
 
 def step_records(layout, steps):

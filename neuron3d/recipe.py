@@ -28,6 +28,22 @@ DEMO_SHAPE = (32, 384, 384)
 
 # ---- options --------------------------------------------------------------------------------
 
+#: --method: the reconstructions of c each runs.  ``affinities`` replaces the thesis' networks
+#: by NN-6 (a 3D U-Net from EM to affinities) and agglomerates its predictions.
+METHODS = {"thesis": ("thesis",), "agglomerate": ("agglomerate",),
+           "both": ("thesis", "agglomerate"), "affinities": ("affinities",)}
+
+
+def runs(method, reconstruction):
+    """Whether --method ``method`` runs ``reconstruction`` (thesis, agglomerate, affinities)."""
+    return reconstruction in METHODS[method]
+
+
+def agglomerates(method):
+    """Whether --method ``method`` ends in an agglomeration (a threshold chosen on d)."""
+    return runs(method, "agglomerate") or runs(method, "affinities")
+
+
 def build_parser():
     p = ArgumentParser(prog=PROG, description="The thesis' automated run, end to end: "
                        "NN-3 -> NN-4 / NN-5 on quadrants a, b, reconstruction and scores on c.")
@@ -65,10 +81,14 @@ def build_parser():
                         "records the steps each network reached")
     p.add_argument("--paths", choices=["thesis", "all"], default="thesis",
                    help="thesis (NN-3 -> NN-4 / NN-5, default) or all (also NN-1, NN-2)")
-    p.add_argument("--method", choices=["thesis", "agglomerate", "both"], default="both",
+    p.add_argument("--method", choices=list(METHODS), default="both",
                    help="reconstruction of c: the thesis' connected components, the "
-                        "agglomeration over predicted affinities (threshold chosen on quadrant "
-                        "d), or both side by side (default)")
+                        "agglomeration over affinities from NN-3's membranes and NN-5's "
+                        "overlaps (threshold chosen on quadrant d), both side by side "
+                        "(default), or affinities: NN-6, a 3D U-Net trained on a and b, "
+                        "predicts the z, y, x affinities from EM and they are agglomerated "
+                        "(threshold chosen on d; its budget is that of the two networks it "
+                        "replaces, 2 x --minutes)")
     p.add_argument("--erosions", type=int, default=10, metavar="N",
                    help="erosions before skeletonizing predicted overlaps (default 10)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
@@ -186,6 +206,13 @@ def resolve(args):
         raise ValueError(f"--minutes must be a finite number of minutes, got {args.minutes}")
     if args.steps == 0 or args.epochs == 0:
         raise ValueError("--steps/--epochs must be >= 1 (a network needs at least one step)")
+    if args.method == "affinities":
+        for flag, given in (("--epochs", args.epochs is not None),
+                            ("--paths all", args.paths == "all"),
+                            ("--chunks", args.chunks is not None), ("--tta", args.tta)):
+            if given:
+                raise ValueError(f"{flag} does not apply to --method affinities (NN-6 trains by "
+                                 "steps or --minutes, in memory, without the 2-D networks)")
     if args.shape is not None and not args.demo:
         raise ValueError("--shape sets the synthetic volume of --demo; it needs --demo")
     shape = tuple(args.shape) if args.shape else (DEMO_SHAPE if args.demo else None)
@@ -263,6 +290,7 @@ NETWORKS = {n.key: n for n in (
     Network("nn3", 3, "em_membrane", "a", "NN-3 (EM -> membrane)"),
     Network("nn4", 4, "membrane_cytoplasm", "b", "NN-3 -> NN-4 (membrane -> cytoplasm)"),
     Network("nn5", 5, "membrane_overlap", "b", "NN-3 -> NN-5 (membrane pair -> overlap)"),
+    Network("nn6", 6, "em_affinities", "ab", "NN-6 (EM -> affinities, 3D U-Net)"),
 )}
 #: (cytoplasm network, overlap network) pairs scored; the thesis' path first.
 COMBOS = {"thesis": (("nn4", "nn5"),),
@@ -338,6 +366,10 @@ class Layout:
     def prediction(self, key, q):
         """The trainer's test output folder (``images/NN-outputs.png``)."""
         return self.run_dir / NETWORKS[key].predict_dir(q)
+
+    def affinities_predicted(self, q):
+        """NN-6's affinities of quadrant ``q``: a (z, y, x, 3) uint8 stack."""
+        return self.work / f"affinities_predicted_{q}.tif"
 
     def membrane_predicted(self, q):
         return self.work / f"membrane_predicted_{q}.tif"
@@ -499,8 +531,37 @@ def training_args(options, shape, key):
     return args + length + ["--seed", str(options.seed)] + extra
 
 
+#: NN-6's crop (z, y, x) at most; smaller quadrants get their size (multiples of 4).
+AFFINITY_CROP = (32, 64, 64)
+
+
+def affinity_args(options, shape):
+    """``python -m imagetranslation.affinity --mode train`` options of NN-6 for a volume of
+    ``shape``: its crop, its budget (2 x --minutes: it replaces NN-3 and NN-5; else --steps,
+    else :data:`QUICK_STEPS` of NN-3), the seed."""
+    quadrant = (shape[0], shape[1] // 2, shape[2] // 2)
+    crop = [min(c, s) // 4 * 4 for c, s in zip(AFFINITY_CROP, quadrant)]
+    if min(crop) < 4:
+        raise ValueError(f"quadrants of {' x '.join(map(str, quadrant))} are too small for NN-6 "
+                         "(--method affinities needs at least 4 slices and 8 x 8 pixels)")
+    length = []
+    if options.steps is not None:
+        length = ["--max_steps", str(options.steps)]
+    if options.minutes is not None:
+        length += ["--minutes", f"{2 * options.minutes:g}"]
+    if not length:
+        length = ["--max_steps", str(QUICK_STEPS["nn3"])]
+    extra = ["--deterministic"] if options.deterministic else []
+    return ["--crop", *map(str, crop), *length, "--seed", str(options.seed), *extra]
+
+
 def recipe_summary(options, shape):
     kind = options.recipe
+    if options.method == "affinities":
+        args = affinity_args(options, shape)
+        limits = [f"{flag} {args[i + 1]}" for i, flag in enumerate(args)
+                  if flag in ("--max_steps", "--minutes")]
+        return f"NN-6 3D U-Net ({', '.join(limits)})"
     first, other = (training_args(options, shape, key) for key in ("nn3", "nn4"))
     limits = [f"{flag} {first[i + 1]}" + (f" / {other[i + 1]}" if other[i + 1] != first[i + 1]
                                           else "")

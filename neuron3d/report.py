@@ -28,7 +28,7 @@ from .cli import ArgumentParser, run_cli
 from .io import read_binary, read_labels, write_file
 from .metrics import evaluate
 from .plan import plan, step_records, volume_shape
-from .recipe import COMBOS, NETWORKS, TEST_QUADRANT, Layout, Options
+from .recipe import COMBOS, NETWORKS, TEST_QUADRANT, Layout, Options, agglomerates, runs
 from .reconstruct import reconstruct
 
 PACKAGES = ("numpy", "scipy", "scikit-image", "tifffile", "connected-components-3d", "fastremap",
@@ -88,12 +88,16 @@ def results(layout, options, sweep=None):
     """One row per scored reconstruction of c: the thesis' path first, then agglomeration
     (``sweep``: the threshold sweep on d, whose choice it used)."""
     rows = []
-    if options["method"] != "agglomerate":
+    if runs(options["method"], "thesis"):
         for cyto, over in COMBOS[options["paths"]]:
             rows.append(_row("thesis", f"{cyto}_{over}",
                              {"cytoplasm": NETWORKS[cyto].title, "overlap": NETWORKS[over].title},
                              layout.reconstruction(cyto, over), layout.scores(cyto, over)))
-    if options["method"] != "thesis":
+    if runs(options["method"], "affinities"):
+        rows.append({**_row("agglomerate", "affinities", {"affinities": NETWORKS["nn6"].title},
+                            layout.agglomerated, layout.agglomerated_scores),
+                     "merge_threshold": sweep["chosen"]})
+    if runs(options["method"], "agglomerate"):
         rows.append({**_row("agglomerate", "agglomerate",
                             {"membrane": NETWORKS["nn3"].title, "overlap": NETWORKS["nn5"].title},
                             layout.agglomerated, layout.agglomerated_scores),
@@ -145,6 +149,14 @@ def networks(layout, steps):
                               "trainer_options": _read_json(options_file),
                               "training": _read_json(training) if training.exists() else None,
                               "quality": {}}
+        elif step.name.startswith("predict_nn6_"):
+            q = step.name.removeprefix("predict_nn6_")
+            if "nn6" in found and layout.affinities_predicted(q).exists():
+                from .affinity import affinity_quality, read_affinities
+
+                found["nn6"]["quality"][q] = affinity_quality(
+                    read_affinities(layout.affinities_predicted(q)),
+                    read_labels(layout.quadrant_tif("label", q)))
         elif step.name.startswith("predict_"):
             key, q = step.name.removeprefix("predict_").rsplit("_", 1)
             images = layout.prediction(key, q) / "images"
@@ -186,12 +198,12 @@ def build_report(layout, record, steps, records, ran, total_seconds=None):
         Wall time of the latest invocation.
     """
     options = record["options"]
-    sweep = _read_json(layout.sweep) if options["method"] != "thesis" else None
+    sweep = _read_json(layout.sweep) if agglomerates(options["method"]) else None
     rows = results(layout, options, sweep)
     base = baselines({"evaluation": read_labels(layout.evaluation()),
                       "labels": read_labels(layout.quadrant_tif("label", TEST_QUADRANT))},
                      read_binary(layout.cytoplasm_predicted("nn4"))
-                     if options["method"] != "agglomerate" else None)
+                     if runs(options["method"], "thesis") else None)
     timings = {name: r.get("seconds") for name, r in records.items()}
     report = {
         "run": layout.run,
@@ -227,7 +239,8 @@ def summary_line(report):
                 f"{truth['predicted_objects']:>8} ({truth['true_objects']})")
 
     for row in report["results"]:
-        name = (f"agglomerate (threshold {row['merge_threshold']:g}, chosen on d{how})"
+        name = (f"{'NN-6 affinities' if row['key'] == 'affinities' else 'agglomerate'} "
+                f"(threshold {row['merge_threshold']:g}, chosen on d{how})"
                 if row["method"] == "agglomerate" else f"thesis {row['key']}")
         lines.append(f"  {name:<44} {row['adapted_rand_error']:>20.4f}   "
                      f"{row['labels_scores']['adapted_rand_error']:>15.4f}   "

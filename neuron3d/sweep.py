@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .affinity import FRAGMENTS
 from .agglomerate import SCORINGS
 from .cli import ArgumentParser, check_output_file, run_cli
 from .thresholds import CRITERIA, DEFAULT_CRITERION, THRESHOLDS, check_criterion, choose
@@ -100,18 +101,60 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
         ``rows`` (per threshold: ``threshold``, ``labels`` scores, ``evaluation`` scores or
         None, ``small`` objects), ``chosen`` threshold, ``criterion``, ``scoring``.
     """
-    from .agglomerate import agglomerate, small_objects
-    from .metrics import evaluate
+    from .agglomerate import agglomerate
 
     check_criterion(criterion)
-    shape = np.shape(membrane)
-    for kind, volume, source in (("labels", labels, sources[2]),
-                                 ("evaluation volume", evaluation, sources[3])):
-        if volume is not None and np.shape(volume) != shape:
-            raise ValueError(f"shapes differ: the {kind} {source} is {np.shape(volume)}, the "
-                             f"membranes {sources[0]} are {shape}")
+    _check_shapes(np.shape(membrane), labels, evaluation, sources[2:], sources[0], "membranes")
     volumes = agglomerate(membrane, overlap, list(thresholds), scoring=scoring,
                           sources=tuple(sources[:2]))
+    return _scored(volumes, thresholds, labels, evaluation, sources, scoring, criterion)
+
+
+def sweep_affinities(affs, labels, evaluation=None, thresholds=THRESHOLDS, scoring="median",
+                     fragments="zwatershed", sources=("affinities", "labels", "evaluation"),
+                     criterion=DEFAULT_CRITERION):
+    """:func:`sweep` of the agglomeration of predicted affinities
+    (:func:`neuron3d.affinity.agglomerate_affinities`).
+
+    Parameters
+    ----------
+    affs : numpy.ndarray
+        (3, z, y, x) affinities (see :func:`neuron3d.affinity.read_affinities`).
+    fragments : str
+        How fragments are cut (:data:`neuron3d.affinity.FRAGMENTS`).
+    labels, evaluation, thresholds, scoring, criterion :
+        As in :func:`sweep`; ``sources`` names the affinities, labels and evaluation volume.
+
+    Returns
+    -------
+    dict
+        As :func:`sweep`, with ``fragments``.
+    """
+    from .affinity import agglomerate_affinities
+
+    check_criterion(criterion)
+    _check_shapes(np.shape(affs)[1:], labels, evaluation, sources[1:], sources[0], "affinities")
+    volumes = agglomerate_affinities(affs, list(thresholds), scoring, fragments,
+                                     source=sources[0])
+    result = _scored(volumes, thresholds, labels, evaluation, sources[:1] + sources,
+                     scoring, criterion)
+    return {**result, "fragments": fragments}
+
+
+def _check_shapes(shape, labels, evaluation, sources, source, what):
+    for kind, volume, name in (("labels", labels, sources[0]),
+                               ("evaluation volume", evaluation, sources[1])):
+        if volume is not None and np.shape(volume) != tuple(shape):
+            raise ValueError(f"shapes differ: the {kind} {name} is {np.shape(volume)}, the "
+                             f"{what} {source} are {tuple(shape)}")
+
+
+def _scored(volumes, thresholds, labels, evaluation, sources, scoring, criterion):
+    """The rows and the choice of :func:`sweep` from one volume per threshold (``sources``:
+    the two inputs, the labels and the evaluation volume, for messages)."""
+    from .agglomerate import small_objects
+    from .metrics import evaluate
+
     rows = []
     for threshold, volume in zip(thresholds, volumes):
         made = f"(the agglomeration of {sources[0]} at {float(threshold):g})"
@@ -129,10 +172,15 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
 def build_parser():
     p = ArgumentParser(prog="python -m neuron3d.sweep", description=__doc__.splitlines()[0],
                        either_spelling=True)
-    p.add_argument("--input_dir_membrane", required=True,
+    p.add_argument("--input_dir_membrane",
                    help="membrane probabilities of the held-out quadrant (folder or .tif)")
-    p.add_argument("--input_dir_overlap", required=True,
+    p.add_argument("--input_dir_overlap",
                    help="overlap probabilities of the held-out quadrant, not thinned")
+    p.add_argument("--input_affinities", metavar="STACK",
+                   help="instead of membranes and overlaps: its predicted affinities, a "
+                        "(z, y, x, 3) stack (python -m imagetranslation.affinity --mode test)")
+    p.add_argument("--fragments", choices=FRAGMENTS, default=FRAGMENTS[0],
+                   help="with --input_affinities: how fragments are cut (default %(default)s)")
     p.add_argument("--labels", required=True, help="its ground-truth labels (.tif)")
     p.add_argument("--evaluation", help="its evaluation volume (.tif), also scored")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
@@ -169,7 +217,16 @@ def main(argv=None):
         from .io import check_outputs_apart, read_labels, read_stack, write_file
 
         inputs = {flag: getattr(args, flag.removeprefix("--")) for flag in (
-            "--input_dir_membrane", "--input_dir_overlap", "--labels", "--evaluation")}
+            "--input_dir_membrane", "--input_dir_overlap", "--input_affinities", "--labels",
+            "--evaluation")}
+        pair = args.input_dir_membrane is not None and args.input_dir_overlap is not None
+        if args.input_affinities is not None and (args.input_dir_membrane or
+                                                  args.input_dir_overlap):
+            raise ValueError("--input_affinities and --input_dir_membrane/--input_dir_overlap "
+                             "are exclusive")
+        if args.input_affinities is None and not pair:
+            raise ValueError("give --input_dir_membrane and --input_dir_overlap, or "
+                             "--input_affinities")
         check_outputs_apart(inputs, {"--output": args.output})
         check_output_file(args.output, "--output", "a JSON file")
         thresholds = check_thresholds(args.thresholds, "--thresholds")
@@ -181,7 +238,19 @@ def main(argv=None):
         if args.chunks is not None and args.scheduler is None and not _blockwise(args, inputs):
             raise ValueError("--chunks sets the blocks of a blockwise sweep (--scheduler, or "
                              ".zarr inputs)")
-        if _blockwise(args, inputs):
+        if args.input_affinities is not None:
+            if args.scheduler is not None or args.chunks is not None:
+                raise ValueError("--input_affinities sweeps in memory (no --scheduler / "
+                                 "--chunks yet)")
+            from .affinity import read_affinities
+
+            affs = read_affinities(args.input_affinities, "--input_affinities")
+            labels = read_labels(args.labels)
+            evaluation = read_labels(args.evaluation) if args.evaluation else None
+            result = sweep_affinities(affs, labels, evaluation, thresholds, args.scoring,
+                                      args.fragments, (args.input_affinities, args.labels,
+                                                       args.evaluation), args.criterion)
+        elif _blockwise(args, inputs):
             from .blockwise.regiongraph import BLOCKWISE_SCORINGS
 
             if args.scoring not in BLOCKWISE_SCORINGS:  # before the engine starts
@@ -207,6 +276,8 @@ def main(argv=None):
                             args.evaluation), args.criterion)
         result["inputs"] = {k: getattr(args, k) for k in
                             ("input_dir_membrane", "input_dir_overlap", "labels", "evaluation")}
+        if args.input_affinities is not None:
+            result["inputs"]["input_affinities"] = args.input_affinities
         for row in result["rows"]:
             ev = row["evaluation"]
             scores = row["labels"]
