@@ -16,8 +16,8 @@ boundary score is below --merge_threshold (or the threshold a sweep file chose,
 
 --method agglomerate --input_affinities A.tif: the same from predicted z, y, x affinities (a
 (z, y, x, 3) stack, python -m imagetranslation.affinity --mode test) instead of membranes and
-overlaps: fragments from waterz's watershed of the affinity graph (--fragments), merged while
-the median of 1 - affinity on their boundary is below the threshold.
+overlaps: fragments from a watershed of the 3-D boundary map (--fragments), merged while the
+median of 1 - affinity on their boundary is below the threshold.
 
 Large volumes: inputs ending in .zarr are read as OME-Zarr stores, and --name N.zarr writes
 <output_dir>/N.zarr instead of a .tif.  With --scheduler (local:N or tcp://HOST:PORT) the thesis
@@ -81,9 +81,10 @@ def build_parser():
                              "overlaps, a (z, y, x, 3) stack of z, y, x affinities 0..255 "
                              "(python -m imagetranslation.affinity --mode test)")
     parser.add_argument("--fragments", choices=FRAGMENTS, default=FRAGMENTS[0],
-                        help="with --input_affinities: how fragments are cut (zwatershed: "
-                             "waterz's watershed of the affinity graph, default; 3d / 2d: "
-                             "watersheds of the boundary map in 3-D / per slice)")
+                        help="with --input_affinities: how fragments are cut (3d: a "
+                             "watershed of the 3-D boundary map, default; zwatershed: waterz's "
+                             "watershed of the affinity graph, exact on perfect affinities; "
+                             "2d: boundary-map watersheds per slice)")
     parser.add_argument("--merge_threshold", type=float, nargs="+",
                         help="agglomerate: merge while the boundary score (membrane-like, "
                              "0..1) is below this; several values give one output each "

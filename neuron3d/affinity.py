@@ -32,12 +32,13 @@ __all__ = ["FRAGMENTS", "affinity_fragments", "affinity_quality", "agglomerate_a
            "boundary_f1", "boundary_map", "check_affinities", "edge_mask", "label_affinities",
            "read_affinities", "zwatershed_fragments"]
 
-#: How fragments are cut from affinities: "zwatershed", waterz's own watershed of the affinity
-#: graph (Zlateski & Seung 2015: regions grow along edges from the highest affinity down;
-#: exact on perfect affinities; :func:`zwatershed_fragments`); "3d", a watershed of the 3-D
-#: boundary map seeded at the maxima of its distance transform; "2d", such watersheds per
-#: slice (as the membrane path).
-FRAGMENTS = ("zwatershed", "3d", "2d")
+#: How fragments are cut from affinities, the default first: "3d", a watershed of the 3-D
+#: boundary map seeded at the maxima of its distance transform (the best on fibsem-medulla's d
+#: with NN-6's predictions, documentation/affinities.md); "zwatershed", waterz's own watershed
+#: of the affinity graph (Zlateski & Seung 2015: regions grow along edges from the highest
+#: affinity down; exact on perfect affinities; :func:`zwatershed_fragments`); "2d", the
+#: boundary map's watersheds per slice (as the membrane path).
+FRAGMENTS = ("3d", "zwatershed", "2d")
 
 
 def label_affinities(labels):
@@ -120,8 +121,8 @@ def boundary_f1(predicted, target, mask=None):
 
 
 def affinity_quality(predicted, labels):
-    """How well predicted affinities cut a labelled volume's edges: :func:`boundary_f1` over all
-    edges and per axis.
+    """How well predicted affinities cut a labelled volume's edges: the precision, recall and
+    :func:`boundary_f1` of the cut edges (affinity below 0.5), and the F1 per axis.
 
     Parameters
     ----------
@@ -133,14 +134,18 @@ def affinity_quality(predicted, labels):
     Returns
     -------
     dict
-        ``f1``, ``f1_z``, ``f1_y``, ``f1_x``.
+        ``precision``, ``recall``, ``f1``, ``f1_z``, ``f1_y``, ``f1_x``.
     """
     target = label_affinities(labels)
     if np.shape(predicted) != target.shape:
         raise ValueError(f"affinities of shape {np.shape(predicted)} do not fit labels of shape "
                          f"{np.shape(labels)}")
     mask = edge_mask(target.shape[1:])
-    quality = {"f1": boundary_f1(predicted, target, mask)}
+    cut_p, cut_t = (predicted < 0.5) & mask, (target < 0.5) & mask
+    hits = int((cut_p & cut_t).sum())
+    quality = {"precision": hits / int(cut_p.sum()) if cut_p.any() else 1.0,
+               "recall": hits / int(cut_t.sum()) if cut_t.any() else 1.0,
+               "f1": boundary_f1(predicted, target, mask)}
     for axis, name in enumerate("zyx"):
         quality[f"f1_{name}"] = boundary_f1(predicted[axis:axis + 1], target[axis:axis + 1],
                                             mask[axis:axis + 1])
@@ -282,7 +287,7 @@ def zwatershed_fragments(affs):
     return np.ascontiguousarray(frags, dtype=np.uint64)
 
 
-def agglomerate_affinities(affs, thresholds=(0.5,), scoring="median", mode="zwatershed",
+def agglomerate_affinities(affs, thresholds=(0.5,), scoring="median", mode="3d",
                            seed_threshold=0.2, sigma=0.0, min_distance=5, workers=None,
                            source="affinities"):
     """Reconstruct neurons from predicted affinities (``reconstruct3D.py --method agglomerate
@@ -301,7 +306,7 @@ def agglomerate_affinities(affs, thresholds=(0.5,), scoring="median", mode="zwat
         Merge thresholds in [0, 1]; higher merges more.
     scoring : {"median", "mean", "median_max"}
         See :data:`neuron3d.agglomerate.SCORINGS`.
-    mode : {"zwatershed", "3d", "2d"}
+    mode : {"3d", "zwatershed", "2d"}
         How fragments are cut (see :data:`FRAGMENTS`).
     seed_threshold, sigma, min_distance, workers :
         See :func:`affinity_fragments` (unused by "zwatershed").

@@ -111,7 +111,7 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
 
 
 def sweep_affinities(affs, labels, evaluation=None, thresholds=THRESHOLDS, scoring="median",
-                     fragments="zwatershed", sources=("affinities", "labels", "evaluation"),
+                     fragments="3d", sources=("affinities", "labels", "evaluation"),
                      criterion=DEFAULT_CRITERION):
     """:func:`sweep` of the agglomeration of predicted affinities
     (:func:`neuron3d.affinity.agglomerate_affinities`).

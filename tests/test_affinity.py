@@ -95,14 +95,14 @@ def test_zwatershed_on_perfect_affinities_is_6_connected_components_of_each_labe
     rng = np.random.default_rng(0)
     coarse = rng.integers(1, 4, size=(3, 5, 5)).astype(np.uint16)  # many pieces, none of 1 voxel
     labels = coarse.repeat(2, 0).repeat(2, 1).repeat(2, 2)
-    (result,) = agglomerate_affinities(label_affinities(labels), [0.5])
+    (result,) = agglomerate_affinities(label_affinities(labels), [0.5], mode="zwatershed")
     assert _same_partition(result, cc3d.connected_components(labels, connectivity=6))
 
 
 def test_a_voxel_without_affinities_joins_a_neighbouring_fragment():
     labels = _blocks()
     labels[2, 3, 3] = 9  # a single voxel: no affinity to any neighbour
-    (result,) = agglomerate_affinities(label_affinities(labels), [0.5])
+    (result,) = agglomerate_affinities(label_affinities(labels), [0.5], mode="zwatershed")
     assert result.min() == 1 and result.max() == 5
     assert result[2, 3, 3] == result[0, 0, 0]
 
@@ -154,7 +154,13 @@ def test_boundary_f1_by_hand():
     assert boundary_f1(target, target) == 1.0
     assert boundary_f1(np.ones_like(target), np.ones_like(target)) == 1.0
     quality = affinity_quality(label_affinities(_blocks()), _blocks())
-    assert quality == {"f1": 1.0, "f1_z": 1.0, "f1_y": 1.0, "f1_x": 1.0}
+    assert quality == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "f1_z": 1.0, "f1_y": 1.0,
+                       "f1_x": 1.0}
+    labels = np.array([[[1, 1, 2, 2]]])
+    predicted = np.ones((3, 1, 1, 4), dtype=np.float32)
+    predicted[2, 0, 0, 1] = 0.4  # a false cut; the true one (x = 2) is missed
+    quality = affinity_quality(predicted, labels)
+    assert (quality["precision"], quality["recall"], quality["f1"]) == (0.0, 0.0, 0.0)
 
 
 def test_read_affinities_takes_channels_last(tmp_path):
@@ -178,11 +184,13 @@ def test_reconstruct_and_sweep_read_affinities(tmp_path, capsys):
     tifffile.imwrite(stack, np.moveaxis(np.rint(affs * 255).astype(np.uint8), 0, -1))
     tifffile.imwrite(tmp_path / "labels.tif", labels)
     assert sweep.main(["--input_affinities", str(stack), "--labels", str(tmp_path / "labels.tif"),
-                       "--thresholds", "0.1", "0.5", "--output", str(tmp_path / "s.json")]) == 0
+                       "--fragments", "zwatershed", "--thresholds", "0.1", "0.5",
+                       "--output", str(tmp_path / "s.json")]) == 0
     result = json.loads((tmp_path / "s.json").read_text())
     assert result["chosen"] == 0.1 and result["fragments"] == "zwatershed"
     assert [r["small"]["objects"] for r in result["rows"]] == [5, 4]
     assert reconstruct3D.main(["--method", "agglomerate", "--input_affinities", str(stack),
+                               "--fragments", "zwatershed",
                                "--merge_threshold_from", str(tmp_path / "s.json"),
                                "--output_dir", str(tmp_path), "--name", "out"]) == 0
     assert _same_partition(tifffile.imread(tmp_path / "out.tif"), labels)

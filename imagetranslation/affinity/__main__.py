@@ -64,6 +64,9 @@ def build_parser():
     t.add_argument("--seed", type=int, default=d.seed)
     t.add_argument("--no_augment", dest="augment", action="store_false",
                    help="no flips, transposes or intensity changes")
+    t.add_argument("--no_balance", dest="balanced", action="store_false",
+                   help="every edge weighs the same in the loss (default: cut and uncut edges "
+                        "weigh half each, Lee et al. 2017's rebalancing)")
     t.add_argument("--validation_freq", type=int, default=d.validation_freq)
     t.add_argument("--validation_share", type=float, default=d.validation_share,
                    help="validation's share of the budget (default %(default)s)")

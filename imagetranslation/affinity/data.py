@@ -23,7 +23,7 @@ def step_rng(seed, step):
     return np.random.default_rng([int(seed), int(step)])
 
 
-def sample(em, labels, crop, rng, augment=True):
+def sample(em, labels, crop, rng, augment=True, balanced=True):
     """One random crop of ``em`` (uint8, scaled by :func:`normalize`) and ``labels``, augmented.
 
     Augmentations (each with probability 1/2): a flip of each axis, a y/x transpose (for square
@@ -35,8 +35,8 @@ def sample(em, labels, crop, rng, augment=True):
         (z, y, x, 1) float32 EM.
     target, weight : numpy.ndarray
         (z, y, x, 3) float32: the affinities of the labels (channels z, y, x) and the loss
-        weight of each edge: 0 where an edge has no predecessor in the crop, else balanced so
-        that cut and uncut edges weigh half each (see :func:`balance`).
+        weight of each edge: 0 where an edge has no predecessor in the crop, else 1, or with
+        ``balanced`` such that cut and uncut edges weigh half each (see :func:`balance`).
     """
     shape = em.shape
     corner = [int(rng.integers(0, s - c + 1)) for s, c in zip(shape, crop)]
@@ -54,7 +54,8 @@ def sample(em, labels, crop, rng, augment=True):
         if rng.random() < 0.5:
             x = x * np.float32(gain) + np.float32(offset)
     target = label_affinities(np.ascontiguousarray(y))
-    weight = balance(target, edge_mask(target.shape[1:]))
+    mask = edge_mask(target.shape[1:])
+    weight = balance(target, mask) if balanced else mask.astype(np.float32)
     return (np.ascontiguousarray(x, dtype=np.float32)[..., None],
             np.moveaxis(target, 0, -1), np.moveaxis(weight, 0, -1))
 
@@ -93,7 +94,7 @@ def balance(target, mask):
     return weight
 
 
-def batch(volumes, crop, size, seed, step, augment=True):
+def batch(volumes, crop, size, seed, step, augment=True, balanced=True):
     """The batch of training step ``step``: ``size`` samples from :func:`step_rng`, each from
     one of ``volumes`` ((em, labels) pairs) drawn in proportion to its voxels.
 
@@ -104,5 +105,5 @@ def batch(volumes, crop, size, seed, step, augment=True):
     rng = step_rng(seed, step)
     sizes = np.array([em.size for em, _ in volumes], dtype=np.float64)
     picks = rng.choice(len(volumes), size=size, p=sizes / sizes.sum())
-    samples = [sample(*volumes[i], crop, rng, augment) for i in picks]
+    samples = [sample(*volumes[i], crop, rng, augment, balanced) for i in picks]
     return tuple(np.stack(parts) for parts in zip(*samples))

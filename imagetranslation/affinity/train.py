@@ -57,6 +57,7 @@ class Settings:
     minutes: float | None = None
     seed: int = 0
     augment: bool = True
+    balanced: bool = True
     validation_freq: int = 100
     validation_share: float = 0.1
     save_freq: int = 500
@@ -262,7 +263,7 @@ def train(settings, volumes, output_dir, validation=None, resume=False, log=prin
                 why = "minutes"
                 break
             x, target, weight = batch(volumes, settings.crop, settings.batch_size,
-                                      settings.seed, step, settings.augment)
+                                      settings.seed, step, settings.augment, settings.balanced)
             losses.append(float(train_step(x, target, weight)))
             step += 1
             step_var.assign(step)
