@@ -374,7 +374,8 @@ def affinity_steps(step, options, layout, shape):
     for q in (d, c):
         step(f"predict_nn6_{q}", *affinity, "--mode", "test", "--checkpoint", In(net),
              "--input_em", In(L.quadrant_tif("em", q)),
-             "--output", Out(L.affinities_predicted(q)))
+             "--output", Out(L.affinities_predicted(q)),
+             *(("--deterministic",) if options.deterministic else ()))
     step(f"sweep_agglomerate_{d}", "-m", "neuron3d.sweep",
          "--input_affinities", In(L.affinities_predicted(d)),
          "--labels", In(L.quadrant_tif("label", d)), "--evaluation", In(L.evaluation(d)),

@@ -72,8 +72,9 @@ def build_parser():
                    help="validation's share of the budget (default %(default)s)")
     t.add_argument("--save_freq", type=int, default=d.save_freq)
     t.add_argument("--deterministic", action="store_true",
-                   help="deterministic kernels on fixed threads (bit-identical resume)")
-    t.add_argument("--threads", type=int, help="TensorFlow's thread pools")
+                   help="deterministic kernels on fixed threads (train: bit-identical resume; "
+                        "test: the same affinities on any machine's thread count)")
+    t.add_argument("--threads", type=int, help="TensorFlow's thread pools (train and test)")
     q = p.add_argument_group("prediction (test)")
     q.add_argument("--tile", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="largest tile predicted at once (default 96 192 192)")
@@ -174,6 +175,9 @@ def _test(args):
     tile = tuple(args.tile) if args.tile else TILE
     if min(tile) < 1:
         raise ValueError(f"--tile must be three positive sizes, got {tile}")
+    from ..runtime import configure_runtime
+
+    configure_runtime(args.deterministic, args.threads)
     model, settings = load(args.checkpoint)
     em = _read_em(source, "--input_em")
     step = multiple(settings.levels, settings.z_pool)
