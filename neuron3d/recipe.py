@@ -9,6 +9,10 @@ recipes.  Nothing here runs a process.
   ResNet sized to a laptop CPU), ``real`` and ``real_calibrated`` (:func:`training_args`).
 
 The steps themselves are :func:`neuron3d.plan.plan`; :mod:`neuron3d.experiment` runs them.
+
+Its length (a little over 550 lines since NN-6 joined) is that of these four tables, kept in
+one module so that a run's options, names and recipes are read in one place; the options'
+parser and checks are the part to move out next.
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ DEMO_SHAPE = (32, 384, 384)
 
 # ---- options --------------------------------------------------------------------------------
 
-#: --method: the reconstructions of c each runs.  ``affinities`` replaces the thesis' networks
-#: by NN-6 (a 3D U-Net from EM to affinities) and agglomerates its predictions.
+#: --method: the reconstructions of c each runs (``affinities``: NN-6's, without the 2D networks).
 METHODS = {"thesis": ("thesis",), "agglomerate": ("agglomerate",),
            "both": ("thesis", "agglomerate"), "affinities": ("affinities",)}
 
@@ -40,7 +43,7 @@ def runs(method, reconstruction):
 
 
 def agglomerates(method):
-    """Whether --method ``method`` ends in an agglomeration (a threshold chosen on d)."""
+    """Whether --method ``method`` chooses a merge threshold on d."""
     return runs(method, "agglomerate") or runs(method, "affinities")
 
 
@@ -82,13 +85,10 @@ def build_parser():
     p.add_argument("--paths", choices=["thesis", "all"], default="thesis",
                    help="thesis (NN-3 -> NN-4 / NN-5, default) or all (also NN-1, NN-2)")
     p.add_argument("--method", choices=list(METHODS), default="both",
-                   help="reconstruction of c: the thesis' connected components, the "
-                        "agglomeration over affinities from NN-3's membranes and NN-5's "
-                        "overlaps (threshold chosen on quadrant d), both side by side "
-                        "(default), or affinities: NN-6, a 3D U-Net trained on a and b, "
-                        "predicts the z, y, x affinities from EM and they are agglomerated "
-                        "(threshold chosen on d; its budget is that of the two networks it "
-                        "replaces, 2 x --minutes)")
+                   help="reconstruction of c: thesis, agglomerate (NN-3's membranes and "
+                        "NN-5's overlaps agglomerated, threshold chosen on d), both (default), "
+                        "or affinities (NN-6, a 3D U-Net on a and b for 2 x --minutes, EM -> "
+                        "affinities, agglomerated)")
     p.add_argument("--erosions", type=int, default=10, metavar="N",
                    help="erosions before skeletonizing predicted overlaps (default 10)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
@@ -206,13 +206,11 @@ def resolve(args):
         raise ValueError(f"--minutes must be a finite number of minutes, got {args.minutes}")
     if args.steps == 0 or args.epochs == 0:
         raise ValueError("--steps/--epochs must be >= 1 (a network needs at least one step)")
-    if args.method == "affinities":
-        for flag, given in (("--epochs", args.epochs is not None),
-                            ("--paths all", args.paths == "all"),
-                            ("--chunks", args.chunks is not None), ("--tta", args.tta)):
-            if given:
-                raise ValueError(f"{flag} does not apply to --method affinities (NN-6 trains by "
-                                 "steps or --minutes, in memory, without the 2-D networks)")
+    not_nn6 = {"--epochs": args.epochs is not None, "--paths all": args.paths == "all",
+               "--chunks": args.chunks is not None, "--tta": args.tta}
+    for flag in (f for f, given in not_nn6.items() if given and args.method == "affinities"):
+        raise ValueError(f"{flag} does not apply to --method affinities (NN-6 trains by steps "
+                         "or --minutes, in memory, without the 2-D networks)")
     if args.shape is not None and not args.demo:
         raise ValueError("--shape sets the synthetic volume of --demo; it needs --demo")
     shape = tuple(args.shape) if args.shape else (DEMO_SHAPE if args.demo else None)
@@ -536,9 +534,8 @@ AFFINITY_CROP = (32, 64, 64)
 
 
 def affinity_args(options, shape):
-    """``python -m imagetranslation.affinity --mode train`` options of NN-6 for a volume of
-    ``shape``: its crop, its budget (2 x --minutes: it replaces NN-3 and NN-5; else --steps,
-    else :data:`QUICK_STEPS` of NN-3), the seed."""
+    """NN-6's training options for a volume of ``shape``: crop, budget (2 x --minutes, as it
+    replaces NN-3 and NN-5, and/or --steps; else NN-3's :data:`QUICK_STEPS`), seed."""
     quadrant = (shape[0], shape[1] // 2, shape[2] // 2)
     crop = [min(c, s) // 4 * 4 for c, s in zip(AFFINITY_CROP, quadrant)]
     if min(crop) < 4:

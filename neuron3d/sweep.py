@@ -12,6 +12,9 @@ is then applied to quadrant c::
         --input_dir_overlap results/demo/P5_membrane_overlap_d/images/ \\
         --labels datasets/label_d.tif --evaluation datasets/evaluate_d.tif \\
         --output results/demo/sweep_agglomerate_d.json
+
+``--input_affinities`` sweeps the agglomeration of NN-6's predicted affinities instead
+(:func:`sweep_affinities`; ``experiment_8.sh --method affinities``).
 """
 
 from __future__ import annotations
