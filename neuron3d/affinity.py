@@ -111,13 +111,16 @@ def boundary_f1(predicted, target, mask=None):
     float
         2 TP / (2 TP + FP + FN); 1.0 when neither has a cut edge.
     """
+    return _cut_scores(predicted, target, mask)["f1"]
+
+
+def _cut_scores(predicted, target, mask=None):
+    """:func:`neuron3d.metrics.pixel_scores` of the cut edges (affinity below 0.5)."""
+    from .metrics import pixel_scores
+
     if mask is None:
         mask = edge_mask(target.shape[1:])
-    cut_p = (predicted < 0.5) & mask
-    cut_t = (target < 0.5) & mask
-    tp = int((cut_p & cut_t).sum())
-    wrong = int((cut_p ^ cut_t).sum())
-    return 1.0 if tp + wrong == 0 else 2 * tp / (2 * tp + wrong)
+    return pixel_scores((predicted < 0.5) & mask, (target < 0.5) & mask)
 
 
 def affinity_quality(predicted, labels):
@@ -141,11 +144,7 @@ def affinity_quality(predicted, labels):
         raise ValueError(f"affinities of shape {np.shape(predicted)} do not fit labels of shape "
                          f"{np.shape(labels)}")
     mask = edge_mask(target.shape[1:])
-    cut_p, cut_t = (predicted < 0.5) & mask, (target < 0.5) & mask
-    hits = int((cut_p & cut_t).sum())
-    quality = {"precision": hits / int(cut_p.sum()) if cut_p.any() else 1.0,
-               "recall": hits / int(cut_t.sum()) if cut_t.any() else 1.0,
-               "f1": boundary_f1(predicted, target, mask)}
+    quality = dict(_cut_scores(predicted, target, mask))
     for axis, name in enumerate("zyx"):
         quality[f"f1_{name}"] = boundary_f1(predicted[axis:axis + 1], target[axis:axis + 1],
                                             mask[axis:axis + 1])

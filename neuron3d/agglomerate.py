@@ -468,20 +468,19 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
 
 
 def _waterz(affs, frags, thresholds, scoring):
-    """waterz's agglomeration of ``frags`` (uint64 1..F, C-contiguous; overwritten; None:
-    waterz's own watershed of ``affs``) over ``affs`` ((3, z, y, x) float32) at each of
-    ``thresholds``: one label volume per threshold, in the order given, relabelled 1..K in
-    order of first appearance (see :func:`agglomerate`)."""
+    """waterz's agglomeration of ``frags`` (uint64 1..F, C-contiguous; overwritten) over
+    ``affs`` ((3, z, y, x) float32) at each of ``thresholds``: one label volume per threshold,
+    in the order given, relabelled 1..K in order of first appearance (see :func:`agglomerate`)."""
     import fastremap
     import waterz
 
+    top = int(frags.max()) if frags.size else 0
     order = sorted(set(thresholds))
     results = {}
     with _quiet_stdout():
         segmentations = waterz.agglomerate(affs, order, fragments=frags,
                                            scoring_function=SCORINGS[scoring])
         for threshold, segmentation in zip(order, segmentations):
-            top = int(segmentation.max()) if segmentation.size else 0
             # waterz keeps merging in this array: copy it, at the size the IDs need
             labels = segmentation.astype(label_dtype(top))
             labels, mapping = fastremap.renumber(labels, preserve_zero=True, in_place=True)

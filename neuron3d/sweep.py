@@ -110,7 +110,8 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
     _check_shapes(np.shape(membrane), labels, evaluation, sources[2:], sources[0], "membranes")
     volumes = agglomerate(membrane, overlap, list(thresholds), scoring=scoring,
                           sources=tuple(sources[:2]))
-    return _scored(volumes, thresholds, labels, evaluation, sources, scoring, criterion)
+    return _scored(volumes, thresholds, labels, evaluation, sources[0], sources[2:], scoring,
+                   criterion)
 
 
 def sweep_affinities(affs, labels, evaluation=None, thresholds=THRESHOLDS, scoring="median",
@@ -139,7 +140,7 @@ def sweep_affinities(affs, labels, evaluation=None, thresholds=THRESHOLDS, scori
     _check_shapes(np.shape(affs)[1:], labels, evaluation, sources[1:], sources[0], "affinities")
     volumes = agglomerate_affinities(affs, list(thresholds), scoring, fragments,
                                      source=sources[0])
-    result = _scored(volumes, thresholds, labels, evaluation, sources[:1] + sources,
+    result = _scored(volumes, thresholds, labels, evaluation, sources[0], sources[1:],
                      scoring, criterion)
     return {**result, "fragments": fragments}
 
@@ -152,20 +153,21 @@ def _check_shapes(shape, labels, evaluation, sources, source, what):
                              f"{what} {source} are {tuple(shape)}")
 
 
-def _scored(volumes, thresholds, labels, evaluation, sources, scoring, criterion):
-    """The rows and the choice of :func:`sweep` from one volume per threshold (``sources``:
-    the two inputs, the labels and the evaluation volume, for messages)."""
+def _scored(volumes, thresholds, labels, evaluation, source, truth_sources, scoring, criterion):
+    """The rows and the choice of :func:`sweep` from one volume per threshold (``source``: what
+    was agglomerated, ``truth_sources``: the labels and the evaluation volume, for messages)."""
     from .agglomerate import small_objects
     from .metrics import evaluate
 
     rows = []
     for threshold, volume in zip(thresholds, volumes):
-        made = f"(the agglomeration of {sources[0]} at {float(threshold):g})"
+        made = f"(the agglomeration of {source} at {float(threshold):g})"
         rows.append({
             "threshold": float(threshold),
-            "labels": evaluate(labels, volume, true_source=sources[2], pred_source=made),
+            "labels": evaluate(labels, volume, true_source=truth_sources[0],
+                             pred_source=made),
             "evaluation": None if evaluation is None
-            else evaluate(evaluation, volume, true_source=sources[3], pred_source=made),
+            else evaluate(evaluation, volume, true_source=truth_sources[1], pred_source=made),
             "small": small_objects(volume),
         })
     return {"rows": rows, "chosen": choose(rows, criterion), "scoring": scoring,

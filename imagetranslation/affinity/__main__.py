@@ -21,7 +21,7 @@ from neuron3d import io
 from neuron3d.atomic import check_outputs_apart
 from neuron3d.cli import ArgumentParser, run_cli
 
-from .train import PROG, Settings
+from .train import PROG, Settings, check_volume
 
 _DEFAULTS = Settings(max_steps=1)
 
@@ -97,8 +97,6 @@ def _read_em(path, flag):
 
 
 def _read_pair(em_flag, em_path, labels_flag, labels_path, settings):
-    from .train import check_volume
-
     em = _read_em(em_path, em_flag)
     labels = io.read_labels(labels_path, what=labels_flag)
     check_volume(em, labels, settings, (f"{em_flag} {em_path}", f"{labels_flag} {labels_path}"))

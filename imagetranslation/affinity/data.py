@@ -12,10 +12,7 @@ import numpy as np
 
 from neuron3d.affinity import edge_mask, label_affinities
 
-
-def normalize(em):
-    """uint8 EM (or floats in [0, 255]) as float32 in [-1, 1]."""
-    return np.asarray(em, dtype=np.float32) / np.float32(127.5) - np.float32(1)
+from ..data import to_model_range
 
 
 def step_rng(seed, step):
@@ -24,7 +21,7 @@ def step_rng(seed, step):
 
 
 def sample(em, labels, crop, rng, augment=True, balanced=True):
-    """One random crop of ``em`` (uint8, scaled by :func:`normalize`) and ``labels``, augmented.
+    """One random crop of ``em`` (uint8, scaled by ``to_model_range``) and ``labels``, augmented.
 
     Augmentations (each with probability 1/2): a flip of each axis, a y/x transpose (for square
     crops), and an intensity change ``a * em + b`` (a in [0.8, 1.2], b in [-0.2, 0.2]).
@@ -41,7 +38,7 @@ def sample(em, labels, crop, rng, augment=True, balanced=True):
     shape = em.shape
     corner = [int(rng.integers(0, s - c + 1)) for s, c in zip(shape, crop)]
     window = tuple(slice(o, o + c) for o, c in zip(corner, crop))
-    x, y = normalize(em[window]), labels[window]
+    x, y = to_model_range(em[window]), labels[window]
     if augment:
         flips = rng.random(3) < 0.5
         transpose = rng.random() < 0.5 and crop[1] == crop[2]

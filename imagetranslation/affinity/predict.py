@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .data import normalize
+from ..data import to_model_range
 
 #: Default tile (z, y, x) and context margin in voxels.
 TILE = (96, 192, 192)
@@ -33,7 +33,7 @@ def _starts(size, tile):
     return [i * tile for i in range(count)]
 
 
-def predict_volume(model, em, multiple, tile=TILE, margin=MARGIN, progress=None):
+def predict_volume(model, em, multiple, tile=TILE, margin=MARGIN):
     """Affinities of ``em``.
 
     Parameters
@@ -48,20 +48,18 @@ def predict_volume(model, em, multiple, tile=TILE, margin=MARGIN, progress=None)
         Largest tile (z, y, x) predicted at once, margins excluded.
     margin : int
         Context on each side of a tile, in voxels.
-    progress : callable, optional
-        Called with (tiles done, tiles) after each tile.
 
     Returns
     -------
     numpy.ndarray
         (3, z, y, x) float32 affinities in [0, 1], waterz's layout.
     """
-    em = normalize(em)
+    em = to_model_range(em)
     shape = em.shape
     out = np.zeros((3,) + shape, dtype=np.float32)
     grid = [_starts(s, t) for s, t in zip(shape, tile)]
     tiles = [(z, y, x) for z in grid[0] for y in grid[1] for x in grid[2]]
-    for done, start in enumerate(tiles, 1):
+    for start in tiles:
         core = tuple(slice(o, min(o + t, s)) for o, t, s in zip(start, tile, shape))
         outer = tuple(slice(max(c.start - margin, 0), min(c.stop + margin, s))
                       for c, s in zip(core, shape))
@@ -70,8 +68,6 @@ def predict_volume(model, em, multiple, tile=TILE, margin=MARGIN, progress=None)
         predicted = np.asarray(predicted)[0]
         inner = tuple(slice(c.start - o.start, c.stop - o.start) for c, o in zip(core, outer))
         out[(slice(None), *core)] = np.moveaxis(predicted[inner], -1, 0)
-        if progress is not None:
-            progress(done, len(tiles))
     out[0, 0] = out[1, :, 0] = out[2, :, :, 0] = 0  # no predecessor
     return out
 

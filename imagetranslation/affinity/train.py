@@ -30,10 +30,6 @@ from .predict import predict_volume
 
 PROG = "python -m imagetranslation.affinity"
 
-#: The keys of :class:`Settings` that shape the network (a checkpoint fits only these).
-NETWORK_KEYS = ("features", "levels", "z_pool", "fine_z")
-
-
 @dataclass(frozen=True)
 class Settings:
     """What a training run was asked to do (options.json records it).
@@ -132,10 +128,8 @@ def build(settings):
 
 
 def check_volume(em, labels, settings, names):
-    """ValueError unless EM and labels are (z, y, x) stacks of one shape that hold a crop."""
-    if em.ndim != 3:
-        raise ValueError(f"{names[0]} must be a (z, y, x) EM stack, got shape {em.shape}")
-    if labels is not None and labels.shape != em.shape:
+    """ValueError unless the labels cover the (z, y, x) EM stack and it holds a crop."""
+    if labels.shape != em.shape:
         raise ValueError(f"{names[1]} has shape {labels.shape}, {names[0]} {em.shape}: the "
                          "labels must cover the EM voxel for voxel")
     if any(c > s for c, s in zip(settings.crop, em.shape)):
@@ -225,8 +219,8 @@ def train(settings, volumes, output_dir, validation=None, resume=False, log=prin
     start = int(step_var.numpy())
     budget = None if settings.minutes is None else settings.minutes * 60.0
     spent = float(record.data["seconds_total"]) if resume else 0.0
-    window = None if validation is None else validation_window(validation[0].shape, settings)
     if validation is not None:
+        window = validation_window(validation[0].shape, settings)
         v_em, v_target = validation[0][window], label_affinities(validation[1][window])
         v_mask = edge_mask(v_target.shape[1:])
     step_multiple = multiple(settings.levels, settings.z_pool)
