@@ -345,10 +345,16 @@ def training_curves(run_dir, out):
                 level = 0.8 * level + 0.2 * value
                 smooth.append(level)
             ax.plot(steps, smooth, color=line.get_color(), linewidth=1.8, label=net.name)
+        elif (net / "training.json").is_file():  # NN-6 records its mean loss per 50 steps
+            losses = json.loads((net / "training.json").read_text()).get("loss") or []
+            if losses:
+                ax.plot([r["step"] for r in losses], [r["loss"] for r in losses],
+                        linewidth=1.8, label=f"{net.name} (mean per 50 steps)")
     ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("generator regression loss (Y_loss)")
-    ax.set_title("training curves (TensorBoard logs; faint: per batch, bold: smoothed)")
+    ax.set_ylabel("training loss (2-D networks: Y_loss; NN-6: weighted BCE)")
+    ax.set_title("training curves (TensorBoard logs: faint per batch, bold smoothed; NN-6: "
+                 "its training.json)")
     ax.legend(fontsize=8)
     save_figure(plt, fig, out)
 

@@ -29,6 +29,8 @@ from .network import multiple, unet
 from .predict import predict_volume
 
 PROG = "python -m imagetranslation.affinity"
+#: Steps between the loss records of training.json (their mean) and the progress lines.
+LOSS_EVERY = 50
 
 @dataclass(frozen=True)
 class Settings:
@@ -154,8 +156,8 @@ class _Record:
 
     def __init__(self, folder, resumed):
         self.path = Path(folder) / "training.json"
-        self.data = {"steps": 0, "seconds_total": 0.0, "validation": [], "kept_step": None,
-                     "kept_f1": None, "sessions": 0, "stopped_by": None}
+        self.data = {"steps": 0, "seconds_total": 0.0, "validation": [], "loss": [],
+                     "kept_step": None, "kept_f1": None, "sessions": 0, "stopped_by": None}
         if resumed:
             try:
                 self.data.update(json.loads(self.path.read_text(encoding="utf-8")))
@@ -263,12 +265,15 @@ def train(settings, volumes, output_dir, validation=None, resume=False, log=prin
             step_var.assign(step)
             if step % settings.save_freq == 0:
                 manager.save(checkpoint_number=step)
+            if step % LOSS_EVERY == 0:
+                record.data["loss"].append({"step": step,
+                                            "loss": float(np.mean(losses[-LOSS_EVERY:]))})
             if validation is not None and step % settings.validation_freq == 0:
                 f1 = validate(step)
-                log(f"{PROG}: step {step}, loss {np.mean(losses[-50:]):.4f}, validation F1 "
-                    f"{f1:.4f}, {spent + clock() - began:.0f} s")
-            elif step % 50 == 0:
-                log(f"{PROG}: step {step}, loss {np.mean(losses[-50:]):.4f}, "
+                log(f"{PROG}: step {step}, loss {np.mean(losses[-LOSS_EVERY:]):.4f}, "
+                    f"validation F1 {f1:.4f}, {spent + clock() - began:.0f} s")
+            elif step % LOSS_EVERY == 0:
+                log(f"{PROG}: step {step}, loss {np.mean(losses[-LOSS_EVERY:]):.4f}, "
                     f"{spent + clock() - began:.0f} s")
     except KeyboardInterrupt:
         why = "interrupted"
