@@ -3,9 +3,11 @@
     python neuroglancer3D.py --em datasets/em_c.tif --label datasets/label_c.tif \\
         --predicted datasets/experiment_8.tif
 
-Any stack may be a .zarr store (OME-Zarr): it is served chunk by chunk as the browser asks,
-never read whole; its segments are shown in the cross-sections, and meshed in the 3D panel
-only when chosen with --segments (meshing reads the whole volume).
+Any stack may be a .zarr store (OME-Zarr): the browser reads it as it lies on disk, from the
+same address and port, fetching the pyramid level the zoom needs (never the whole volume;
+its metadata is served at --voxel_size). Its segments are shown in the cross-sections, and
+meshed in the 3D panel only when chosen with --segments (then the store is served from
+level 0 through the Python server, and meshing reads the whole volume).
 
 Serves on 127.0.0.1 (to view from another machine, forward the port over SSH, e.g.
 ``ssh -L 8080:127.0.0.1:8080 host`` with --port 8080), prints the URL and keeps serving

@@ -1,8 +1,14 @@
 """Neuroglancer viewer for EM, ground truth and reconstructions (neuroglancer 2.x).
 
-Volumes are numpy (z, y, x) arrays served from memory with ``LocalVolume``,
-or zarr arrays served chunk by chunk as the browser asks for them (never read
-whole); the display axes are x, y, z in nanometres.
+Volumes are numpy (z, y, x) arrays served from memory with ``LocalVolume``, or zarr
+stores.  A zarr store is served as it lies on disk: its folder over HTTP (mounted on the
+viewer's own server and port), opened by the Neuroglancer client as a ``zarr://`` source, which reads the store's OME-Zarr multiscale pyramid and fetches the
+level the zoom needs (a zoomed-out view of a large volume reads its coarse levels, not
+level 0).  A zarr label layer whose segments are chosen (``segments``), and a store of a
+dtype the client does not read, are served chunk by chunk through ``LocalVolume`` instead
+(level 0 only; the Python server meshes the chosen segments).  Nothing is read whole.
+The display axes are x, y, z in nanometres, at the voxel size given: a store's metadata
+is served restated at it, so that every layer lines up.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ __all__ = [
     "BROWSERS", "INSTALL_HINT", "MAX_ID", "LazySegmentation", "build_viewer",
     "check_max_segments", "check_port", "check_screenshot", "check_segments", "check_shapes",
     "check_voxel_size", "find_browser", "is_lazy", "largest_segments", "screenshot",
-    "segmentation_dtype", "start_server",
+    "segmentation_dtype", "multiscales_at", "start_server", "stored_source",
 ]
 
 #: Browsers and drivers looked for by :func:`find_browser`.
@@ -31,6 +37,10 @@ INSTALL_HINT = ("install Debian's chromium and chromium-driver "
                 "(apt-get install -y chromium chromium-driver)")
 #: Largest segment ID Neuroglancer holds (uint64).
 MAX_ID = int(np.iinfo(np.uint64).max)
+#: The dtypes the Neuroglancer client decodes from a zarr store itself.
+CLIENT_DTYPES = frozenset(np.dtype(t) for t in (
+    np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.float32))
+_MOUNTED = {}  # (the Neuroglancer server, a store's folder, voxel size) -> its URL path
 
 
 def segmentation_dtype(labels, source="labels"):
@@ -52,6 +62,131 @@ class LazySegmentation:
 
     def __getitem__(self, item):
         return np.asarray(self.array[item]).astype(self.dtype, copy=False)
+
+
+def multiscales_at(metadata, voxel_size):
+    """OME-Zarr group metadata (``.zattrs`` of NGFF 0.4, or the attributes of a 0.5
+    ``zarr.json``) with every level's scale and translation restated for a level-0 voxel
+    of ``voxel_size`` (z, y, x) nm, the spatial axes in nanometres; None when it holds no
+    multiscales of three spatial axes z, y, x (first).
+
+    The viewer serves a store's metadata so restated, so that a store written without a
+    voxel size, or with another, lines up with the viewer's other layers, pyramid and all.
+    """
+    holder = metadata.get("ome", metadata) if isinstance(metadata, dict) else None
+    try:
+        multiscale = holder["multiscales"][0]
+        axes = multiscale["axes"]
+        names = [a["name"] if isinstance(a, dict) else a for a in axes]
+        if names[:3] != ["z", "y", "x"]:
+            return None
+        bases = None
+        for dataset in multiscale["datasets"]:
+            transforms = dataset["coordinateTransformations"]
+            scale = next(t for t in transforms if t["type"] == "scale")["scale"]
+            bases = bases or [float(v) for v in scale[:3]]
+            for t in transforms:
+                key = "scale" if t["type"] == "scale" else "translation"
+                if t["type"] in ("scale", "translation"):
+                    t[key] = [float(v) / b * n for v, b, n in
+                              zip(t[key][:3], bases, voxel_size)] + list(t[key][3:])
+    except (KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError):
+        return None
+    for axis in axes[:3]:
+        if isinstance(axis, dict):
+            axis["unit"] = "nanometer"
+    multiscale.pop("coordinateTransformations", None)  # a global scale would apply twice
+    return metadata
+
+
+def _store_handler():
+    """A handler serving a zarr store's files (neuroglancer's CORS static-file handler) with
+    its OME-Zarr metadata restated at the viewer's voxel size (:func:`multiscales_at`)."""
+    import json
+
+    from neuroglancer.static_file_server import CorsStaticFileHandler
+
+    class StoreHandler(CorsStaticFileHandler):
+        def initialize(self, path, voxel_size, default_filename=None):
+            super().initialize(path, default_filename)
+            self.voxel_size = voxel_size
+
+        def get(self, path, include_body=True):
+            if path not in (".zattrs", "zarr.json"):
+                return super().get(path, include_body)
+            try:
+                metadata = json.loads((Path(self.root) / path).read_text())
+            except (OSError, ValueError):
+                return super().get(path, include_body)  # a 404, or what the file holds
+            node = metadata.get("attributes", metadata) if path == "zarr.json" else metadata
+            multiscales_at(node, self.voxel_size)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(metadata))
+            return None
+
+        def compute_etag(self):  # restated metadata is not the file on disk
+            return super().compute_etag() if getattr(self, "absolute_path", None) else None
+
+    return StoreHandler
+
+
+def stored_source(volume, voxel_size=(6, 6, 30)):
+    """The ``zarr://`` URL at which the Neuroglancer client reads the OME-Zarr store that
+    holds ``volume`` (all its pyramid levels) at ``voxel_size`` (x, y, z nm), or None when
+    it cannot: ``volume`` is not the first level of an OME-Zarr multiscale group, or its
+    dtype is not one the client decodes (:data:`CLIENT_DTYPES`).
+
+    The store's folder is mounted once per process and voxel size on the running
+    Neuroglancer server (started here if it is not), under an unguessable path: one address
+    and port for everything, so an SSH forward of the viewer's port carries the stores too.
+    Its multiscales metadata is served restated at ``voxel_size``
+    (:func:`multiscales_at`); the chunks as they are on disk."""
+    try:
+        import zarr
+    except ImportError:
+        return None
+    if not isinstance(volume, zarr.Array) or np.dtype(volume.dtype) not in CLIENT_DTYPES:
+        return None
+    import concurrent.futures
+    import json
+
+    import neuroglancer.server
+    from neuroglancer.random_token import make_random_token
+
+    from .zarrio import store_path
+
+    folder = Path(store_path(volume)).resolve()
+    zyx = tuple(float(v) for v in voxel_size)[::-1]
+    try:
+        meta = json.loads((folder / ".zattrs").read_text()) if (folder / ".zattrs").exists() \
+            else json.loads((folder / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return None
+    holder = meta.get("ome", meta)
+    datasets = (holder.get("multiscales") or [{}])[0].get("datasets") or [{}]
+    if multiscales_at(meta, zyx) is None or \
+            str(Path(folder, datasets[0].get("path", ""))) != str(Path(volume.store.root,
+                                                                    volume.path)):
+        return None
+    neuroglancer.server.start()
+    server = neuroglancer.server.global_server
+    key = (id(server), str(folder), zyx)
+    if key not in _MOUNTED:
+        path = f"/neuron3d/zarr/{make_random_token()}/"
+        added = concurrent.futures.Future()
+
+        def mount():  # on the server's event loop: tornado is not thread-safe
+            try:
+                server.app.add_handlers(r".*$", [(rf"^{path}(.*)$", _store_handler(),
+                                                  {"path": str(folder), "voxel_size": zyx})])
+                added.set_result(None)
+            except Exception as exc:  # raised below, in the caller's thread
+                added.set_exception(exc)
+
+        server.loop.call_soon_threadsafe(mount)
+        added.result(timeout=60)
+        _MOUNTED[key] = path
+    return f"zarr://{neuroglancer.server.get_server_url()}{_MOUNTED[key]}"
 
 
 def is_lazy(volume):
@@ -232,22 +367,26 @@ def build_viewer(em=None, label=None, predicted=None, voxel_size=(6, 6, 30), seg
         s.dimensions = neuroglancer.CoordinateSpace(names=["x", "y", "z"], units="nm",
                                                     scales=[vx, vy, vz])
         if em is not None:
-            s.layers["em"] = neuroglancer.ImageLayer(source=neuroglancer.LocalVolume(
+            s.layers["em"] = neuroglancer.ImageLayer(source=stored_source(
+                volumes["em"], (vx, vy, vz)) or neuroglancer.LocalVolume(
                 data=volumes["em"], dimensions=data_space, volume_type="image"))
         for name in ("label", "predicted"):
             if name not in volumes:
                 continue
+            source = None
             if is_lazy(volumes[name]):
-                ids = LazySegmentation(volumes[name])
                 shown = segments or []
+                if not segments:  # chosen segments are meshed from LocalVolume
+                    source = stored_source(volumes[name], (vx, vy, vz))
+                ids = LazySegmentation(volumes[name])
             else:
                 ids = segmentation_dtype(volumes[name], (sources or {}).get(name) or name)
                 shown = segments
                 if shown is None:
                     shown = largest_segments(ids, max_segments)
             s.layers[name] = neuroglancer.SegmentationLayer(
-                source=neuroglancer.LocalVolume(data=ids, dimensions=data_space,
-                                                volume_type="segmentation"),
+                source=source or neuroglancer.LocalVolume(data=ids, dimensions=data_space,
+                                                          volume_type="segmentation"),
                 segments=shown)
         s.layout = "xy-3d"
         s.position = [width / 2, height / 2, depth / 2]

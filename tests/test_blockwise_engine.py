@@ -67,7 +67,7 @@ def test_serial_map_computes_inputs_first_once_and_frees_them():
     assert blockwise.gather_with_progress(second, "sum") == [11, 24, 39]
     assert calls == [1, 2, 3]
     assert [f.result() for f in first] == [1, 4, 9] and calls == [1, 2, 3]
-    assert all(f._call is None for f in second)  # arguments dropped once computed
+    assert second == [None, None, None]  # each future dropped once its result is here
     assert blockwise.run_tasks(client, square, [4, 5], "squares") == [16, 25]
 
 
@@ -357,3 +357,34 @@ def test_cli_scheduler_that_is_not_dask_one_line_exit_2(tmp_path, capsys, script
         assert time.perf_counter() - start < 15
     assert_user_error_status(status, capsys, f"--scheduler {address}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.zarr"]
+
+
+def _results_held_here(tag, wait_seconds=60.0):
+    """On a dask worker: how many results of the run ``tag`` the worker holds, once the
+    client has had up to ``wait_seconds`` to release those it has fetched."""
+    import time
+
+    from distributed import get_worker
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        held = sum(1 for key in get_worker().data if str(key).startswith(tag))
+        if held <= 1 or time.monotonic() > deadline:
+            return held
+
+
+def test_gathering_frees_each_result_on_its_worker(tmp_path):
+    """A pass's results (a region graph per block) grow with the volume: the worker frees
+    each one once the client has it, so it holds the results not fetched yet, not all."""
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    tag = "held-results"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        futures = [client.submit(_results_held_here, tag, key=f"{tag}-{k}", pure=False)
+                   for k in range(6)]
+        held = blockwise.gather_with_progress(futures, "held")
+    # without the release, the k-th task sees the k results before it (up to 5)
+    assert max(held) <= 1, held
+    assert futures == [None] * 6

@@ -234,3 +234,118 @@ def test_screenshot_of_zarr_stores(tmp_path):
     # the cross-section shows the EM under many coloured segments, read from the stores
     assert (saturation[:, :320] > 60).mean() > 0.3
     assert len({tuple(p // 32) for p in image[:, :320][saturation[:, :320] > 60]}) > 10
+
+
+def _layer_url(viewer, name):
+    with viewer.txn() as s:
+        url = s.layers[name].source[0].url
+        return url if isinstance(url, str) and url.startswith("zarr://") else None
+
+
+def test_zarr_stores_are_served_as_stored_with_their_pyramid(tmp_path):
+    """A zarr store is a zarr:// source the client reads from the store's folder itself,
+    pyramid levels included; chosen segments and a dtype the client cannot decode go
+    through LocalVolume (level 0)."""
+    pytest.importorskip("zarr")
+    import json
+
+    from neuron3d import zarrio
+
+    em, ids = synthetic_volume((8, 96, 96), seed=3)
+    zarrio.write_zarr(tmp_path / "em.zarr", em, (4, 32, 32))
+    zarrio.write_zarr(tmp_path / "ids.zarr", ids, (4, 32, 32))
+    zarrio.write_zarr(tmp_path / "f64.zarr", em.astype(np.float64), (4, 32, 32))
+    em_z, ids_z = zarrio.open_array(tmp_path / "em.zarr"), zarrio.open_array(tmp_path / "ids.zarr")
+    viewer = build_viewer(em_z, ids_z, voxel_size=(4, 4, 40))  # x y z
+    em_url, ids_url = _layer_url(viewer, "em"), _layer_url(viewer, "label")
+    assert re.match(r"^zarr://http://127\.0\.0\.1:\d+/neuron3d/zarr/\w+/$", em_url), em_url
+    assert ids_url.startswith("zarr://http://127.0.0.1:") and ids_url != em_url
+    assert not viewer.volume_manager.volumes  # no LocalVolume: the client reads the stores
+    base = ids_url[len("zarr://"):]
+    with urllib.request.urlopen(base + ".zattrs", timeout=30) as r:
+        meta = json.loads(r.read())
+    # the metadata served at the viewer's voxel size (the store has none), levels and all
+    datasets = meta["multiscales"][0]["datasets"]
+    assert [d["coordinateTransformations"][0]["scale"] for d in datasets] == \
+        [[40.0, 4.0, 4.0], [40.0, 8.0, 8.0], [40.0, 16.0, 16.0]]
+    assert [a["unit"] for a in meta["multiscales"][0]["axes"]] == ["nanometer"] * 3
+    assert "image-label" in meta
+    levels = [d["path"] for d in datasets]
+    with urllib.request.urlopen(base + "0/.zarray", timeout=30) as r:
+        assert json.loads(r.read())["shape"] == [8, 96, 96]  # chunks and arrays as stored
+    with urllib.request.urlopen(base + f"{levels[-1]}/.zarray", timeout=30) as r:
+        coarse = json.loads(r.read())
+    assert coarse["shape"][1] < 96  # a coarse level, served as it is stored
+    # chosen segments are meshed by the Python server; float64 is not a client dtype
+    viewer = build_viewer(zarrio.open_array(tmp_path / "f64.zarr"), ids_z, segments=[1])
+    assert _layer_url(viewer, "em") is None and _layer_url(viewer, "label") is None
+    assert len(viewer.volume_manager.volumes) == 2
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not _have_browser(), reason="no chromium + chromedriver (apt-get install -y chromium chromium-driver)")
+def test_zoomed_out_zarr_view_reads_coarse_levels_and_lines_up(tmp_path):
+    """Zoomed out, the client fetches the store's coarse pyramid levels (the file server's
+    log says which), and a zarr layer with its own voxel size draws where the same labels
+    from a TIFF draw."""
+    pytest.importorskip("zarr")
+    from PIL import Image
+
+    from neuron3d import viewer as ng
+    from neuron3d import zarrio
+
+    em, ids = synthetic_volume((8, 384, 384), seed=3)
+    zarrio.write_zarr(tmp_path / "ids.zarr", ids, (4, 64, 64), voxel_size=(7, 3, 3))
+    from neuroglancer.static_file_server import CorsStaticFileHandler
+
+    requested = []
+    serve = CorsStaticFileHandler.get
+
+    def logged(handler, path, *args, **kwargs):
+        requested.append(handler.request.path)
+        return serve(handler, path, *args, **kwargs)
+
+    shots = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CorsStaticFileHandler, "get", logged)
+        ng.start_server()
+        for kind, ids_source in (("zarr", zarrio.open_array(tmp_path / "ids.zarr")),
+                                 ("tiff", ids)):
+            view = ng.build_viewer(em, ids_source)
+            with view.txn() as s:
+                s.layout = "xy"
+                s.cross_section_scale = 2.0  # 2 voxels a screen pixel: zoomed out
+            shots[kind] = tmp_path / f"{kind}.png"
+            ng.screenshot(view, shots[kind], (320, 240))
+    chunk_reads = [p for p in requested if re.search(r"/zarr/\w+/\d+/\d+[./]\d+[./]\d+$", p)]
+    levels = {int(re.search(r"/zarr/\w+/(\d+)/", p).group(1)) for p in chunk_reads}
+    assert levels and min(levels) >= 1, requested  # coarse levels only, never level 0
+    a, b = (np.asarray(Image.open(shots[k]).convert("RGB")).astype(int) for k in ("zarr", "tiff"))
+    saturated = (a.max(axis=2) - a.min(axis=2)) > 60
+    assert saturated.mean() > 0.3  # segments drawn (the volume covers half the view)
+    # the same segment colours in the same places (the coarse level strides the labels)
+    assert (np.abs(a - b).max(axis=2) > 60).mean() < 0.2
+
+
+def test_multiscales_at_restates_every_level_for_the_viewer_voxel():
+    from neuron3d.viewer import multiscales_at
+
+    meta = {"multiscales": [{"version": "0.4", "axes": [
+        {"name": "z", "type": "space"}, {"name": "y", "type": "space"},
+        {"name": "x", "type": "space", "unit": "micrometer"}],
+        "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [7, 3, 3]}]},
+            {"path": "1", "coordinateTransformations": [
+                {"type": "scale", "scale": [7, 6, 6]},
+                {"type": "translation", "translation": [0, 1.5, 1.5]}]}]}]}
+    out = multiscales_at(meta, (30.0, 6.0, 4.0))
+    datasets = out["multiscales"][0]["datasets"]
+    assert datasets[0]["coordinateTransformations"] == [{"type": "scale",
+                                                         "scale": [30.0, 6.0, 4.0]}]
+    assert datasets[1]["coordinateTransformations"] == [
+        {"type": "scale", "scale": [30.0, 12.0, 8.0]},
+        {"type": "translation", "translation": [0.0, 3.0, 2.0]}]  # half a level-0 voxel
+    assert [a["unit"] for a in out["multiscales"][0]["axes"]] == ["nanometer"] * 3
+    assert multiscales_at({"multiscales": [{"axes": ["c", "y", "x"], "datasets": []}]},
+                          (1, 1, 1)) is None
+    assert multiscales_at({"no": "multiscales"}, (1, 1, 1)) is None

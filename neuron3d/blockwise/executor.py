@@ -330,11 +330,12 @@ def _completed(futures):
     """``futures`` as they complete (the serial executor's in order); :class:`_Paused` when
     every dask worker has been paused for :data:`PAUSED_SECONDS` with none completing."""
     if futures and isinstance(futures[0], _Done):
-        yield from futures
+        yield from list(futures)
         return
     from dask.distributed import wait
 
     pending = set(futures)
+    client = futures[0].client if futures else None
     paused_since = None
     while pending:
         try:
@@ -346,7 +347,7 @@ def _completed(futures):
             paused_since = None
             yield from done
             continue
-        workers = futures[0].client.scheduler_info()["workers"].values()
+        workers = client.scheduler_info()["workers"].values()
         if workers and all(w.get("status") == "paused" for w in workers):
             paused_since = paused_since or time.monotonic()
             if time.monotonic() - paused_since >= PAUSED_SECONDS:
@@ -358,6 +359,11 @@ def _completed(futures):
 def gather_with_progress(futures, desc):
     """The results of ``futures`` in their order, with a progress bar on stderr as they
     complete.
+
+    Each future is dropped from the list ``futures`` (set to None) as soon as its result is
+    here, so that dask frees the result on its worker then, not at the end of the pass:
+    the workers hold the results not yet fetched, not all of them (the results of a pass,
+    such as the blocks' region graphs, grow with the volume; the workers' memory must not).
 
     Raises
     ------
@@ -385,7 +391,9 @@ def gather_with_progress(futures, desc):
             if isinstance(result, _Failed):
                 _cancel(futures)
                 raise result.kind(result.message)
-            results[index[future.key]] = result
+            position = index[future.key]
+            results[position] = result
+            futures[position] = future = None  # the worker may free it now
             bar.update(done)
     except _Paused:
         _cancel(futures)
@@ -399,6 +407,8 @@ def gather_with_progress(futures, desc):
 
 def _cancel(futures):
     for future in futures:
+        if future is None:
+            continue
         if isinstance(future, _Done):
             future._call = None
         else:
