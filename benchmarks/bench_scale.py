@@ -202,9 +202,10 @@ def print_agglomerate_table(rows):
               f"{row['client_peak_mib']:.0f} | {row.get('in_memory_peak_mib', nan):.0f} |")
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
+        memory = last.get("in_memory_peak_mib", nan) / first.get("in_memory_peak_mib", nan)
         print(f"\npeak worker memory over {last['voxels'] / first['voxels']:.0f}x the volume: "
-              f"{last['worker_peak_mib'] / first['worker_peak_mib']:.2f}x (target: within 1.5x); "
-              f"in memory {last.get('in_memory_peak_mib', nan) / first.get('in_memory_peak_mib', nan):.2f}x")
+              f"{last['worker_peak_mib'] / first['worker_peak_mib']:.2f}x (target: within "
+              f"1.5x); in memory {memory:.2f}x")
 
 
 def _peak_rss_mib():

@@ -2,11 +2,12 @@
 
 Volumes are numpy (z, y, x) arrays served from memory with ``LocalVolume``, or zarr
 stores.  A zarr store is served as it lies on disk: its folder over HTTP (mounted on the
-viewer's own server and port), opened by the Neuroglancer client as a ``zarr://`` source, which reads the store's OME-Zarr multiscale pyramid and fetches the
-level the zoom needs (a zoomed-out view of a large volume reads its coarse levels, not
-level 0).  A zarr label layer whose segments are chosen (``segments``), and a store of a
-dtype the client does not read, are served chunk by chunk through ``LocalVolume`` instead
-(level 0 only; the Python server meshes the chosen segments).  Nothing is read whole.
+viewer's own server and port), opened by the Neuroglancer client as a ``zarr://`` source,
+which reads the store's OME-Zarr multiscale pyramid and fetches the level the zoom needs
+(a zoomed-out view of a large volume reads its coarse levels, not level 0).  A zarr label
+layer whose segments are chosen (``segments``), and a store of a dtype the client does not
+read, are served chunk by chunk through ``LocalVolume`` instead (level 0 only; the Python
+server meshes the chosen segments).  Nothing is read whole.
 The display axes are x, y, z in nanometres, at the voxel size given: a store's metadata
 is served restated at it, so that every layer lines up.
 """
@@ -86,8 +87,8 @@ def multiscales_at(metadata, voxel_size):
             scale = next(t for t in transforms if t["type"] == "scale")["scale"]
             bases = bases or [float(v) for v in scale[:3]]
             for t in transforms:
-                key = "scale" if t["type"] == "scale" else "translation"
-                if t["type"] in ("scale", "translation"):
+                key = t["type"]
+                if key in ("scale", "translation"):
                     t[key] = [float(v) / b * n for v, b, n in
                               zip(t[key][:3], bases, voxel_size)] + list(t[key][3:])
     except (KeyError, IndexError, TypeError, ValueError, StopIteration, ZeroDivisionError):
@@ -148,7 +149,7 @@ def stored_source(volume, voxel_size=(6, 6, 30)):
     if not isinstance(volume, zarr.Array) or np.dtype(volume.dtype) not in CLIENT_DTYPES:
         return None
     import concurrent.futures
-    import json
+    import copy
 
     import neuroglancer.server
     from neuroglancer.random_token import make_random_token
@@ -157,16 +158,14 @@ def stored_source(volume, voxel_size=(6, 6, 30)):
 
     folder = Path(store_path(volume)).resolve()
     zyx = tuple(float(v) for v in voxel_size)[::-1]
-    try:
-        meta = json.loads((folder / ".zattrs").read_text()) if (folder / ".zattrs").exists() \
-            else json.loads((folder / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError):
+    try:  # zarr reads a v2 group's .zattrs and a v3 group's zarr.json alike
+        meta = dict(zarr.open_group(store=str(folder), mode="r").attrs)
+    except Exception:  # a bare array, or a folder zarr cannot open as a group
         return None
-    holder = meta.get("ome", meta)
-    datasets = (holder.get("multiscales") or [{}])[0].get("datasets") or [{}]
-    if multiscales_at(meta, zyx) is None or \
-            str(Path(folder, datasets[0].get("path", ""))) != str(Path(volume.store.root,
-                                                                    volume.path)):
+    if multiscales_at(copy.deepcopy(meta), zyx) is None:
+        return None
+    first = meta.get("ome", meta)["multiscales"][0]["datasets"][0].get("path")
+    if first != volume.path:  # the viewer was given another level than the first
         return None
     neuroglancer.server.start()
     server = neuroglancer.server.global_server
