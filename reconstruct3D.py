@@ -24,8 +24,8 @@ Large volumes: inputs ending in .zarr are read as OME-Zarr stores, and --name N.
 method runs blockwise on dask, .zarr to .zarr, 6-connected: connected components per block, the
 labels touching across block faces merged, objects numbered 1..K in the order of their first
 voxel (z, then y, then x) -- exactly the in-memory result.  --method agglomerate runs blockwise
-with --scheduler, or serially when the inputs and outputs are .zarr stores (--scoring median or
-median_max): fragments and the region graph per block of --chunks Z whole slices, merged on
+with --scheduler, or serially when the inputs and outputs are .zarr stores (every --scoring):
+fragments and the region graph per block of --chunks Z whole slices, merged on
 this machine exactly as waterz merges them -- the in-memory result, bit for bit; several
 --merge_threshold values give <name>_<threshold>.zarr each.  The membrane and overlap stores
 must have the same y-x size and chunks.
@@ -161,13 +161,10 @@ def given_thresholds(args):
 
 def _blockwise(args, sources, targets):
     """Whether the agglomeration runs blockwise: with --scheduler, or on .zarr inputs and
-    outputs with a scoring whose graph adds up across blocks (the serial executor)."""
+    outputs (the serial executor)."""
     if args.scheduler is not None:
         return True
-    from neuron3d.blockwise.regiongraph import BLOCKWISE_SCORINGS
-
-    return (all(zarrio.is_zarr(p) for p in list(sources) + list(targets))
-            and args.scoring in BLOCKWISE_SCORINGS)
+    return all(zarrio.is_zarr(p) for p in list(sources) + list(targets))
 
 
 def run_agglomerate(args):
@@ -268,12 +265,6 @@ def run_agglomerate_affinities(args):
 
 def run_agglomerate_blockwise(args, sources, targets, thresholds, origin):
     """The agglomeration blockwise (:func:`neuron3d.blockwise.agglomerate_stores`)."""
-    from neuron3d.blockwise.regiongraph import BLOCKWISE_SCORINGS
-
-    if args.scoring not in BLOCKWISE_SCORINGS:
-        raise ValueError(f"--scoring {args.scoring} runs in memory only (without "
-                         "--scheduler); blockwise agglomeration scores "
-                         f"{' or '.join(BLOCKWISE_SCORINGS)}")
     shape = blockwise.check_agglomerate_inputs(*sources)
     start = time.perf_counter()
     with blockwise.engine(args.scheduler, args.memory_limit) as client:

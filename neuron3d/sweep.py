@@ -204,14 +204,12 @@ def build_parser():
 
 def _blockwise(args, inputs):
     """Whether the sweep runs blockwise: with --scheduler, or when every input is a .zarr
-    store and the scoring's graph adds up across blocks (then on the serial executor)."""
+    store (then on the serial executor)."""
     from . import zarrio
-    from .blockwise.regiongraph import BLOCKWISE_SCORINGS
 
     if args.scheduler is not None:
         return True
-    return (all(zarrio.is_zarr(p) for p in inputs.values() if p is not None)
-            and args.scoring in BLOCKWISE_SCORINGS)
+    return all(zarrio.is_zarr(p) for p in inputs.values() if p is not None)
 
 
 def main(argv=None):
@@ -256,12 +254,6 @@ def main(argv=None):
                                       args.fragments, (args.input_affinities, args.labels,
                                                        args.evaluation), args.criterion)
         elif _blockwise(args, inputs):
-            from .blockwise.regiongraph import BLOCKWISE_SCORINGS
-
-            if args.scoring not in BLOCKWISE_SCORINGS:  # before the engine starts
-                raise ValueError(f"--scoring {args.scoring} runs in memory only (without "
-                                 "--scheduler); blockwise agglomeration scores "
-                                 f"{' or '.join(BLOCKWISE_SCORINGS)}")
             from .blockwise.sweep import check_sweep_inputs
 
             check_sweep_inputs(args.input_dir_membrane, args.input_dir_overlap, args.labels,

@@ -48,7 +48,7 @@ def run(client, tmp_path, mem, over, chunks, thresholds=THRESHOLDS, **options):
     return [zarrio.read_zarr(o) for o in outputs], result
 
 
-@pytest.mark.parametrize("scoring", ["median", "median_max"])
+@pytest.mark.parametrize("scoring", sorted(A.SCORINGS))
 def test_serial_equals_in_memory_with_chunks_that_do_not_divide(tmp_path, scoring):
     mem, over = noisy((11, 70, 90), 1)
     expected = A.agglomerate(mem, over, THRESHOLDS, scoring=scoring, workers=1)
@@ -123,6 +123,52 @@ def test_merge_replays_waterz_on_a_graph_built_in_one_block():
     assert count == expected.max()
 
 
+def test_every_scoring_runs_blockwise():
+    assert sorted(R.BLOCKWISE_SCORINGS) == sorted(A.SCORINGS)
+
+
+def test_running_means_in_float32_in_order():
+    # runs [0.1, 0.1, 0.7], [0.3], [] and [0.9, 0.4]: (a + mean * n) / (n + 1) in float32
+    values = np.array([0.1, 0.1, 0.7, 0.3, 0.9, 0.4], np.float32)
+    got = R.running_means(values, np.array([0, 3, 4, 4]), np.array([3, 1, 0, 2]))
+    f = np.float32
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, [f(0.29999998), f(0.3), f(0), (f(0.4) + f(0.9)) / f(2)])
+    # the order of a run matters in float32: [0.7, 0.1, 0.1] ends one ulp higher
+    again = R.running_means(values[[2, 1, 0]], np.array([0]), np.array([3]))
+    assert again[0] == f(0.3) != got[0]
+
+
+@pytest.mark.parametrize("z_threshold", [0.3, None])
+def test_mean_graph_scores_equal_waterz_to_the_last_bit(z_threshold):
+    """Every initial edge score of the replayed mean graph equals waterz's own (its region
+    graph before any merge); a mean in float64, or in another contact order, misses some."""
+    import waterz
+
+    mem, over = noisy((6, 64, 50), 3)
+    frags, graph = blockwise.agglomerate.region_graph(mem, over, scoring="mean",
+                                                      z_threshold=z_threshold)
+    m, o = A.check_inputs(mem, over)
+    affs = A._affinities(m, o)
+    if z_threshold is not None:
+        A._rim_fill(affs, frags, m, z_threshold, "mean", 1)
+    with A._quiet_stdout():
+        _, edges = next(waterz.agglomerate(affs, [0.0], fragments=frags.copy(),
+                                           scoring_function=A.SCORINGS["mean"],
+                                           return_region_graph=True))
+    np.testing.assert_array_equal([e["u"] for e in edges], graph.u)
+    np.testing.assert_array_equal([e["v"] for e in edges], graph.v)
+    expected = np.array([e["score"] for e in edges], np.float32)
+    np.testing.assert_array_equal(np.array(R._Means(graph).initial_scores(), np.float32),
+                                  expected)
+    # the naive mean (float64 sums) misses a share of them: the test can tell
+    u, v, values, _ = R._contacts(frags, affs, len(frags), len(o), scan_order=True)
+    _, pair = np.unique(u * np.uint64(frags.max() + 1) + v, return_inverse=True)
+    naive = np.bincount(pair, weights=values.astype(np.float64)) / np.bincount(pair)
+    naive = (1.0 - naive.astype(np.float32)).astype(np.float32)
+    assert (naive != expected).sum() > len(expected) // 10
+
+
 def test_scores_and_pivots_as_waterz_computes_them():
     assert R._SCORE[0] == float(np.float32(1 - 0.5 / 256))
     assert R._SCORE[255] == float(np.float32(1 - 255.5 / 256))
@@ -158,11 +204,12 @@ def agglomerate_cli(m, o, out, *extra):
                                "--input_dir_overlap", o, "--output_dir", str(out), *extra])
 
 
-def test_cli_zarr_serial_equals_in_memory_one_store_per_threshold(zarr_inputs):
+@pytest.mark.parametrize("scoring", ["median", "mean"])
+def test_cli_zarr_serial_equals_in_memory_one_store_per_threshold(zarr_inputs, scoring):
     folder, m, o, mem8, over8 = zarr_inputs
-    assert agglomerate_cli(m, o, folder / "out", "--name", "agg.zarr",
+    assert agglomerate_cli(m, o, folder / "out", "--name", "agg.zarr", "--scoring", scoring,
                            "--merge_threshold", "0.4", "0.6", "--chunks", "4", "16", "16") == 0
-    expected = A.agglomerate(mem8, over8, [0.4, 0.6], workers=1)
+    expected = A.agglomerate(mem8, over8, [0.4, 0.6], scoring=scoring, workers=1)
     for t, e in zip(["0.4", "0.6"], expected):
         store = folder / "out" / f"agg_{t}.zarr"
         np.testing.assert_array_equal(zarrio.read_zarr(store), e)
@@ -173,7 +220,6 @@ def test_cli_zarr_serial_equals_in_memory_one_store_per_threshold(zarr_inputs):
     ("count", ["--input_dir_overlap", "bad.zarr", "got (3, 40, 44)"]),
     ("chunks", ["bad.zarr is chunked (2, 40, 44)", "same --chunks"]),
     ("threshold", ["--merge_threshold must be in [0, 1], got 1.5"]),
-    ("mean", ["--scoring mean runs in memory only"]),
     ("range", ["--input_dir_membrane", "membrane.zarr", "values from 0 to 2"]),
 ])
 def test_cli_bad_input_one_line_exit_2_nothing_written(zarr_inputs, capsys, case, fragments):
@@ -187,8 +233,6 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(zarr_inputs, capsys, case
         o = str(zarrio.write_zarr(folder / "bad.zarr", over8, (2, 40, 44)))
     elif case == "threshold":
         extra += ["--merge_threshold", "0.5", "1.5"]
-    elif case == "mean":
-        extra += ["--scoring", "mean", "--scheduler", "local:1"]
     elif case == "range":
         m = str(zarrio.write_zarr(folder / "membrane.zarr", mem8 / np.float32(127.5),
                                   (4, 40, 44)))
@@ -235,14 +279,16 @@ def sweep_inputs(tmp_path, chunks):
     return (mem, over, ids, evaluation), (m, o, t, e)
 
 
-def test_sweep_blockwise_equals_in_memory(tmp_path):
+@pytest.mark.parametrize("scoring", ["median", "mean"])
+def test_sweep_blockwise_equals_in_memory(tmp_path, scoring):
     from neuron3d.sweep import sweep
 
     arrays, paths = sweep_inputs(tmp_path, (2, 32, 32))
     grid = [0.2, 0.35, 0.5, 0.65, 0.8, 0.5]
-    expected = sweep(*arrays, thresholds=grid)
+    expected = sweep(*arrays, thresholds=grid, scoring=scoring)
     got = blockwise.sweep_stores(blockwise.SerialExecutor(), *paths, thresholds=grid,
-                                 chunks=(2, 32, 32), scratch=tmp_path / "sweep.json")
+                                 chunks=(2, 32, 32), scratch=tmp_path / "sweep.json",
+                                 scoring=scoring)
     assert got == expected  # every score, bit for bit, and the choice
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporaries left
 
@@ -278,7 +324,6 @@ def test_sweep_cli_zarr_equals_tif(tmp_path):
     ("labels", ["--scheduler", "local:1"], ["shapes differ: the labels", "bad.zarr"]),
     ("float", [], ["label stack must have an integer dtype, got float32", "bad.zarr"]),
     ("float", ["--scheduler", "local:1"], ["integer dtype, got float32", "bad.zarr"]),
-    ("mean", ["--scheduler", "local:1"], ["--scoring mean runs in memory only"]),
 ])
 def test_sweep_cli_bad_input_one_line_exit_2(tmp_path, capsys, case, engine, fragments):
     """Refused before the engine starts (no dask line on stderr), nothing written."""
@@ -288,10 +333,8 @@ def test_sweep_cli_bad_input_one_line_exit_2(tmp_path, capsys, case, engine, fra
     extra = list(engine)
     if case == "labels":
         t = str(zarrio.write_zarr(tmp_path / "bad.zarr", np.ones((9, 60, 60), np.uint16)))
-    elif case == "float":
-        t = str(zarrio.write_zarr(tmp_path / "bad.zarr", np.ones((9, 60, 64), np.float32)))
     else:
-        extra += ["--scoring", "mean"]
+        t = str(zarrio.write_zarr(tmp_path / "bad.zarr", np.ones((9, 60, 64), np.float32)))
     capsys.readouterr()
     status = S.main(["--input_dir_membrane", m, "--input_dir_overlap", o, "--labels", t,
                      "--evaluation", e, "--output", str(tmp_path / "out" / "s.json"), *extra])

@@ -185,7 +185,7 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
         Merge thresholds in [0, 1].
     chunks : tuple of 3 int, optional
         Chunks of the stores written; blocks are ``chunks[0]`` whole slices.
-    scoring : {"median", "median_max"}
+    scoring : {"median", "mean", "median_max"}
         See :data:`neuron3d.agglomerate.SCORINGS`.
     seed_threshold, sigma, min_distance, z_threshold :
         As for :func:`neuron3d.agglomerate.agglomerate`.
@@ -212,9 +212,8 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
     if len(values) != len(outputs):
         raise ValueError(f"{len(values)} thresholds for {len(outputs)} outputs")
     if scoring not in BLOCKWISE_SCORINGS:
-        raise ValueError(f"--scoring {scoring} runs in memory only; blockwise agglomeration "
-                         f"scores {' or '.join(BLOCKWISE_SCORINGS)} (histograms add up "
-                         "across blocks exactly)")
+        raise ValueError(f"--scoring {scoring}: blockwise agglomeration scores "
+                         f"{', '.join(BLOCKWISE_SCORINGS)}")
     if z_threshold is not None and not 0.0 < z_threshold <= 1.0:
         raise ValueError(f"z_threshold must be in (0, 1] or None, got {z_threshold}")
     check_fragment_options(np.zeros((1, 1, 1), np.float32), seed_threshold, sigma, min_distance,

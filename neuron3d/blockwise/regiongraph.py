@@ -13,9 +13,13 @@ quantile of the merged histograms (``HistogramQuantileProvider``), in float32 as
 scores.  So the segmentation equals waterz's bit for bit (tests/test_blockwise_agglomerate.py
 checks it against :func:`neuron3d.agglomerate.agglomerate`).
 
-Scorings: ``median`` and ``median_max`` (histograms).  ``mean`` is a running float32 mean
-over the contacts in waterz's scan order, which is not additive bit for bit; it runs only
-in memory.
+Scorings: ``median`` and ``median_max`` (histograms of counts, additive) and ``mean``.
+waterz's ``MeanAffinityProvider`` keeps a running float32 mean over an edge's contacts in
+its scan order (z, y, x, then the z, y, x neighbour), which does not add up across blocks
+bit for bit; but every edge lies in one block (in-plane edges in one slice, between-slice
+edges in one pair of slices), so :func:`block_edges` replays the running mean there in
+that order (:func:`running_means`), and :func:`merge` the count-weighted float32 mean of
+two edges that meet.
 
 Building a block's edges is vectorised (numpy sorting and ``bincount``); the merging is a
 Python loop over merges (each one re-scores the merged region's edges: sequential by
@@ -29,14 +33,14 @@ import heapq
 import numpy as np
 
 __all__ = ["BLOCKWISE_SCORINGS", "RegionGraph", "block_edges", "concatenate", "merge",
-           "segment_labels"]
+           "running_means", "segment_labels"]
 
 #: Bins of waterz's histograms.
 BINS = 256
 #: waterz's quantile for the median scorings (``HistogramQuantileAffinity<..., 50, ...>``).
 QUANTILE = 50
-#: The scorings whose graph is additive (histograms of counts).
-BLOCKWISE_SCORINGS = ("median", "median_max")
+#: The scorings the blockwise agglomeration replays (all of waterz's that the project uses).
+BLOCKWISE_SCORINGS = ("median", "mean", "median_max")
 
 # waterz's score of a histogram whose quantile is in bin b: OneMinus of undiscretize, in
 # float32 (undiscretize returns ((float)b + 0.5) / 256 as a float; 1.0 - x is cast back).
@@ -54,7 +58,8 @@ def discretize(values):
 
 
 class RegionGraph:
-    """Edges (u < v, in the order of (u, v)) with a sparse 256-bin histogram each.
+    """Edges (u < v, in the order of (u, v)), each with a sparse 256-bin histogram of its
+    contacts' affinities or, for the ``mean`` scoring, their mean.
 
     Attributes
     ----------
@@ -62,17 +67,22 @@ class RegionGraph:
         (E,) uint64 fragment IDs of each edge's ends.
     indptr : numpy.ndarray
         (E + 1,) int64: edge e's histogram is ``bins[indptr[e]:indptr[e + 1]]`` (increasing
-        bin numbers) with ``counts`` at the same positions.
+        bin numbers) with ``counts`` at the same positions.  A mean graph has one entry per
+        edge (``indptr`` is 0..E, ``bins`` 0).
     bins : numpy.ndarray
         (nnz,) uint8 bin numbers.
     counts : numpy.ndarray
-        (nnz,) int64 contact counts (waterz counts in C ``int``).
+        (nnz,) int64 contact counts (waterz counts in C ``int``; a mean's in ``size_t``).
+    means : numpy.ndarray or None
+        (E,) float32 mean affinity of each edge's contacts (waterz's running mean), or None
+        for a histogram graph.
     """
 
-    __slots__ = ("u", "v", "indptr", "bins", "counts")
+    __slots__ = ("u", "v", "indptr", "bins", "counts", "means")
 
-    def __init__(self, u, v, indptr, bins, counts):
+    def __init__(self, u, v, indptr, bins, counts, means=None):
         self.u, self.v, self.indptr, self.bins, self.counts = u, v, indptr, bins, counts
+        self.means = means
 
     def __len__(self):
         return len(self.u)
@@ -80,7 +90,8 @@ class RegionGraph:
     @property
     def nbytes(self):
         """Bytes the graph's arrays hold."""
-        return sum(a.nbytes for a in (self.u, self.v, self.indptr, self.bins, self.counts))
+        arrays = (self.u, self.v, self.indptr, self.bins, self.counts, self.means)
+        return sum(a.nbytes for a in arrays if a is not None)
 
     @classmethod
     def empty(cls):
@@ -88,29 +99,53 @@ class RegionGraph:
                    np.zeros(0, np.uint8), np.zeros(0, np.int64))
 
 
-def _contacts(frags, affs, own, z_pairs):
-    """Contacts of a (z, y, x) fragment block: (u, v, bin) of every pair of face neighbours
-    with different fragments, in-plane in the first ``own`` slices and between slice k and
-    k + 1 for k < ``z_pairs``; ``affs`` is waterz's (3, z, y, x) layout for the block."""
-    us, vs, values = [], [], []
-    depth = own
-    pairs = [
-        (frags[:own, 1:, :], frags[:own, :-1, :], affs[1, :own, 1:, :]),
-        (frags[:own, :, 1:], frags[:own, :, :-1], affs[2, :own, :, 1:]),
+def _contacts(frags, affs, own, z_pairs, scan_order=False):
+    """Contacts of a (z, y, x) fragment block: (u, v, affinity) of every pair of face
+    neighbours with different fragments, in-plane in the first ``own`` slices and between
+    slice k and k + 1 for k < ``z_pairs``; ``affs`` is waterz's (3, z, y, x) layout for the
+    block.  With ``scan_order``, a fourth array gives each contact's place in waterz's scan
+    (its voxel's C-order index in the block, then the channel: z, y, x)."""
+    us, vs, values, places = [], [], [], []
+    index = np.arange(frags.size, dtype=np.int64).reshape(frags.shape) if scan_order else None
+    pairs = [  # (the voxel, its neighbour before it, the affinity, waterz's channel)
+        (np.s_[:own, 1:, :], np.s_[:own, :-1, :], 1),
+        (np.s_[:own, :, 1:], np.s_[:own, :, :-1], 2),
     ]
     if z_pairs:
-        pairs.append((frags[1:z_pairs + 1], frags[:z_pairs], affs[0, 1:z_pairs + 1]))
-    for here, before, aff in pairs:
-        if depth == 0 or here.size == 0:
+        pairs.append((np.s_[1:z_pairs + 1], np.s_[:z_pairs], 0))
+    for here, before, channel in pairs:
+        a, b = frags[here], frags[before]
+        if own == 0 or a.size == 0:
             continue
-        differ = here != before
-        a, b = here[differ], before[differ]
+        differ = a != b
+        a, b = a[differ], b[differ]
         us.append(np.minimum(a, b))
         vs.append(np.maximum(a, b))
-        values.append(aff[differ])
+        values.append(affs[channel][here][differ])
+        if scan_order:
+            places.append(index[here][differ] * 3 + channel)
     if not us:
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    return np.concatenate(us), np.concatenate(vs), discretize(np.concatenate(values))
+        empty = (np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.float32))
+        return empty + ((np.zeros(0, np.int64),) if scan_order else ())
+    contacts = (np.concatenate(us), np.concatenate(vs), np.concatenate(values))
+    return contacts + ((np.concatenate(places),) if scan_order else ())
+
+
+def running_means(values, starts, counts):
+    """waterz's running mean ``(a + mean * n) / (n + 1)`` (float32, ``n`` a ``size_t``
+    converted to float) of each run ``values[starts[e]:starts[e] + counts[e]]`` in order,
+    vectorised across the runs: (E,) float32."""
+    values = np.asarray(values, dtype=np.float32)
+    order = np.argsort(-np.asarray(counts), kind="stable")  # the longest runs first
+    start, count = np.asarray(starts)[order], np.asarray(counts)[order]
+    mean = np.zeros(len(order), np.float32)
+    negative = -count
+    for n in range(int(count[0]) if len(count) else 0):
+        k = int(np.searchsorted(negative, -n, side="left"))  # runs longer than n
+        mean[:k] = (values[start[:k] + n] + mean[:k] * np.float32(n)) / np.float32(n + 1)
+    out = np.empty_like(mean)
+    out[order] = mean
+    return out
 
 
 def block_edges(frags, affs, own, z_pairs, scoring="median"):
@@ -129,9 +164,9 @@ def block_edges(frags, affs, own, z_pairs, scoring="median"):
     z_pairs : int
         How many between-slice contact planes to count (slices k, k + 1 for k < z_pairs):
         the block's slices, less one at the volume's last slice.
-    scoring : {"median", "median_max"}
+    scoring : {"median", "mean", "median_max"}
         ``median_max`` keeps one count at each edge's highest bin (waterz's
-        ``InitWithMax``).
+        ``InitWithMax``); ``mean`` keeps each edge's running mean and contact count.
 
     Returns
     -------
@@ -141,7 +176,8 @@ def block_edges(frags, affs, own, z_pairs, scoring="median"):
     if scoring not in BLOCKWISE_SCORINGS:
         raise ValueError(f"blockwise agglomeration scores {' or '.join(BLOCKWISE_SCORINGS)}, "
                          f"got --scoring {scoring}")
-    u, v, bins = _contacts(frags, affs, own, z_pairs)
+    contacts = _contacts(frags, affs, own, z_pairs, scan_order=scoring == "mean")
+    u, v = contacts[:2]
     if not len(u):
         return RegionGraph.empty()
     base = u.min()
@@ -149,22 +185,32 @@ def block_edges(frags, affs, own, z_pairs, scoring="median"):
     if span * span * BINS >= 2**63:
         raise ValueError(f"a block holds {span} fragment IDs, too many to pair (use fewer "
                          "slices per block, --chunks)")
-    code = ((u - base).astype(np.int64) * span + (v - base).astype(np.int64)) * BINS + bins
-    keys, counts = np.unique(code, return_counts=True)
-    pair = keys // BINS
-    bins = (keys % BINS).astype(np.uint8)
-    starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
-    edge_pair = pair[starts]
-    if scoring == "median_max":  # one count at the highest bin of each edge
-        last = np.r_[starts[1:], len(pair)] - 1
-        bins, counts = bins[last], np.ones(len(last), np.int64)
-        indptr = np.arange(len(last) + 1, dtype=np.int64)
+    pair = (u - base).astype(np.int64) * span + (v - base).astype(np.int64)
+    means = None
+    if scoring == "mean":  # each edge's contacts in waterz's scan order, then their mean
+        order = np.lexsort((contacts[3], pair))
+        pair = pair[order]
+        starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+        counts = np.diff(np.r_[starts, len(pair)]).astype(np.int64)
+        means = running_means(contacts[2][order], starts, counts)
+        bins = np.zeros(len(starts), np.uint8)
+        indptr = np.arange(len(starts) + 1, dtype=np.int64)
     else:
-        indptr = np.r_[starts, len(pair)].astype(np.int64)
-        counts = counts.astype(np.int64)
+        keys, counts = np.unique(pair * BINS + discretize(contacts[2]), return_counts=True)
+        pair = keys // BINS
+        bins = (keys % BINS).astype(np.uint8)
+        starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
+        if scoring == "median_max":  # one count at the highest bin of each edge
+            last = np.r_[starts[1:], len(pair)] - 1
+            bins, counts = bins[last], np.ones(len(last), np.int64)
+            indptr = np.arange(len(last) + 1, dtype=np.int64)
+        else:
+            indptr = np.r_[starts, len(pair)].astype(np.int64)
+            counts = counts.astype(np.int64)
+    edge_pair = pair[starts]
     eu = (edge_pair // span).astype(np.uint64) + base
     ev = (edge_pair % span).astype(np.uint64) + base
-    return RegionGraph(eu, ev, indptr, bins, counts)
+    return RegionGraph(eu, ev, indptr, bins, counts, means)
 
 
 def concatenate(graphs):
@@ -175,10 +221,11 @@ def concatenate(graphs):
         return RegionGraph.empty()
     offsets = np.cumsum([0] + [len(g.bins) for g in graphs])
     indptr = np.concatenate([[0]] + [g.indptr[1:] + o for g, o in zip(graphs, offsets)])
+    means = None if graphs[0].means is None else np.concatenate([g.means for g in graphs])
     return RegionGraph(np.concatenate([g.u for g in graphs]),
                        np.concatenate([g.v for g in graphs]), indptr.astype(np.int64),
                        np.concatenate([g.bins for g in graphs]),
-                       np.concatenate([g.counts for g in graphs]))
+                       np.concatenate([g.counts for g in graphs]), means)
 
 
 def _wrap_int32(values):
@@ -218,6 +265,53 @@ def _score_of(hist):
     return _SCORE[int(np.searchsorted(np.cumsum(hist), pivot, side="left"))]
 
 
+class _Histograms:
+    """The histogram scorings' edge statistics in :func:`merge`: waterz's
+    ``HistogramQuantileProvider`` (dense histograms made when an edge is first merged into)."""
+
+    def __init__(self, graph):
+        self.graph, self.hist = graph, {}
+
+    def initial_scores(self):
+        return [_SCORE[b] for b in _initial_bins(self.graph).tolist()]
+
+    def _histogram(self, e):
+        h = self.hist.get(e)
+        if h is None:
+            h = self.hist[e] = _dense(self.graph, e)
+        return h
+
+    def combine(self, keep, drop):
+        self.hist[keep] = self._histogram(keep) + self._histogram(drop)
+        self.hist.pop(drop, None)
+
+    def score(self, e):
+        return _score_of(self._histogram(e))
+
+
+class _Means:
+    """The ``mean`` scoring's edge statistics in :func:`merge`: waterz's
+    ``MeanAffinityProvider`` (the count-weighted mean of two edges, in float32) scored by
+    ``OneMinus`` (``1.0 - mean`` in double, stored as float)."""
+
+    def __init__(self, graph):
+        self.mean = graph.means.tolist()
+        self.count = graph.counts.tolist()
+
+    def initial_scores(self):
+        return [float(np.float32(1.0 - m)) for m in self.mean]
+
+    def combine(self, keep, drop):
+        f32 = np.float32
+        nk, nd = self.count[keep], self.count[drop]
+        total = (f32(self.mean[drop]) * f32(nd) + f32(self.mean[keep]) * f32(nk))
+        self.mean[keep] = float(total / f32(nd + nk))
+        self.count[keep] = nd + nk
+
+    def score(self, e):
+        return float(np.float32(1.0 - self.mean[e]))
+
+
 class _Entry(float):
     """A queue entry: compares by its score only (waterz's ``Entry::operator>``)."""
 
@@ -246,8 +340,8 @@ def merge(graph, nodes, thresholds):
     count = len(graph)
     u = graph.u.tolist()
     v = graph.v.tolist()
-    scores = [_SCORE[b] for b in _initial_bins(graph).tolist()]
-    hist = {}  # dense histograms of the edges merged into, made when first needed
+    stats = _Histograms(graph) if graph.means is None else _Means(graph)
+    scores = stats.initial_scores()
     stale = bytearray(count)
     deleted = bytearray(count)
     adjacency = {}
@@ -258,12 +352,6 @@ def merge(graph, nodes, thresholds):
     queue = []
     merged_until = None
     roots = []
-
-    def histogram(e):
-        h = hist.get(e)
-        if h is None:
-            h = hist[e] = _dense(graph, e)
-        return h
 
     def push(e, score):
         entry = _Entry(score)
@@ -287,7 +375,7 @@ def merge(graph, nodes, thresholds):
             if deleted[e]:
                 continue
             if stale[e]:
-                scores[e] = new = _score_of(histogram(e))
+                scores[e] = new = stats.score(e)
                 push(e, new)
                 stale[e] = 0
                 continue
@@ -306,13 +394,11 @@ def merge(graph, nodes, thresholds):
                     theirs[a] = ne
                     u[ne], v[ne] = (a, n) if a < n else (n, a)
                 elif scores[ne] > scores[ane]:  # keep a's edge
-                    hist[ane] = histogram(ane) + histogram(ne)
-                    hist.pop(ne, None)
+                    stats.combine(ane, ne)
                     deleted[ne] = 1
                     stale[ane] = 1
                 else:  # keep b's edge, moved to a
-                    hist[ne] = histogram(ne) + histogram(ane)
-                    hist.pop(ane, None)
+                    stats.combine(ne, ane)
                     deleted[ane] = 1
                     mine[n] = ne
                     theirs[a] = ne

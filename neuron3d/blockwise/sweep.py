@@ -86,7 +86,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
         The grid (default :data:`neuron3d.sweep.THRESHOLDS`).
     chunks : tuple of 3 int, optional
         Blocks are ``chunks[0]`` whole slices.
-    scoring : {"median", "median_max"}
+    scoring : {"median", "mean", "median_max"}
     criterion : str
         How the threshold is chosen (:data:`neuron3d.thresholds.CRITERIA`).
     scratch : str or Path
@@ -108,8 +108,8 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     check_criterion(criterion)
     values = check_thresholds(THRESHOLDS if thresholds is None else thresholds, "--thresholds")
     if scoring not in BLOCKWISE_SCORINGS:
-        raise ValueError(f"--scoring {scoring} runs in memory only; blockwise agglomeration "
-                         f"scores {' or '.join(BLOCKWISE_SCORINGS)}")
+        raise ValueError(f"--scoring {scoring}: blockwise agglomeration scores "
+                         f"{', '.join(BLOCKWISE_SCORINGS)}")
     shape, references = check_sweep_inputs(membrane, overlap, labels, evaluation)
     chunks = zarrio.chunks_for(shape, chunks)
     grid = block_grid(shape, (chunks[0],) + shape[1:])
