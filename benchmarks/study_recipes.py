@@ -3,12 +3,16 @@
     python -m benchmarks.study_recipes --data ../shared/data/gala-fibsem --minutes 2
     python -m benchmarks.study_recipes --data ../shared/data/gala-fibsem --minutes 5 \\
         --recipes quick wide_augment
+    python -m benchmarks.study_recipes --data ../shared/data/fibsem-medulla --minutes 3 \\
+        --recipes wide_augment_validated_balanced2_bf16 --views predict
 
 Each recipe trains NN-3 on quadrant a of ``<data>/train-input.tif`` / ``train-labels.tif``
 for the same budget (``translate.py --max_minutes``), then predicts quadrants d (where a recipe
 is *chosen*) and c (where the chosen one is *reported*), and scores the membranes against the
 ground truth: pixel precision / recall / F1 at 0.5, and the boundary F1 with 1 pixel of
-tolerance.  Run it alone on the machine: the budget is wall time, so anything else running
+tolerance.  ``--views predict`` also scores the mean of each quadrant's predictions sliced
+along z, y and x (``translate.py --mode test --views``), ``--views both`` trains on a's
+three views too.  Run it alone on the machine: the budget is wall time, so anything else running
 steals steps from the recipe being timed.  Prints a markdown table; ``--output`` writes JSON.
 """
 
@@ -90,8 +94,10 @@ def run(*args):
     return result
 
 
-def prepare(data, work, context=False):
-    """Quadrants, membrane images and EM | membrane pairs of a, c, d; returns the crop size."""
+def prepare(data, work, context=False, views=False):
+    """Quadrants, membrane images and EM | membrane pairs of a, c, d; returns the crop size.
+    With ``views``, a's pairs hold its three orthogonal views (each view's membranes drawn in
+    its own plane), and c and d are also written as xz and yz slices for prediction."""
     import numpy as np
     import tifffile
 
@@ -101,20 +107,55 @@ def prepare(data, work, context=False):
     em = tifffile.imread(Path(data) / "train-input.tif")
     labels = tifffile.imread(Path(data) / "train-labels.tif")
     em_q, label_q = split_quadrants(em), split_quadrants(labels)
+    if views and context:
+        raise SystemExit("--views and --context are exclusive")
     for q in "acd":
         em_images = em_q[q]
+        if views:
+            write_views(work, q, em_q[q], label_q[q], training=q == "a" and views == "both")
         if context:  # each slice between its neighbours: red z - 1, green z, blue z + 1
             z = np.arange(len(em_images))
             em_images = np.stack([em_images[np.maximum(z - 1, 0)], em_images,
                                   em_images[np.minimum(z + 1, len(z) - 1)]], axis=-1)
+        write_tif(work / f"label_{q}.tif", label_q[q])
+        if views == "both" and q == "a":
+            continue
         write_slices(work / f"em_{q}", em_images)
         write_slices(work / f"membrane_{q}", membrane(label_q[q]))
-        write_tif(work / f"label_{q}.tif", label_q[q])
-        run("imagetranslation/tools/process.py", "--operation", "combine", "--input_dir",
-            work / f"em_{q}", "--b_dir", work / f"membrane_{q}", "--output_dir",
-            work / f"combined_{q}")
-    height, width = em_q["a"].shape[1:]
-    return min(height, width, 128) // 4 * 4
+        combine(work / f"em_{q}", work / f"membrane_{q}", work / f"combined_{q}")
+    return min(min(em_q["a"].shape if views == "both" else em_q["a"].shape[1:]), 128) // 4 * 4
+
+
+def combine(em, target, out):
+    run("imagetranslation/tools/process.py", "--operation", "combine", "--input_dir", em,
+        "--b_dir", target, "--output_dir", out)
+
+
+def write_views(work, q, em, labels, training):
+    """Quadrant ``q``'s xz and yz slices (``em_<q>_<view>``, ``combined_<q>_<view>``); for the
+    training quadrant also all three views' pairs in one folder, ``combined_<q>``."""
+    import shutil
+
+    import numpy as np
+
+    from imagetranslation.inference import VIEWS
+    from neuron3d.io import write_slices
+    from neuron3d.labels import membrane
+
+    for view, axes in VIEWS.items():
+        if view == "xy" and not training:
+            continue
+        if not training and q == "a":
+            continue
+        em_view = np.ascontiguousarray(np.transpose(em, axes))
+        write_slices(work / f"em_{q}_{view}", em_view)
+        write_slices(work / f"membrane_{q}_{view}", membrane(np.transpose(labels, axes)))
+        combine(work / f"em_{q}_{view}", work / f"membrane_{q}_{view}",
+                work / f"combined_{q}_{view}")
+        if training:  # one folder of all views' pairs, named apart
+            (work / f"combined_{q}").mkdir(exist_ok=True)
+            for path in sorted((work / f"combined_{q}_{view}").iterdir()):
+                shutil.copy(path, work / f"combined_{q}" / f"{view}_{path.name}")
 
 
 def score(prediction, work, q):
@@ -128,10 +169,27 @@ def score(prediction, work, q):
             "recall": quality["recall"], "boundary_f1_1px": quality["boundary_1px"]["f1"]}
 
 
-def train_and_predict(work, name, crop, minutes, seed, tta):
-    """Train recipe ``name`` for ``minutes`` with ``seed``; predict d and c. Returns the row
-    (steps, best step, scores) and the two predictions ((z, y, x) uint8)."""
+def predict(net, work, q, tta, view=None):
+    """The network's (z, y, x) uint8 prediction of quadrant ``q``, from its slices in ``view``
+    (xz or yz: brought back to z, y, x), or from its xy slices."""
+    import numpy as np
+
+    from imagetranslation.inference import VIEWS
     from neuron3d.io import read_stack
+
+    name = f"combined_{q}" if view is None else f"combined_{q}_{view}"
+    out = work / f"P_{net.name}_{q}_{view or 'xy'}"
+    run("imagetranslation/translate.py", "--mode", "test", "--checkpoint", net,
+        "--input_dir", work / name, "--output_dir", out, *(["--tta"] if tta else []))
+    stack = read_stack(out / "images", channel=0)
+    return stack if view is None else np.ascontiguousarray(np.transpose(stack, VIEWS[view]))
+
+
+def train_and_predict(work, name, crop, minutes, seed, tta, views=False):
+    """Train recipe ``name`` for ``minutes`` with ``seed``; predict d and c (with ``views``:
+    the mean of the xy, xz and yz predictions; the xy one alone in ``<q>_xy_only``). Returns
+    the row (steps, best step, scores) and the two predictions ((z, y, x) uint8)."""
+    import numpy as np
 
     net = work / f"T_{name}_{seed}"
     start = time.monotonic()
@@ -147,18 +205,20 @@ def train_and_predict(work, name, crop, minutes, seed, tta):
         row["best_step"] = training["validation"]["best_step"]
     predictions = {}
     for q in "dc":
-        out = work / f"P_{name}_{seed}_{q}"
-        run("imagetranslation/translate.py", "--mode", "test", "--checkpoint", net,
-            "--input_dir", work / f"combined_{q}", "--output_dir", out,
-            *(["--tta"] if tta else []))
-        predictions[q] = read_stack(out / "images", channel=0)
+        predictions[q] = predict(net, work, q, tta)
         row[q] = score(predictions[q], work, q)
+        if views:  # the mean of the three views' predictions, scored in xy
+            stacks = [predictions[q]] + [predict(net, work, q, tta, v) for v in ("xz", "yz")]
+            mean = np.mean([p.astype(np.float64) for p in stacks], axis=0)
+            predictions[q] = np.floor(mean + 0.5).astype(np.uint8)
+            row[f"{q}_xy_only"] = row[q]
+            row[q] = score(predictions[q], work, q)
     print(f"  {name} seed {seed}: {row['steps']} steps (best {row.get('best_step')}); d F1 "
           f"{row['d']['f1']:.3f}; c F1 {row['c']['f1']:.3f}", file=sys.stderr, flush=True)
     return row, predictions
 
 
-def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False):
+def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False, views=False):
     """Each recipe for ``minutes``; with ``seeds`` > 1, ``seeds`` networks (seeds ``seed``,
     ``seed`` + 1, ...) of ``minutes / seeds`` each, scored alone and as an ensemble (the mean
     of their 8-bit predictions)."""
@@ -167,10 +227,10 @@ def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False):
     rows = []
     with tempfile.TemporaryDirectory(prefix="recipes.") as tmp:
         work = Path(tmp)
-        crop = prepare(data, work, context)
+        crop = prepare(data, work, context, views)
         for name in recipes:
-            members = [train_and_predict(work, name, crop, minutes / seeds, seed + k, tta)
-                       for k in range(seeds)]
+            members = [train_and_predict(work, name, crop, minutes / seeds, seed + k, tta,
+                                         views) for k in range(seeds)]
             if seeds == 1:
                 row = members[0][0]
             else:
@@ -187,7 +247,7 @@ def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False):
                   f"{row['c']['boundary_f1_1px']:.3f}", file=sys.stderr, flush=True)
     best = max(rows, key=lambda r: (r["d"]["f1"], r["d"]["boundary_f1_1px"]))
     return {"data": str(data), "minutes": minutes, "seed": seed, "seeds": seeds, "tta": tta,
-            "context": context,
+            "context": context, "views": views,
             "rows": rows, "chosen_on_d": best["recipe"]}
 
 
@@ -217,10 +277,14 @@ def main(argv=None):
     p.add_argument("--context", action="store_true",
                    help="NN-3 sees each EM slice with its neighbours (red z - 1, green z, "
                         "blue z + 1) instead of the slice alone")
+    p.add_argument("--views", choices=("both", "predict"),
+                   help="NN-3 predicts d and c in their three orthogonal views (xy, xz, yz "
+                        "slices), averaged (isotropic volumes); 'both': it also trains on a's "
+                        "three views")
     p.add_argument("--output", help="JSON file for the results")
     args = p.parse_args(argv)
     result = study(args.data, args.minutes, args.recipes, args.seed, args.tta, args.seeds,
-                   args.context)
+                   args.context, args.views)
     print(table(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")

@@ -282,6 +282,10 @@ class Config(Mapping):
     output_filetype: str = option("png", choices=("png", "jpeg"), parser_choices=True)
     tta: bool = option(False, "test: average the predictions over the 8 flips and transposes "
                        "(each inverted first); 8 times the prediction time", kind=bool)
+    views: bool = option(False, "test: the input images are the slices of one volume (in "
+                         "order, one size); predict it also sliced along y and along x, and "
+                         "average the three views (isotropic EM); 3 times the prediction time",
+                         kind=bool)
     mixed_precision: str | None = option(
         None, "mixed-precision training: bf16, fp16, or auto = bf16 where training runs on a "
         "CPU with bfloat16 instructions (AVX512_BF16 or AMX), with crops of at least 96 pixels "
@@ -459,7 +463,7 @@ def check_mode(config, mode=None):
     ValueError
         Naming the flag: train and test need ``--input_dir``; train needs
         ``--max_epochs``, ``--max_steps`` or ``--max_minutes``, ``--checkpoint`` with
-        ``--restore`` other than all, and takes no ``--tta``; test and export need
+        ``--restore`` other than all, and takes no ``--tta`` or ``--views``; test and export need
         ``--checkpoint``.
     """
     mode = mode or config.mode
@@ -475,6 +479,9 @@ def check_mode(config, mode=None):
         if config.tta:
             raise ValueError("--tta is for --mode test (it averages the predictions over the 8 "
                              "flips and transposes); --mode train does not take it")
+        if config.views:
+            raise ValueError("--views is for --mode test (it averages the predictions of a "
+                             "volume's three views); --mode train does not take it")
     elif mode in ("test", "export") and not config.checkpoint:
         raise ValueError(f"--mode {mode} needs --checkpoint (a training output folder)")
 

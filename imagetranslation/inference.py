@@ -205,3 +205,42 @@ def predict_tta(generator, image, stride):
                 output = dihedral_inverse(output, transform).astype(np.float64)
                 total = output if total is None else total + output
     return (total / len(DIHEDRAL)).astype(np.float32)
+
+
+#: A volume's three orthogonal views as axis orders of (z, y, x): slices along z (xy, the
+#: input's own), along y (xz) and along x (yz).  Each order is its own inverse.
+VIEWS = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 1, 0)}
+
+
+def predict_views(generator, volume, stride, predictor=predict):
+    """The mean of ``predictor`` over a volume's three orthogonal views (``--views``).
+
+    The (z, y, x, c) volume is sliced along z, along y and along x (:data:`VIEWS`); every
+    slice of each view is predicted (``predictor``: :func:`predict` or :func:`predict_tta`),
+    the view is brought back to (z, y, x), and the three are averaged.  In an isotropic
+    volume (FIB-SEM) each voxel so gets the context of three planes, where one slice gives
+    one; costs 3 predictions of the volume.
+
+    Parameters
+    ----------
+    generator : callable
+        As for :func:`predict`.
+    volume : numpy.ndarray
+        (z, y, x, c) float32 in [-1, 1].
+    stride : int
+        The generator's stride.
+    predictor : callable
+        ``predictor(generator, image, stride)`` on one (y, x, c) image.
+
+    Returns
+    -------
+    numpy.ndarray
+        (z, y, x, c_out) float32, the mean of the three views' predictions.
+    """
+    total = None
+    for axes in VIEWS.values():
+        view = np.transpose(volume, axes + (3,))
+        out = np.stack([predictor(generator, np.ascontiguousarray(s), stride) for s in view])
+        out = np.transpose(out, axes + (3,))
+        total = out.astype(np.float64) if total is None else total + out
+    return (total / len(VIEWS)).astype(np.float32)

@@ -64,6 +64,7 @@ from .inference import (  # noqa: F401
     predict,
     predict_batch,
     predict_tta,
+    predict_views,
 )
 from .loop import STOPPED_BY, Loop, Validation, display, fit, learning_rate_at  # noqa: F401
 from .losses import EPS, FusedAdam, classic_loss, gan_losses  # noqa: F401
@@ -235,7 +236,9 @@ def test(options):
 
     Writes ``images/<name>-{inputs,outputs,targets}.<png|jpeg>``, then
     ``index.html`` and ``options.json`` into ``output_dir``.  With ``tta`` the
-    outputs are :func:`predict_tta`'s average over the 8 flips and transposes.  ``images/`` is
+    outputs are :func:`predict_tta`'s average over the 8 flips and transposes; with ``views``
+    the images are taken as one volume's slices and the outputs are
+    :func:`predict_views`'s mean of its three orthogonal views.  ``images/`` is
     written atomically (:func:`neuron3d.io.write_folder`): on any error nothing
     is written, not even an empty ``output_dir``.  Returns the number of images.
 
@@ -258,6 +261,13 @@ def test(options):
     predictor = predict_tta if options.tta else predict
     suffix = "." + options.output_filetype
     rows = []
+    views = None
+    if options.views:  # the images are one volume's slices: predict its three views first
+        if size != inputs.shape[1:3]:
+            raise ValueError("--views predicts the volume the images make up; it takes no "
+                             "--image_height / --image_width")
+        views = D.from_model_range(predict_views(generator, D.to_model_range(inputs), stride,
+                                                 predictor))
 
     def fill(tmp):
         progress = StepProgress(len(names), desc=PROG, every_seconds=10.0, final_line=True,
@@ -267,7 +277,11 @@ def test(options):
                 if a.shape[:2] != size:
                     a = np.asarray(Image.fromarray(a).resize(size[::-1], Image.BILINEAR))
                     b = np.asarray(Image.fromarray(b).resize(size[::-1], Image.BILINEAR))
-                output = D.from_model_range(predictor(generator, D.to_model_range(a), stride))
+                if views is not None:
+                    output = views[count - 1]
+                else:
+                    output = D.from_model_range(predictor(generator, D.to_model_range(a),
+                                                          stride))
                 row = [name]
                 for kind, image in (("inputs", a), ("outputs", output), ("targets", b)):
                     file = f"{name}-{kind}{suffix}"

@@ -134,6 +134,9 @@ def _test_zarr(args, options):
     if not (is_zarr(args.input_dir) and is_zarr(args.output_dir)):
         raise ValueError("--mode test of a zarr volume reads --input_dir X.zarr and writes "
                          f"--output_dir Y.zarr, got {args.input_dir} and {args.output_dir}")
+    if args.views:
+        raise ValueError("--views is for --mode test of image folders (a .zarr volume is "
+                         "predicted slice by slice in tiles)")
     open_array(args.input_dir, "--input_dir")  # before starting anything
     with blockwise.engine(args.scheduler, args.memory_limit) as client:  # None: serial
         shape = predict_volume(args.checkpoint, args.input_dir, args.output_dir, args.chunks,

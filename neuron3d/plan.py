@@ -200,7 +200,9 @@ def plan(options, layout, shape):
              "--model", "pix2pix",
              # prediction too: its threads and kernels round the outputs NN-4/NN-5 train on
              *(("--deterministic",) if options.deterministic else ()),
-             *(("--tta",) if options.tta and q != "b" else ()))
+             *(("--tta",) if options.tta and q != "b" else ()),
+             # every quadrant's membranes alike: b's are NN-4's and NN-5's training inputs
+             *(("--views",) if options.views and key == "nn3" else ()))
 
     def cytoplasm_network(key):
         q = TEST_QUADRANT

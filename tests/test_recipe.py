@@ -116,6 +116,25 @@ def test_tta_applies_to_the_test_time_predictions_only():
     assert all("--tta" not in s.argv for s in P.plan(plain, R.Layout.of(plain), plain.shape))
 
 
+def test_views_apply_to_every_membrane_prediction_and_nothing_else():
+    o = options("--demo", "--shape", "8", "96", "96", "--tta", "--views")
+    assert o.views
+    steps = P.plan(o, R.Layout.of(o), o.shape)
+    with_views = {s.name for s in steps if "--views" in s.argv}
+    # b's membranes too: they are NN-4's and NN-5's training inputs, c's and d's their tests
+    assert with_views == {"predict_nn3_b", "predict_nn3_c", "predict_nn3_d"}
+    by_name = {s.name: s for s in steps}
+    assert "--tta" not in by_name["predict_nn3_b"].argv
+    plain = options("--demo", "--shape", "8", "96", "96")
+    assert not plain.views
+    assert all("--views" not in s.argv for s in P.plan(plain, R.Layout.of(plain), plain.shape))
+
+
+def test_views_do_not_apply_to_nn6():
+    with pytest.raises(ValueError, match="--views does not apply to --method affinities"):
+        options("--demo", "--method", "affinities", "--views")
+
+
 @pytest.mark.parametrize("extra, criterion", [((), "voi"), (("--criterion", "rand"), "rand")])
 def test_the_sweep_on_d_chooses_by_the_criterion(extra, criterion):
     o = options("--demo", "--shape", "8", "96", "96", *extra)

@@ -96,3 +96,58 @@ def test_test_mode_tta_writes_the_averaged_outputs_and_records_it(tmp_path):
         assert np.abs(written.astype(int) - D.from_model_range(average)).max() <= 1
         plain = np.asarray(Image.open(tmp_path / "plain" / "images" / f"{index:02d}-outputs.png"))
         assert not np.array_equal(written, plain)
+
+
+# ---- --views: a volume's three orthogonal views, averaged -------------------------------------
+
+
+def plane_mean(generator, image, stride):
+    """A fake predictor: every pixel gets its image's mean (per channel)."""
+    return np.broadcast_to(image.mean(axis=(0, 1), keepdims=True), image.shape).copy()
+
+
+def test_views_average_the_three_planes_through_each_voxel():
+    from imagetranslation.inference import predict_views
+
+    volume = np.random.default_rng(3).uniform(-1, 1, (3, 4, 5, 1)).astype(np.float32)
+    got = predict_views(None, volume, 1, plane_mean)
+    v = volume[..., 0].astype(np.float64)
+    expected = (v.mean(axis=(1, 2))[:, None, None] + v.mean(axis=(0, 2))[None, :, None]
+                + v.mean(axis=(0, 1))[None, None, :]) / 3
+    assert got.shape == volume.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got[..., 0], expected, rtol=1e-6, atol=1e-6)
+    # a voxel's value is that of its own three planes: one corner by hand
+    corner = (v[0].mean() + v[:, 0].mean() + v[:, :, 0].mean()) / 3
+    assert got[0, 0, 0, 0] == pytest.approx(corner, abs=1e-6)
+
+
+def test_test_mode_views_writes_the_views_mean_and_refuses_training(tmp_path, capsys):
+    from imagetranslation.inference import predict_views
+    from imagetranslation.trainer import load_for_inference
+
+    combined = combined_images(tmp_path, (5, 16, 12), seed=4)
+    run = tmp_path / "run"
+    assert translate.main(["--mode", "train", "--input_dir", str(combined), "--output_dir",
+                           str(run), "--ngf", "4", "--n_res_blocks", "1", "--crop_size", "12",
+                           "--scale_size", "12", "--gan_weight", "0", "--max_steps", "6",
+                           "--lr", "0.02"]) == 0
+    for flags, out in (([], "plain"), (["--views"], "views")):
+        assert translate.main(["--mode", "test", "--checkpoint", str(run), "--input_dir",
+                               str(combined), "--output_dir", str(tmp_path / out), *flags]) == 0
+        assert json.loads((tmp_path / out / "options.json").read_text())["views"] == bool(flags)
+    generator, options = load_for_inference(run)
+    inputs, _, _ = D.load_pairs(combined)
+    expected = D.from_model_range(predict_views(generator, D.to_model_range(inputs), 4))
+    differ = 0
+    for index in range(len(inputs)):
+        written = np.asarray(Image.open(tmp_path / "views" / "images" / f"{index:02d}-outputs.png"))
+        assert np.abs(written.astype(int) - expected[index]).max() <= 1
+        plain = np.asarray(Image.open(tmp_path / "plain" / "images" / f"{index:02d}-outputs.png"))
+        differ += not np.array_equal(written, plain)
+    assert differ == len(inputs)
+    capsys.readouterr()
+    status = translate.main(["--mode", "train", "--input_dir", str(combined), "--output_dir",
+                             str(tmp_path / "again"), "--max_steps", "1", "--views"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--views is for --mode test" in err and "Traceback" not in err
+    assert not (tmp_path / "again").exists()
