@@ -1,0 +1,93 @@
+"""The agglomeration's options, and what limits it, on the predictions of a finished run.
+
+    python -m benchmarks.study_agglomeration --run fm_views_5m
+    python -m benchmarks.study_agglomeration --run fm_views_5m --quadrant d --limits
+
+Reads ``results/<run>``'s predicted membranes (``datasets/membrane_predicted_<q>.tif``) and
+un-thinned overlaps (``P5_membrane_overlap_<q>/images``) of a quadrant (d by default, where
+choices are made) and its ground-truth labels, agglomerates with each option set at the
+thresholds 0.3-0.9 and prints, for each, the threshold of the lowest VOI split + merge
+against the ground truth with its adapted Rand error, VOI and object count.  ``--limits``
+prints the same for ground-truth membranes and/or overlaps in place of the predictions.
+Seconds per row on a 125^3 quadrant; measures quality, not time.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+#: Option sets (keywords of neuron3d.agglomerate.agglomerate; "fragments_3d": (seeds below,
+#: sigma, min distance) of one watershed of the membrane volume instead of one per slice).
+OPTIONS = [
+    {}, {"seed_threshold": 0.1}, {"seed_threshold": 0.3}, {"sigma": 1.0}, {"min_distance": 9},
+    {"min_distance": 3}, {"z_threshold": 0.5}, {"z_threshold": None}, {"scoring": "mean"},
+    {"scoring": "median_max"}, {"fragments_3d": (0.2, 0.0, 5)}, {"fragments_3d": (0.3, 0.0, 5)},
+]
+GRID = [round(t, 2) for t in np.arange(0.3, 0.91, 0.05)]
+
+
+def best_by_voi(labels, membrane, overlap, thresholds=GRID, **options):
+    """(threshold, scores) of the lowest VOI split + merge over ``thresholds``."""
+    from neuron3d.agglomerate import _slice_fragments, agglomerate
+    from neuron3d.metrics import evaluate
+
+    if "fragments_3d" in options:
+        probability = membrane.astype(np.float32) / 255 if membrane.dtype == np.uint8 \
+            else membrane
+        options["fragment_ids"] = _slice_fragments(probability, *options.pop("fragments_3d"))[0]
+    best = None
+    for t, volume in zip(thresholds, agglomerate(membrane, overlap, thresholds, workers=1,
+                                                 **options)):
+        scores = evaluate(labels, volume)
+        scores["objects"] = int(volume.max())
+        if best is None or scores["voi_split"] + scores["voi_merge"] < \
+                best[1]["voi_split"] + best[1]["voi_merge"]:
+            best = (t, scores)
+    return best
+
+
+def row(name, best):
+    t, s = best
+    return (f"| {name} | {t:.2f} | {s['adapted_rand_error']:.3f} | {s['voi_split']:.2f} / "
+            f"{s['voi_merge']:.2f} ({s['voi_split'] + s['voi_merge']:.2f}) | {s['objects']} |")
+
+
+def main(argv=None):
+    from neuron3d import labels as L
+    from neuron3d.io import read_labels, read_stack
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="a finished run under --results")
+    p.add_argument("--results", default="results")
+    p.add_argument("--quadrant", default="d", choices=tuple("abcd"))
+    p.add_argument("--limits", action="store_true",
+                   help="ground-truth membranes and/or overlaps instead of the options")
+    args = p.parse_args(argv)
+    run, q = Path(args.results) / args.run, args.quadrant
+    membrane = read_stack(run / "datasets" / f"membrane_predicted_{q}.tif")
+    overlap = read_stack(run / f"P5_membrane_overlap_{q}" / "images", channel=0)
+    labels = read_labels(run / "datasets" / f"label_{q}.tif")
+    print(f"{args.run}, quadrant {q}: each at its lowest VOI split + merge (thresholds "
+          f"{GRID[0]}-{GRID[-1]})\n")
+    print("| inputs / options | threshold | adapted Rand error | VOI split / merge (sum) | "
+          "objects |\n|---|---|---|---|---|")
+    if args.limits:
+        true_membrane = L.membrane(labels).astype(np.float32)
+        true_overlap = L.overlap(labels, true_membrane > 0).astype(np.float32)
+        grid = [round(t, 2) for t in np.arange(0.05, 0.96, 0.05)]
+        for name, m, o in (("predicted / predicted", membrane, overlap),
+                           ("ground truth / predicted", true_membrane, overlap),
+                           ("ground truth / ground truth", true_membrane, true_overlap)):
+            print(row(name, best_by_voi(labels, m, o, grid)), flush=True)
+        return 0
+    for options in OPTIONS:
+        name = ", ".join(f"{k} {v}" for k, v in options.items()) or "the defaults"
+        print(row(name, best_by_voi(labels, membrane, overlap, **dict(options))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
