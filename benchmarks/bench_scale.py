@@ -123,23 +123,23 @@ def make_agglomerate_inputs(folder, shape, chunks, seed=0):
     return paths
 
 
-def _agglomerate_blockwise(paths, folder, chunks, workers, memory_limit, queue):
+def _agglomerate_blockwise(paths, folder, chunks, workers, memory_limit, scoring, queue):
     with blockwise.engine(f"local:{workers}", memory_limit) as client:
         start = time.perf_counter()
         result = blockwise.agglomerate_stores(client, paths["membrane"],
                                               paths["agglo_overlap"], [folder / "agg.zarr"],
-                                              [0.5], chunks)
+                                              [0.5], chunks, scoring=scoring)
         seconds = time.perf_counter() - start
         peak = max(client.run(_peak_rss_mib).values())
     queue.put((seconds, peak, _peak_rss_mib(), result))
 
 
-def _agglomerate_in_memory(paths, folder, chunks, queue):
+def _agglomerate_in_memory(paths, folder, chunks, scoring, queue):
     from neuron3d.agglomerate import agglomerate
 
     start = time.perf_counter()
     (labels,) = agglomerate(zarrio.read_zarr(paths["membrane"]),
-                            zarrio.read_zarr(paths["agglo_overlap"]), [0.5])
+                            zarrio.read_zarr(paths["agglo_overlap"]), [0.5], scoring=scoring)
     zarrio.write_zarr(folder / "agg_memory.zarr", labels, chunks)
     queue.put((time.perf_counter() - start, _peak_rss_mib()))
 
@@ -163,7 +163,7 @@ def run_agglomerate(args, chunks):
         try:
             paths = make_agglomerate_inputs(folder, shape, chunks)
             runs = [_in_child(_agglomerate_blockwise, paths, folder, chunks, args.workers,
-                              args.memory_limit) for _ in range(args.repeats)]
+                              args.memory_limit, args.scoring) for _ in range(args.repeats)]
             result = runs[0][3]
             row = {"factor": factor, "shape": shape, "voxels": int(np.prod(shape)),
                    "seconds": statistics.median(r[0] for r in runs),
@@ -172,7 +172,7 @@ def run_agglomerate(args, chunks):
                    "fragments": result["fragments"], "edges": result["edges"],
                    "graph_mib": result["graph_bytes"] / 2**20}
             if factor <= args.in_memory_max:
-                memory = [_in_child(_agglomerate_in_memory, paths, folder, chunks)
+                memory = [_in_child(_agglomerate_in_memory, paths, folder, chunks, args.scoring)
                           for _ in range(args.repeats)]
                 row["in_memory_seconds"] = statistics.median(m[0] for m in memory)
                 row["in_memory_peak_mib"] = max(m[1] for m in memory)
@@ -288,6 +288,8 @@ def main(argv=None):
     parser.add_argument("--factors", type=int, nargs="+", default=FACTORS)
     parser.add_argument("--operations", nargs="+", choices=OPERATIONS, default=OPERATIONS,
                         help="reconstruct: reconstruct, evaluate and membrane; agglomerate")
+    parser.add_argument("--scoring", choices=("median", "mean", "median_max"), default="median",
+                        help="the agglomeration's boundary score")
     parser.add_argument("--scale", choices=("full", "small"), default="full",
                         help="small: a tiny run that checks the script works (overrides the "
                              "sizes, chunks, workers and memory limit)")
