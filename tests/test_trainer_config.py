@@ -54,7 +54,7 @@ def test_an_old_runs_options_json_reads_back_to_the_same_record():
     config = C.Config.from_mapping(saved, source=LEGACY)
     # the same keys, values and types (lists, floats, null), and the options added since the
     # run was written at their defaults
-    added = {"validation_share": 0.1}
+    added = {"validation_share": 0.1, "views": False}
     assert set(config.record()) - set(saved) == set(added)
     assert config.record() == {**saved, **added}
     assert json.dumps(config.record(), sort_keys=True) == json.dumps({**saved, **added},
