@@ -111,8 +111,8 @@ def prepare(data, work, context=False, views=False):
         raise SystemExit("--views and --context are exclusive")
     for q in "acd":
         em_images = em_q[q]
-        if views:
-            write_views(work, q, em_q[q], label_q[q], training=q == "a" and views == "both")
+        if views and (q != "a" or views == "both"):  # a trains; c and d are predicted
+            write_views(work, q, em_q[q], label_q[q], training=q == "a")
         if context:  # each slice between its neighbours: red z - 1, green z, blue z + 1
             z = np.arange(len(em_images))
             em_images = np.stack([em_images[np.maximum(z - 1, 0)], em_images,
@@ -144,8 +144,6 @@ def write_views(work, q, em, labels, training):
 
     for view, axes in VIEWS.items():
         if view == "xy" and not training:
-            continue
-        if not training and q == "a":
             continue
         em_view = np.ascontiguousarray(np.transpose(em, axes))
         write_slices(work / f"em_{q}_{view}", em_view)

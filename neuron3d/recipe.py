@@ -113,8 +113,8 @@ def build_parser():
                    help="for isotropic volumes (FIB-SEM): NN-3 predicts each quadrant also "
                         "sliced along y and along x, and its membranes are the mean of the "
                         "three views (translate.py --mode test --views; 3x NN-3's prediction "
-                        "time; on fibsem-medulla's d the 1-pixel boundary F1 rose from 0.901 "
-                        "to 0.918, documentation/real_em.md)")
+                        "time; on fibsem-medulla's d the same network's 1-pixel boundary F1 "
+                        "rose from 0.899 to 0.918, documentation/real_em.md)")
     p.add_argument("--criterion", choices=sorted(CRITERIA), default=DEFAULT_CRITERION,
                    help="how the agglomeration's threshold is chosen on d: voi = the lowest "
                         "VOI split + merge against d's labels (ties: adapted Rand error), "
