@@ -6,14 +6,15 @@
     python -m benchmarks.study_recipes --data ../shared/data/fibsem-medulla --minutes 3 \\
         --recipes wide_augment_validated_balanced2_bf16 --views predict
 
-Each recipe trains NN-3 on quadrant a of ``<data>/train-input.tif`` / ``train-labels.tif``
-for the same budget (``translate.py --max_minutes``), then predicts quadrants d (where a recipe
-is *chosen*) and c (where the chosen one is *reported*), and scores the membranes against the
-ground truth: pixel precision / recall / F1 at 0.5, and the boundary F1 with 1 pixel of
-tolerance.  ``--views predict`` also scores the mean of each quadrant's predictions sliced
-along z, y and x (``translate.py --mode test --views``), ``--views both`` trains on a's
-three views too.  Run it alone on the machine: the budget is wall time, so anything else running
-steals steps from the recipe being timed.  Prints a markdown table; ``--output`` writes JSON.
+Each recipe trains NN-3 on quadrant a (``--train ab``: a and b) of ``<data>/train-input.tif``
+/ ``train-labels.tif`` for the same budget (``translate.py --max_minutes``), then predicts
+quadrants d (where a recipe is *chosen*) and c (where the chosen one is *reported*), and
+scores the membranes against the ground truth: pixel precision / recall / F1 at 0.5, and the
+boundary F1 with 1 pixel of tolerance.  ``--views predict`` also scores the mean of each
+quadrant's predictions sliced along z, y and x (``translate.py --mode test --views``),
+``--views both`` trains on a's three views too.  Run it alone on the machine: the budget is
+wall time, so anything else running steals steps from the recipe being timed.  Prints a
+markdown table; ``--output`` writes JSON.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ RECIPES["wide_augment_validated_balanced2_ema"] = [*RECIPES["wide_augment_valida
 # the chosen one in bfloat16 (faster where the CPU has AVX512_BF16 or AMX: trainer.md)
 RECIPES["wide_augment_validated_balanced2_bf16"] = [*RECIPES["wide_augment_validated_balanced2"],
                                                     "--mixed_precision", "bf16"]
+# ... validated and predicted with a moving average of its weights (fibsem-medulla's d kept
+# early weights, step 3250 of 6000, at 5 minutes)
+RECIPES["wide_augment_validated_balanced2_bf16_ema"] = [
+    *RECIPES["wide_augment_validated_balanced2_bf16"], "--ema", "0.999"]
 
 
 def run(*args):
@@ -94,10 +99,13 @@ def run(*args):
     return result
 
 
-def prepare(data, work, context=False, views=False):
-    """Quadrants, membrane images and EM | membrane pairs of a, c, d; returns the crop size.
+def prepare(data, work, context=False, views=False, train="a"):
+    """Quadrants, membrane images and EM | membrane pairs of c, d and the training quadrants
+    ``train`` ("a" or "ab"), whose pairs go to ``combined_train``; returns the crop size.
     With ``views``, a's pairs hold its three orthogonal views (each view's membranes drawn in
     its own plane), and c and d are also written as xz and yz slices for prediction."""
+    import shutil
+
     import numpy as np
     import tifffile
 
@@ -109,9 +117,11 @@ def prepare(data, work, context=False, views=False):
     em_q, label_q = split_quadrants(em), split_quadrants(labels)
     if views and context:
         raise SystemExit("--views and --context are exclusive")
-    for q in "acd":
+    if views == "both" and train != "a":
+        raise SystemExit("--views both trains on a only")
+    for q in sorted(set(train) | set("cd")):
         em_images = em_q[q]
-        if views and (q != "a" or views == "both"):  # a trains; c and d are predicted
+        if views and (q in "cd" or views == "both"):  # c and d are predicted
             write_views(work, q, em_q[q], label_q[q], training=q == "a")
         if context:  # each slice between its neighbours: red z - 1, green z, blue z + 1
             z = np.arange(len(em_images))
@@ -123,6 +133,10 @@ def prepare(data, work, context=False, views=False):
         write_slices(work / f"em_{q}", em_images)
         write_slices(work / f"membrane_{q}", membrane(label_q[q]))
         combine(work / f"em_{q}", work / f"membrane_{q}", work / f"combined_{q}")
+    (work / "combined_train").mkdir()
+    for q in train:  # one folder of the training quadrants' pairs, named apart
+        for path in sorted((work / f"combined_{q}").iterdir()):
+            shutil.copy(path, work / "combined_train" / f"{q}_{path.name}")
     return min(min(em_q["a"].shape if views == "both" else em_q["a"].shape[1:]), 128) // 4 * 4
 
 
@@ -192,7 +206,7 @@ def train_and_predict(work, name, crop, minutes, seed, tta, views=False):
     net = work / f"T_{name}_{seed}"
     start = time.monotonic()
     run("imagetranslation/translate.py", "--mode", "train", "--input_dir",
-        work / "combined_a", "--output_dir", net, "--crop_size", crop, "--scale_size",
+        work / "combined_train", "--output_dir", net, "--crop_size", crop, "--scale_size",
         crop, "--max_minutes", minutes, "--seed", seed, *BASE,
         *[str(work / "combined_d") if o == "{d}" else o for o in RECIPES[name]])
     seconds = time.monotonic() - start
@@ -216,7 +230,8 @@ def train_and_predict(work, name, crop, minutes, seed, tta, views=False):
     return row, predictions
 
 
-def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False, views=False):
+def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False, views=False,
+          train="a"):
     """Each recipe for ``minutes``; with ``seeds`` > 1, ``seeds`` networks (seeds ``seed``,
     ``seed`` + 1, ...) of ``minutes / seeds`` each, scored alone and as an ensemble (the mean
     of their 8-bit predictions)."""
@@ -225,7 +240,7 @@ def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False, vie
     rows = []
     with tempfile.TemporaryDirectory(prefix="recipes.") as tmp:
         work = Path(tmp)
-        crop = prepare(data, work, context, views)
+        crop = prepare(data, work, context, views, train)
         for name in recipes:
             members = [train_and_predict(work, name, crop, minutes / seeds, seed + k, tta,
                                          views) for k in range(seeds)]
@@ -245,12 +260,13 @@ def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False, vie
                   f"{row['c']['boundary_f1_1px']:.3f}", file=sys.stderr, flush=True)
     best = max(rows, key=lambda r: (r["d"]["f1"], r["d"]["boundary_f1_1px"]))
     return {"data": str(data), "minutes": minutes, "seed": seed, "seeds": seeds, "tta": tta,
-            "context": context, "views": views,
+            "context": context, "views": views, "train": train,
             "rows": rows, "chosen_on_d": best["recipe"]}
 
 
 def table(result):
-    lines = [f"NN-3 on quadrant a of {result['data']}, {result['minutes']:g} min each"
+    lines = [f"NN-3 on quadrant(s) {result.get('train', 'a')} of {result['data']}, "
+             f"{result['minutes']:g} min each"
              f"{' (TTA)' if result['tta'] else ''}; chosen on d: **{result['chosen_on_d']}**",
              "", "| recipe | steps | d: F1 | d: boundary F1 (1 px) | c: F1 "
              "| c: boundary F1 (1 px) |",
@@ -279,10 +295,13 @@ def main(argv=None):
                    help="NN-3 predicts d and c in their three orthogonal views (xy, xz, yz "
                         "slices), averaged (isotropic volumes); 'both': it also trains on a's "
                         "three views")
+    p.add_argument("--train", choices=("a", "ab"), default="a",
+                   help="the quadrants NN-3 trains on (default a; b is where the experiment "
+                        "trains NN-4 and NN-5)")
     p.add_argument("--output", help="JSON file for the results")
     args = p.parse_args(argv)
     result = study(args.data, args.minutes, args.recipes, args.seed, args.tta, args.seeds,
-                   args.context, args.views)
+                   args.context, args.views, args.train)
     print(table(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
