@@ -89,6 +89,16 @@ RECIPES["wide_augment_validated_balanced2_bf16"] = [*RECIPES["wide_augment_valid
 # early weights, step 3250 of 6000, at 5 minutes)
 RECIPES["wide_augment_validated_balanced2_bf16_ema"] = [
     *RECIPES["wide_augment_validated_balanced2_bf16"], "--ema", "0.999"]
+# ... with the segmentation U-Net (skips at every resolution) in place of the ResNet: 4 poolings,
+# 32 -> 256 channels
+_RESNET = ["--generator", "resnet", "--ngf", "32", "--n_res_blocks", "6"]
+assert RECIPES["wide_augment_validated_balanced2_bf16"][:6] == _RESNET
+RECIPES["segunet_augment_validated_balanced2_bf16"] = [
+    "--generator", "segunet", "--ngf", "32", "--u_depth", "4",
+    *RECIPES["wide_augment_validated_balanced2_bf16"][6:]]
+RECIPES["segunet16_augment_validated_balanced2_bf16"] = [
+    "--generator", "segunet", "--ngf", "16", "--u_depth", "4",
+    *RECIPES["wide_augment_validated_balanced2_bf16"][6:]]
 
 
 def run(*args):
@@ -204,11 +214,15 @@ def train_and_predict(work, name, crop, minutes, seed, tta, views=False):
     import numpy as np
 
     net = work / f"T_{name}_{seed}"
+    options = RECIPES[name]
+    if "--u_depth" in options:  # crops: multiples of the U-Net's stride
+        stride = 2 ** int(options[options.index("--u_depth") + 1])
+        crop -= crop % stride
     start = time.monotonic()
     run("imagetranslation/translate.py", "--mode", "train", "--input_dir",
         work / "combined_train", "--output_dir", net, "--crop_size", crop, "--scale_size",
         crop, "--max_minutes", minutes, "--seed", seed, *BASE,
-        *[str(work / "combined_d") if o == "{d}" else o for o in RECIPES[name]])
+        *[str(work / "combined_d") if o == "{d}" else o for o in options])
     seconds = time.monotonic() - start
     training = json.loads((net / "training.json").read_text())
     row = {"recipe": name, "options": RECIPES[name], "minutes": minutes, "seed": seed,

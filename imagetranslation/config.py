@@ -150,8 +150,11 @@ class Config(Mapping):
                                   weights=True, arch=True)
     model: str = option("pix2pix", choices=("pix2pix",), parser_choices=True, arch=True)
     generator: str = option("resnet", "resnet (the thesis'), unet, highwaynet or densenet (the "
-                            "thesis trainer's others: the resnet's encoder and decoder around "
-                            "gated residual units or densely connected blocks)",
+                            "thesis trainer's others: the pix2pix U-Net, the resnet's encoder "
+                            "and decoder around gated residual units or densely connected "
+                            "blocks), or segunet (the segmentation U-Net of Ronneberger et "
+                            "al. 2015: two 3x3 conv + batch norm + ReLU per level, max "
+                            "pooling, upsampling and skips at every resolution)",
                             choices=GENERATORS, parser_choices=True, weights=True, arch=True)
     ngf: int = option(0, "generator filters in the first layer (0 = 64 for unet, 32 for the "
                          "others)", kind=int, rule=_POSITIVE, weights=True, arch=True)
@@ -159,8 +162,9 @@ class Config(Mapping):
                       weights=True, arch=True)
     n_res_blocks: int = option(9, "residual blocks (resnet)", kind=int, rule=_NON_NEGATIVE,
                                weights=True, arch=True, shapes=("resnet",))
-    u_depth: int = option(8, "encoder depth (unet)", kind=int, rule=_POSITIVE, weights=True,
-                          arch=True, shapes=("unet",))
+    u_depth: int = option(8, "encoder depth: downsamplings (unet, segunet); sizes must be "
+                          "multiples of 2^depth", kind=int, rule=_POSITIVE, weights=True,
+                          arch=True, shapes=("unet", "segunet"))
     n_highway_units: int = option(9, "gated residual units (highwaynet)", kind=int,
                                   rule=_NON_NEGATIVE, weights=True, arch=True,
                                   shapes=("highwaynet",))

@@ -284,6 +284,31 @@ def unet_generator(channels_in=3, channels_out=3, ngf=64, depth=8, synchronized=
     return keras.Model(inputs, _output(x), name="unet_generator")
 
 
+def segmentation_unet(channels_in=3, channels_out=3, ngf=32, depth=4, synchronized=False):
+    """The segmentation U-Net (Ronneberger et al. 2015), as the field predicts membranes with.
+
+    ``depth + 1`` resolution levels; level l has ``ngf * min(2**l, 8)`` channels and two
+    (3x3 conv, batch norm, ReLU).  Down: 2x2 max pooling; up: 2x nearest upsampling, then the
+    same level's encoder features concatenated (a skip at every resolution, full resolution
+    included, so the boundaries it draws are placed by full-resolution features); a 1x1 conv
+    to ``channels_out`` and tanh.  ``same`` padding; sizes: multiples of ``2**depth``.  Unlike
+    the pix2pix U-Net (:func:`unet_generator`) it has no dropout, which that one keeps on at
+    test time as noise.
+    """
+    inputs = keras.Input((None, None, channels_in), name="input")
+    widths = [ngf * min(2**level, 8) for level in range(depth + 1)]
+    x, skips = inputs, []
+    for level, width in enumerate(widths):
+        if level:
+            skips.append(x)
+            x = layers.MaxPooling2D(2)(x)
+        x = _conv_bn_relu(_conv_bn_relu(x, width, synchronized), width, synchronized)
+    for width, skip in zip(reversed(widths[:-1]), reversed(skips)):
+        x = layers.Concatenate()([layers.UpSampling2D(2)(x), skip])
+        x = _conv_bn_relu(_conv_bn_relu(x, width, synchronized), width, synchronized)
+    return keras.Model(inputs, _output(_conv(x, channels_out, 1)), name="segmentation_unet")
+
+
 def patch_discriminator(channels_in=3, channels_out=3, ndf=64, n_layers=3, sigmoid=True,
                         synchronized=False):
     """PatchGAN on the concatenated (input, target-or-output) pair; 70 x 70 receptive field."""
@@ -308,13 +333,13 @@ def stride_of(options):
     """Total downsampling of the generator: image sizes must be multiples of this.
 
     4 for the generators with the thesis trainer's encoder (resnet, highwaynet,
-    densenet), ``2 ** u_depth`` for the U-Net.
+    densenet), ``2 ** u_depth`` for the U-Nets.
     """
     if options.get("generator") not in GENERATORS:
         raise ValueError(f"unknown generator {options.get('generator')!r}; expected one of "
                          f"{', '.join(GENERATORS)}")
     options = as_config(options)
-    return 2 ** options.u_depth if options.generator == "unet" else 4
+    return 2 ** options.u_depth if options.generator in ("unet", "segunet") else 4
 
 
 def build_generator(options, channels_in=3, channels_out=3, synchronized=False):
@@ -325,7 +350,7 @@ def build_generator(options, channels_in=3, channels_out=3, synchronized=False):
     options : Config or Mapping
         ``generator`` (one of :data:`~imagetranslation.config.GENERATORS`),
         ``ngf``, ``encoder_activation`` (not unet) and the size option of the
-        generator: ``n_res_blocks`` (resnet), ``u_depth`` (unet),
+        generator: ``n_res_blocks`` (resnet), ``u_depth`` (unet, segunet),
         ``n_highway_units`` (highwaynet), ``n_dense_blocks`` and
         ``n_dense_layers`` (densenet); missing ones take
         :data:`~imagetranslation.config.GENERATOR_DEFAULTS` (the options.json of older
@@ -340,6 +365,8 @@ def build_generator(options, channels_in=3, channels_out=3, synchronized=False):
                                 synchronized)
     if kind == "unet":
         return unet_generator(channels_in, channels_out, ngf, o.u_depth, synchronized)
+    if kind == "segunet":
+        return segmentation_unet(channels_in, channels_out, ngf, o.u_depth, synchronized)
     if kind == "highwaynet":
         return highway_generator(channels_in, channels_out, ngf, o.n_highway_units,
                                  activation, synchronized)

@@ -18,8 +18,9 @@ AUGMENTATIONS = ("elastic", "intensity", "blur", "misalign", "missing_slice")
 LR_DECAYS = ("none", "cosine", "linear")
 #: Largest ``--blur_sigma`` (the kernel has radius ceil(3 sigma) and must fit the crop).
 MAX_BLUR_SIGMA = 10.0
-#: The generators (``--generator``), as named by the thesis' trainer.
-GENERATORS = ("resnet", "unet", "highwaynet", "densenet")
+#: The generators (``--generator``): the thesis trainer's four, as it named them, and the
+#: segmentation U-Net (``segunet``).
+GENERATORS = ("resnet", "unet", "highwaynet", "densenet", "segunet")
 #: What ``--restore`` takes from ``--checkpoint`` (the thesis trainer's choices): ``all``
 #: resumes the run; ``both`` (generator and discriminator weights) and ``generators``
 #: (generator weights) start a new training from them.

@@ -24,7 +24,7 @@ def test_the_key_lists_are_those_the_trainer_had():
         "mixed_precision", "ema"))
     assert C.GENERATOR_SHAPE_KEYS == {
         "resnet": ("n_res_blocks", "encoder_activation"), "unet": ("u_depth",),
-        "highwaynet": ("n_highway_units", "encoder_activation"),
+        "segunet": ("u_depth",), "highwaynet": ("n_highway_units", "encoder_activation"),
         "densenet": ("n_dense_blocks", "n_dense_layers", "encoder_activation")}
     assert models.GENERATOR_DEFAULTS == {"n_res_blocks": 9, "u_depth": 8, "n_highway_units": 9,
                                          "n_dense_blocks": 5, "n_dense_layers": 5}

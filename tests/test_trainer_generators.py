@@ -1,4 +1,5 @@
-"""translate.py --generator highwaynet|densenet (the thesis trainer's other generators) and
+"""translate.py --generator highwaynet|densenet (the thesis trainer's other generators),
+--generator segunet (the segmentation U-Net) and
 --restore generators|both (a new training from another run's weights)."""
 
 import json
@@ -17,6 +18,7 @@ from imagetranslation.models import (
     dense_generator,
     highway_generator,
     resnet_generator,
+    segmentation_unet,
     stride_of,
 )
 from imagetranslation.trainer import load_for_inference
@@ -27,7 +29,8 @@ TINY = ["--ngf", "4", "--crop_size", "16", "--scale_size", "16", "--seed", "3",
         "--progress_freq", "0"]
 GENERATORS = {"highwaynet": ["--generator", "highwaynet", "--n_highway_units", "2"],
               "densenet": ["--generator", "densenet", "--n_dense_blocks", "2",
-                           "--n_dense_layers", "2"]}
+                           "--n_dense_layers", "2"],
+              "segunet": ["--generator", "segunet", "--u_depth", "2", "--ngf", "16"]}
 
 
 def conv(k, i, o):
@@ -100,6 +103,27 @@ def test_highway_generator_by_hand():
         np.testing.assert_allclose(after, gate * h + (1 - gate) * before, rtol=1e-5, atol=1e-6)
 
 
+def test_segmentation_unet_by_hand():
+    model = segmentation_unet(3, 3, ngf=4, depth=2)
+    def level(c_in, c):  # two (3x3 conv, batch norm, ReLU)
+        return conv(3, c_in, c) + bn(c) + conv(3, c, c) + bn(c)
+    down = level(3, 4) + level(4, 8) + level(8, 16)
+    up = level(16 + 8, 8) + level(8 + 4, 4)  # upsampled features and the skip
+    assert model.count_params() == down + up + conv(1, 4, 3)
+    joins = [layer for layer in model.layers if isinstance(layer, keras.layers.Concatenate)]
+    assert [tuple(layer.output.shape[1:]) for layer in joins] == [(None, None, 24),
+                                                                  (None, None, 12)]
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 8, 12, 3)).astype(np.float32)
+    y = np.asarray(model(x))
+    assert y.shape == (2, 8, 12, 3) and np.abs(y).max() <= 1.0
+    # The skips join the half- and the full-resolution features.
+    joined = keras.Model(model.input, [layer.output for layer in joins])(x)
+    assert [tuple(v.shape) for v in joined] == [(2, 4, 6, 24), (2, 8, 12, 12)]
+    # No dropout: the same input gives the same output (the pix2pix U-Net's differs).
+    np.testing.assert_array_equal(np.asarray(model(x)), y)
+    assert stride_of({"generator": "segunet", "u_depth": 2}) == 4
+
+
 def test_dense_generator_by_hand():
     model = dense_generator(3, 3, ngf=4, n_dense_blocks=2, n_dense_layers=3)
     # Layer l of a block sees the block input and layers 1..l-1: 16 l channels in, 16 out.
@@ -119,6 +143,7 @@ def test_stride_and_defaults_of_the_generators():
     for kind in ("resnet", "highwaynet", "densenet"):
         assert stride_of({"generator": kind, "u_depth": 8}) == 4
     assert stride_of({"generator": "unet", "u_depth": 5}) == 32
+    assert stride_of({"generator": "segunet", "u_depth": 3}) == 8
     with pytest.raises(ValueError, match="unknown generator 'vgg'"):
         stride_of({"generator": "vgg"})
     # The thesis trainer's defaults: 9 highway units, 5 dense blocks of 5 layers, ngf 32.
@@ -189,7 +214,7 @@ def test_new_generator_learns_saves_resumes_and_predicts(tmp_path, combined, kin
     assert translate.main(["--mode", "test", "--checkpoint", str(straight), "--input_dir",
                            str(combined), "--output_dir", str(predicted)]) == 0
     used = json.loads((predicted / "options.json").read_text())
-    size_keys = [k for k in ("n_highway_units", "n_dense_blocks", "n_dense_layers")
+    size_keys = [k for k in ("n_highway_units", "n_dense_blocks", "n_dense_layers", "u_depth")
                  if f"--{k}" in GENERATORS[kind]]
     assert used["generator"] == kind and all(used[k] == 2 for k in size_keys)
     outputs = sorted((predicted / "images").glob("*-outputs.png"))
