@@ -80,11 +80,13 @@ def build_parser():
                         help="agglomerate: predicted affinities instead of membranes and "
                              "overlaps, a (z, y, x, 3) stack of z, y, x affinities 0..255 "
                              "(python -m imagetranslation.affinity --mode test)")
-    parser.add_argument("--fragments", choices=FRAGMENTS, default=FRAGMENTS[0],
-                        help="with --input_affinities: how fragments are cut (3d: a "
-                             "watershed of the 3-D boundary map, default; zwatershed: waterz's "
-                             "watershed of the affinity graph, exact on perfect affinities; "
-                             "2d: boundary-map watersheds per slice)")
+    parser.add_argument("--fragments", choices=FRAGMENTS,
+                        help="agglomerate: how fragments are cut. Of membranes: 2d (a "
+                             "watershed per slice, the default) or 3d (one watershed of the "
+                             "volume, for isotropic data such as FIB-SEM; in memory only). Of "
+                             "--input_affinities: 3d (a watershed of the 3-D boundary map, "
+                             "default), zwatershed (waterz's watershed of the affinity graph, "
+                             "exact on perfect affinities) or 2d (per slice)")
     parser.add_argument("--merge_threshold", type=float, nargs="+",
                         help="agglomerate: merge while the boundary score (membrane-like, "
                              "0..1) is below this; several values give one output each "
@@ -169,8 +171,10 @@ def _blockwise(args, sources, targets):
 
 def run_agglomerate(args):
     from neuron3d.agglomerate import agglomerate, check_inputs
+    from neuron3d.sweep import fragments_option
 
     if args.input_affinities is not None:
+        args.fragments = fragments_option(args.fragments, affinities=True)
         return run_agglomerate_affinities(args)
     if args.input_dir_overlap is None:
         raise ValueError("--method agglomerate needs --input_dir_overlap (overlap "
@@ -189,6 +193,8 @@ def run_agglomerate(args):
     thresholds = given_thresholds(args)  # None: the one the sweep file chose, read below
     names = [name] if thresholds is None else output_names(name, thresholds)
     targets = [output_path(folder, n) for n in names]
+    mode = fragments_option(args.fragments, affinities=False,
+                            blockwise=_blockwise(args, sources, targets))
     blockwise.check_arguments(args, {"--input_dir_membrane": sources[0],
                                      "--input_dir_overlap": sources[1]},
                               {"--name": targets[0]})
@@ -204,10 +210,11 @@ def run_agglomerate(args):
         io.read_stack(sources[0], channel=0, what="--input_dir_membrane"),
         io.read_stack(sources[1], channel=0, what="--input_dir_overlap"), sources)
     print(f"reconstruct3D.py: agglomerating {membrane.shape} membrane and {overlap.shape} "
-          f"overlap probabilities ({args.scoring} boundary score, thresholds "
+          f"overlap probabilities ({mode} fragments, {args.scoring} boundary score, thresholds "
           f"{' '.join(f'{t:g}' for t in thresholds)}{origin})", file=sys.stderr)
     start = time.perf_counter()
-    volumes = agglomerate(membrane, overlap, thresholds, scoring=args.scoring, sources=sources)
+    volumes = agglomerate(membrane, overlap, thresholds, scoring=args.scoring, sources=sources,
+                          fragment_mode=mode)
     for out_name, threshold, labels in zip(output_names(name, thresholds), thresholds, volumes):
         out = write_labels(output_path(folder, out_name), labels, args.chunks)
         print(f"reconstruct3D.py: threshold {threshold:g}{origin}: {int(labels.max())} objects; "
@@ -282,7 +289,7 @@ def run(args):
     if args.method == "agglomerate":
         return run_agglomerate(args)
     for flag in ("input_dir_membrane", "input_affinities", "merge_threshold",
-                 "merge_threshold_from"):
+                 "merge_threshold_from", "fragments"):
         if getattr(args, flag) is not None:
             raise ValueError(f"--{flag} is for --method agglomerate")
     if args.input_dir_cytoplasm is None:

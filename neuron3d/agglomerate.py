@@ -26,9 +26,16 @@ import numpy as np
 from .labels import label_dtype
 
 __all__ = [
-    "DEFAULT_THRESHOLD", "SCORINGS", "affinities", "agglomerate", "check_inputs",
-    "check_thresholds", "fragments", "small_objects",
+    "DEFAULT_THRESHOLD", "FRAGMENT_MODES", "SCORINGS", "affinities", "agglomerate",
+    "check_inputs", "check_thresholds", "fragments", "small_objects",
 ]
+
+#: How :func:`fragments` cuts the membrane: ``2d`` a watershed per slice (the default, and the
+#: only one the blockwise agglomeration runs), ``3d`` one watershed of the whole volume, for
+#: isotropic data (FIB-SEM), where a neurite running within the slice plane keeps one fragment
+#: across slices (documentation/real_em.md).
+FRAGMENT_MODES = ("2d", "3d")
+
 
 #: waterz scoring functions by name; all are compiled into waterz's wheels.
 #: The score of an edge is 1 - (statistic of the affinities on the boundary),
@@ -223,8 +230,10 @@ def _check_fragment_options(seed_threshold, sigma, min_distance):
         raise ValueError(f"min_distance must be an integer >= 0, got {min_distance}")
 
 
-def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=None):
-    """Over-segment each slice with a watershed of its membrane probability.
+def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=None,
+              mode="2d"):
+    """Over-segment each slice (``mode="3d"``: the volume) with a watershed of its membrane
+    probability.
 
     In each slice, seeds are the maxima of the distance transform of
     ``membrane < seed_threshold`` (smoothed with a Gaussian of ``sigma``
@@ -249,20 +258,34 @@ def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=N
     workers : int, optional
         Threads working on slices (default: the CPUs available).  The result
         does not depend on it.
+    mode : {"2d", "3d"}
+        ``3d``: the same in 3-D, once over the volume (distance transform, maximum
+        filter, seed components and flooding with 3-D neighbourhoods), so a
+        fragment may span slices.
 
     Returns
     -------
     numpy.ndarray
-        (z, y, x) uint64 fragment IDs 1..F, unique across slices (slice z's
-        IDs all lower than slice z + 1's), no 0.
+        (z, y, x) uint64 fragment IDs 1..F, no 0; with ``2d`` unique across
+        slices (slice z's IDs all lower than slice z + 1's), with ``3d`` in order of
+        first appearance.
 
     Raises
     ------
     ValueError
-        If the stack is not 3-D or not a probability, or a parameter is out of range.
+        If the stack is not 3-D or not a probability, or a parameter or the mode is out of
+        range.
     """
     membrane = _probabilities(membrane, "membrane")
     _check_fragment_options(seed_threshold, sigma, min_distance)
+    if mode not in FRAGMENT_MODES:
+        raise ValueError(f"fragments must be one of {', '.join(FRAGMENT_MODES)}, got {mode!r}")
+    if mode == "3d":
+        import fastremap
+
+        labels = _slice_fragments(membrane, seed_threshold, sigma, int(min_distance))[0]
+        # IDs in order of first appearance, as given fragment_ids are renumbered
+        return np.ascontiguousarray(fastremap.renumber(labels)[0], dtype=np.uint64)
     out = np.empty(membrane.shape, dtype=np.uint64)
 
     def one(z):
@@ -377,11 +400,12 @@ def check_thresholds(thresholds, name="merge thresholds"):
 
 def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="median",
                 seed_threshold=0.2, sigma=0.0, min_distance=5, z_threshold=0.3, fragment_ids=None,
-                workers=None, sources=("membrane", "overlap")):
+                workers=None, sources=("membrane", "overlap"), fragment_mode="2d"):
     """Reconstruct neurons by agglomerating watershed fragments (``reconstruct3D.py --method
     agglomerate``).
 
-    1. fragments: :func:`fragments` of the membrane (per-slice watershed);
+    1. fragments: :func:`fragments` of the membrane (per-slice watershed, or with
+       ``fragment_mode="3d"`` one of the volume);
     2. affinities: :func:`affinities` (in-plane ``1 - max(membrane[p],
        membrane[q])``, between slices ``overlap`` at the same (y, x));
     3. between slices only pixels with ``membrane < z_threshold`` in both
@@ -424,6 +448,9 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
         result does not depend on it.
     sources : tuple of str
         Where the membrane and overlap stacks came from (file names), for messages.
+    fragment_mode : {"2d", "3d"}
+        How :func:`fragments` cuts the membrane (:data:`FRAGMENT_MODES`); not with
+        ``fragment_ids``.
 
     Returns
     -------
@@ -449,7 +476,9 @@ def agglomerate(membrane, overlap, thresholds=(DEFAULT_THRESHOLD,), scoring="med
         raise ValueError(f"z_threshold must be in (0, 1] or None, got {z_threshold}")
     workers = _workers(workers)
     if fragment_ids is None:
-        frags = fragments(membrane, seed_threshold, sigma, min_distance, workers)
+        frags = fragments(membrane, seed_threshold, sigma, min_distance, workers, fragment_mode)
+    elif fragment_mode != "2d":
+        raise ValueError("fragment_ids and fragment_mode are exclusive")
     else:
         frags = np.array(fragment_ids, dtype=np.uint64, order="C")  # waterz overwrites it
         if frags.shape != membrane.shape:

@@ -310,13 +310,15 @@ def plan(options, layout, shape):
                     to_zarr(f"zarr_overlap_nn5_{q}", L.prediction("nn5", q) / "images", store)
                 overlap[q] = In(store)
                 truth[q] = L.label_zarr(q)
+        # 2-D fragments are the scripts' default: their commands (and keys) stay the same
+        cut = () if options.fragments == "2d" else ("--fragments", options.fragments)
         step(f"sweep_agglomerate_{d}", "-m", "neuron3d.sweep",
              "--input_dir_membrane", membrane[d], "--input_dir_overlap", overlap[d],
              "--labels", In(truth[d]), "--evaluation", In(L.evaluation(d)),
-             "--criterion", options.criterion, "--output", Out(L.sweep), *engine)
+             "--criterion", options.criterion, *cut, "--output", Out(L.sweep), *engine)
         step(f"agglomerate_{c}", "reconstruct3D.py", "--method", "agglomerate",
              "--input_dir_membrane", membrane[c], "--input_dir_overlap", overlap[c],
-             "--merge_threshold_from", In(L.sweep),
+             "--merge_threshold_from", In(L.sweep), *cut,
              *into(L.agglomerated, L.agglomerated.name if options.chunks else None), *engine)
         step("evaluate_agglomerate", "evaluate3D.py", "--predicted", In(L.agglomerated),
              "--true", In(L.evaluation(c)), "--labels", In(truth[c]),

@@ -22,6 +22,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .agglomerate import FRAGMENT_MODES
 from .cli import ArgumentParser
 from .thresholds import CRITERIA, DEFAULT_CRITERION
 
@@ -115,6 +116,11 @@ def build_parser():
                         "three views (translate.py --mode test --views; 3x NN-3's prediction "
                         "time; on fibsem-medulla's d the same network's 1-pixel boundary F1 "
                         "rose from 0.899 to 0.918, documentation/real_em.md)")
+    p.add_argument("--fragments", choices=FRAGMENT_MODES,
+                   help="how the agglomeration cuts the membranes into fragments: 2d, a "
+                        "watershed per slice (the default), or 3d, one watershed of each "
+                        "quadrant, for isotropic volumes (FIB-SEM; in memory, not with "
+                        "--chunks; documentation/real_em.md)")
     p.add_argument("--criterion", choices=sorted(CRITERIA), default=DEFAULT_CRITERION,
                    help="how the agglomeration's threshold is chosen on d: voi = the lowest "
                         "VOI split + merge against d's labels (ties: adapted Rand error), "
@@ -157,6 +163,7 @@ class Options:
     tta: bool = False
     views: bool = False
     criterion: str = "voi"
+    fragments: str = "2d"
     chunks: tuple[int, int, int] | None = None
     scheduler: str | None = None
     memory_limit: str | None = None
@@ -254,13 +261,19 @@ def resolve(args):
             check_memory_limit(args.memory_limit)
     elif args.scheduler is not None or args.memory_limit is not None:
         raise ValueError("--scheduler and --memory_limit go with --chunks Z Y X")
+    if args.fragments is not None and args.method not in ("agglomerate", "both"):
+        raise ValueError(f"--fragments is for the agglomeration (--method agglomerate or "
+                         f"both), not --method {args.method}")
+    if args.fragments == "3d" and chunks is not None:
+        raise ValueError("--fragments 3d runs in memory: the blockwise agglomeration of "
+                         "--chunks cuts fragments per slice")
     return Options(demo=args.demo, recipe=recipe, datasets=datasets,
                    work=str(Path(work)), results=str(Path(args.results)), run=run,
                    epochs=args.epochs, steps=args.steps, minutes=args.minutes, paths=args.paths,
                    method=args.method, erosions=args.erosions, shape=shape, seed=args.seed,
                    deterministic=args.demo if args.deterministic is None
                    else args.deterministic, tta=args.tta, views=args.views,
-                   criterion=args.criterion,
+                   criterion=args.criterion, fragments=args.fragments or "2d",
                    chunks=chunks,
                    scheduler=scheduler, memory_limit=args.memory_limit, force=args.force,
                    dry_run=args.dry_run)

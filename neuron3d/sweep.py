@@ -70,8 +70,34 @@ def chosen_threshold(path):
     return value
 
 
+def fragments_option(value, affinities, blockwise=False):
+    """The fragments a ``--fragments`` flag asks for (reconstruct3D.py, python -m
+    neuron3d.sweep): not given, ``3d`` for affinities and ``2d`` for membranes.
+
+    Raises
+    ------
+    ValueError
+        For membranes: a mode of the affinities only (zwatershed), or ``3d`` blockwise.
+    """
+    if affinities:
+        return "3d" if value is None else value
+    if value is None:
+        return "2d"
+    from .agglomerate import FRAGMENT_MODES
+
+    if value not in FRAGMENT_MODES:
+        raise ValueError(f"--fragments {value} is for --input_affinities; membranes are cut "
+                         f"{' or '.join(FRAGMENT_MODES)}")
+    if value == "3d" and blockwise:
+        raise ValueError("--fragments 3d runs in memory: the blockwise agglomeration cuts "
+                         "fragments per slice (--fragments 2d, or no --scheduler, --chunks or "
+                         ".zarr inputs)")
+    return value
+
+
 def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, scoring="median",
-          sources=("membrane", "overlap", "labels", "evaluation"), criterion=DEFAULT_CRITERION):
+          sources=("membrane", "overlap", "labels", "evaluation"), criterion=DEFAULT_CRITERION,
+          fragments="2d"):
     """Agglomerate at every threshold and score each result.
 
     Parameters
@@ -90,6 +116,8 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
         File names of the four inputs, for messages.
     criterion : str
         How the threshold is chosen (:data:`neuron3d.thresholds.CRITERIA`).
+    fragments : {"2d", "3d"}
+        How the membrane is cut (:data:`neuron3d.agglomerate.FRAGMENT_MODES`).
 
     Raises
     ------
@@ -102,16 +130,18 @@ def sweep(membrane, overlap, labels, evaluation=None, thresholds=THRESHOLDS, sco
     -------
     dict
         ``rows`` (per threshold: ``threshold``, ``labels`` scores, ``evaluation`` scores or
-        None, ``small`` objects), ``chosen`` threshold, ``criterion``, ``scoring``.
+        None, ``small`` objects), ``chosen`` threshold, ``criterion``, ``scoring``; with 3-D
+        fragments ``fragments`` too.
     """
     from .agglomerate import agglomerate
 
     check_criterion(criterion)
     _check_shapes(np.shape(membrane), labels, evaluation, sources[2:], sources[0], "membranes")
     volumes = agglomerate(membrane, overlap, list(thresholds), scoring=scoring,
-                          sources=tuple(sources[:2]))
-    return _scored(volumes, thresholds, labels, evaluation, sources[0], sources[2:], scoring,
-                   criterion)
+                          sources=tuple(sources[:2]), fragment_mode=fragments)
+    result = _scored(volumes, thresholds, labels, evaluation, sources[0], sources[2:], scoring,
+                     criterion)
+    return result if fragments == "2d" else {**result, "fragments": fragments}
 
 
 def sweep_affinities(affs, labels, evaluation=None, thresholds=THRESHOLDS, scoring="median",
@@ -184,8 +214,10 @@ def build_parser():
     p.add_argument("--input_affinities", metavar="STACK",
                    help="instead of membranes and overlaps: its predicted affinities, a "
                         "(z, y, x, 3) stack (python -m imagetranslation.affinity --mode test)")
-    p.add_argument("--fragments", choices=FRAGMENTS, default=FRAGMENTS[0],
-                   help="with --input_affinities: how fragments are cut (default %(default)s)")
+    p.add_argument("--fragments", choices=FRAGMENTS,
+                   help="how fragments are cut: of membranes 2d (a watershed per slice, the "
+                        "default) or 3d (one of the volume, for isotropic data; in memory "
+                        "only); of --input_affinities also zwatershed (default 3d)")
     p.add_argument("--labels", required=True, help="its ground-truth labels (.tif)")
     p.add_argument("--evaluation", help="its evaluation volume (.tif), also scored")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
@@ -238,6 +270,8 @@ def main(argv=None):
         from . import blockwise
 
         blockwise.check_arguments(args, inputs, {})
+        fragments = fragments_option(args.fragments, args.input_affinities is not None,
+                                     _blockwise(args, inputs))
         if args.chunks is not None and args.scheduler is None and not _blockwise(args, inputs):
             raise ValueError("--chunks sets the blocks of a blockwise sweep (--scheduler, or "
                              ".zarr inputs)")
@@ -251,7 +285,7 @@ def main(argv=None):
             labels = read_labels(args.labels)
             evaluation = read_labels(args.evaluation) if args.evaluation else None
             result = sweep_affinities(affs, labels, evaluation, thresholds, args.scoring,
-                                      args.fragments, (args.input_affinities, args.labels,
+                                      fragments, (args.input_affinities, args.labels,
                                                        args.evaluation), args.criterion)
         elif _blockwise(args, inputs):
             from .blockwise.sweep import check_sweep_inputs
@@ -270,7 +304,7 @@ def main(argv=None):
             evaluation = read_labels(args.evaluation) if args.evaluation else None
             result = sweep(membrane, overlap, labels, evaluation, thresholds, args.scoring,
                            (args.input_dir_membrane, args.input_dir_overlap, args.labels,
-                            args.evaluation), args.criterion)
+                            args.evaluation), args.criterion, fragments)
         result["inputs"] = {k: getattr(args, k) for k in
                             ("input_dir_membrane", "input_dir_overlap", "labels", "evaluation")}
         if args.input_affinities is not None:

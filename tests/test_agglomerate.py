@@ -10,6 +10,7 @@ from neuron3d import agglomerate as A
 from neuron3d import labels as L
 from neuron3d.metrics import evaluate
 from neuron3d.reconstruct import evaluation_volume
+from neuron3d.sweep import fragments_option
 from neuron3d.synthetic import synthetic_labels
 from tests.conftest import shared_file
 
@@ -300,3 +301,61 @@ def test_bad_values_and_options():
         A.agglomerate(membrane, overlap, 0.5, fragment_ids=np.zeros(membrane.shape, np.uint64))
     with pytest.raises(ValueError, match=r"fragments have shape \(1, 6, 12\), the membrane"):
         A.agglomerate(membrane, overlap, 0.5, fragment_ids=np.ones((1, 6, 12), np.uint64))
+
+
+# ---- 3-D fragments (fragment_mode="3d", reconstruct3D.py --fragments 3d) --------------------
+
+
+def test_3d_fragments_keep_a_cell_whole_across_slices():
+    # Two cells side by side through three slices and no overlap at all: per slice they are
+    # six fragments that nothing links in z; cut in 3-D each cell is one fragment.
+    membrane, overlap = two_cells(1.0, depth=3)
+    flat = A.fragments(membrane)
+    assert flat.max() == 6
+    whole = A.fragments(membrane, mode="3d")
+    assert whole.dtype == np.uint64 and whole.min() == 1 and whole.max() == 2
+    assert len(np.unique(whole[:, :, :5])) == len(np.unique(whole[:, :, 7:])) == 1
+    assert whole[0, 0, 0] != whole[0, 0, 11]
+    assert A.agglomerate(membrane, overlap, 0.5)[0].max() == 6
+    result = A.agglomerate(membrane, overlap, 0.5, fragment_mode="3d")[0]
+    np.testing.assert_array_equal(result, whole)  # 1 = the left cell, first seen
+
+
+def test_3d_fragments_without_a_seed_distance_are_the_26_connected_low_regions():
+    # min_distance 0: every pixel below the seed threshold is a seed, so the fragments, on
+    # those pixels, are scipy's 26-connected components of them (up to their IDs).
+    from scipy import ndimage
+
+    membrane = np.random.default_rng(7).uniform(0, 1, (5, 16, 16)).astype(np.float32)
+    frags = A.fragments(membrane, seed_threshold=0.3, min_distance=0, mode="3d")
+    mask = membrane < 0.3
+    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    pairs = np.unique(np.stack([components[mask], frags[mask]]), axis=1)
+    assert pairs.shape[1] == count == frags.max()  # one fragment per component, and back
+    assert len(np.unique(pairs[1])) == count
+
+
+def test_3d_fragments_equal_given_ones(noisy_inputs):
+    frags = A.fragments(noisy_inputs[0], mode="3d")
+    assert frags.max() < A.fragments(noisy_inputs[0]).max()  # they span slices
+    np.testing.assert_array_equal(
+        A.agglomerate(*noisy_inputs, [0.5], fragment_mode="3d")[0],
+        A.agglomerate(*noisy_inputs, [0.5], fragment_ids=frags)[0])
+
+
+def test_fragment_modes_and_the_flag():
+    membrane, overlap = two_cells(0.5, depth=2)
+    with pytest.raises(ValueError, match=r"fragments must be one of 2d, 3d, got 'zwatershed'"):
+        A.fragments(membrane, mode="zwatershed")
+    with pytest.raises(ValueError, match="fragment_ids and fragment_mode are exclusive"):
+        A.agglomerate(membrane, overlap, 0.5, fragment_mode="3d",
+                      fragment_ids=np.ones(membrane.shape, np.uint64))
+    assert fragments_option(None, affinities=False) == "2d"
+    assert fragments_option(None, affinities=True) == "3d"
+    assert fragments_option("zwatershed", affinities=True) == "zwatershed"
+    assert fragments_option("3d", affinities=False) == "3d"
+    with pytest.raises(ValueError, match="--fragments zwatershed is for --input_affinities; "
+                       "membranes are cut 2d or 3d"):
+        fragments_option("zwatershed", affinities=False)
+    with pytest.raises(ValueError, match="--fragments 3d runs in memory"):
+        fragments_option("3d", affinities=False, blockwise=True)

@@ -146,6 +146,26 @@ def test_the_sweep_on_d_chooses_by_the_criterion(extra, criterion):
         options("--demo", "--criterion", "f1")
 
 
+def test_3d_fragments_reach_the_sweep_and_the_agglomeration_only():
+    o = options("--demo", "--shape", "8", "96", "96", "--fragments", "3d")
+    assert o.fragments == "3d"
+    steps = P.plan(o, R.Layout.of(o), o.shape)
+    with_3d = {s.name for s in steps if "--fragments" in s.argv}
+    assert with_3d == {"sweep_agglomerate_d", "agglomerate_c"}
+    for s in steps:
+        if s.name in with_3d:
+            assert s.argv[s.argv.index("--fragments") + 1] == "3d"
+    # the default keeps the commands (and so the keys of earlier runs) as they were
+    plain = options("--demo", "--shape", "8", "96", "96")
+    assert plain.fragments == "2d"
+    assert all("--fragments" not in s.argv for s in P.plan(plain, R.Layout.of(plain),
+                                                         plain.shape))
+    with pytest.raises(ValueError, match="--fragments is for the agglomeration"):
+        options("--demo", "--method", "thesis", "--fragments", "3d")
+    with pytest.raises(ValueError, match="--fragments 3d runs in memory"):
+        options("--demo", "--fragments", "3d", "--chunks", "8", "48", "48")
+
+
 def test_training_recipes():
     quick = options("--demo", "--shape", "8", "96", "96")
     args = R.training_args(quick, quick.shape, "nn3")

@@ -1,5 +1,6 @@
 """reconstruct3D.py --method agglomerate: outputs per threshold, equal to the library, bad input."""
 
+import json
 import subprocess
 import sys
 
@@ -44,6 +45,29 @@ def test_one_output_per_threshold_equal_to_the_library(inputs, tmp_path):
         assert np.array_equal(got, want) and got.min() >= 1  # dense
 
 
+def test_3d_fragments_equal_the_library_and_the_sweep_records_them(inputs, tmp_path):
+    folder, mem, over = inputs
+    r = run_script("reconstruct3D.py", "--method", "agglomerate", "--input_dir_membrane",
+                   folder / "membrane.tif", "--input_dir_overlap", folder / "overlap.tif",
+                   "--merge_threshold", "0.5", "--fragments", "3d", "--output_dir", tmp_path,
+                   "--name", "agg")
+    assert r.returncode == 0, r.stderr
+    assert "(3d fragments," in r.stderr
+    want = agglomerate(mem, over, [0.5], fragment_mode="3d")[0]
+    assert not np.array_equal(want, agglomerate(mem, over, [0.5])[0])  # so this can fail
+    assert np.array_equal(read_labels(tmp_path / "agg.tif"), want)
+    _, labels = synthetic_volume((6, 96, 96), seed=3)
+    write_tif(tmp_path / "labels.tif", labels)
+    s = run_module("neuron3d.sweep", "--input_dir_membrane", folder / "membrane.tif",
+                   "--input_dir_overlap", folder / "overlap.tif", "--labels",
+                   tmp_path / "labels.tif", "--thresholds", "0.5", "--fragments", "3d",
+                   "--output", tmp_path / "sweep.json")
+    assert s.returncode == 0, s.stderr
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    assert result["fragments"] == "3d" and result["chosen"] == 0.5
+    assert result["rows"][0]["small"]["objects"] == int(want.max())
+
+
 def test_default_threshold_single_output(inputs, tmp_path):
     folder, mem, over = inputs
     r = run_script("reconstruct3D.py", "--method", "agglomerate", "--input_dir_membrane",
@@ -61,6 +85,8 @@ def test_default_threshold_single_output(inputs, tmp_path):
     (["--merge_threshold", "0.5", "0.5"], ["--merge_threshold repeats a value"]),
     (["--scoring", "max"], ["--scoring: invalid choice: 'max'"]),
     (["--input_dir_cytoplasm", "x"], ["--input_dir_cytoplasm is for --method thesis"]),
+    (["--fragments", "zwatershed"], ["--fragments zwatershed is for --input_affinities"]),
+    (["--fragments", "3d", "--scheduler", "local:1"], ["--fragments 3d runs in memory"]),
 ])
 def test_bad_options(inputs, tmp_path, args, fragments):
     folder, _, _ = inputs
