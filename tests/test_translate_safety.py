@@ -199,7 +199,7 @@ def test_malformed_options_json_names_the_file(tmp_path, combined, capsys):
                 f"ngf in {run / 'options.json'} must be an integer >= 1, got 'four'")
     (run / "options.json").write_text('{"generator": "vgg"}')
     assert_user_error_status(_train(combined, run, 2, "--checkpoint", str(run)), capsys,
-                f"generator in {run / 'options.json'} must be one of resnet, unet, highwaynet, densenet; got 'vgg'")
+                f"generator in {run / 'options.json'} must be one of resnet, unet, highwaynet, densenet, segunet; got 'vgg'")
     assert not (tmp_path / "p").exists()
 
 
