@@ -193,8 +193,8 @@ def run_agglomerate(args):
     thresholds = given_thresholds(args)  # None: the one the sweep file chose, read below
     names = [name] if thresholds is None else output_names(name, thresholds)
     targets = [output_path(folder, n) for n in names]
-    mode = fragments_option(args.fragments, affinities=False,
-                            blockwise=_blockwise(args, sources, targets))
+    in_blocks = _blockwise(args, sources, targets)
+    mode = fragments_option(args.fragments, affinities=False, blockwise=in_blocks)
     blockwise.check_arguments(args, {"--input_dir_membrane": sources[0],
                                      "--input_dir_overlap": sources[1]},
                               {"--name": targets[0]})
@@ -204,7 +204,7 @@ def run_agglomerate(args):
                            else [(f"--output_dir/--name (threshold {t:g})", p)
                                  for t, p in zip(thresholds, targets)])
     thresholds, origin = _thresholds_and_origin(args)
-    if _blockwise(args, sources, targets):
+    if in_blocks:
         return run_agglomerate_blockwise(args, sources, targets, thresholds, origin)
     membrane, overlap = check_inputs(
         io.read_stack(sources[0], channel=0, what="--input_dir_membrane"),

@@ -214,10 +214,13 @@ def train_and_predict(work, name, crop, minutes, seed, tta, views=False):
     import numpy as np
 
     net = work / f"T_{name}_{seed}"
+    from imagetranslation.models import stride_of
+
     options = RECIPES[name]
-    if "--u_depth" in options:  # crops: multiples of the U-Net's stride
-        stride = 2 ** int(options[options.index("--u_depth") + 1])
-        crop -= crop % stride
+    network = {"generator": options[options.index("--generator") + 1]}
+    if "--u_depth" in options:
+        network["u_depth"] = int(options[options.index("--u_depth") + 1])
+    crop -= crop % stride_of(network)  # crops: multiples of the generator's stride
     start = time.monotonic()
     run("imagetranslation/translate.py", "--mode", "train", "--input_dir",
         work / "combined_train", "--output_dir", net, "--crop_size", crop, "--scale_size",

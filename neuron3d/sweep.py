@@ -270,9 +270,10 @@ def main(argv=None):
         from . import blockwise
 
         blockwise.check_arguments(args, inputs, {})
+        in_blocks = _blockwise(args, inputs)
         fragments = fragments_option(args.fragments, args.input_affinities is not None,
-                                     _blockwise(args, inputs))
-        if args.chunks is not None and args.scheduler is None and not _blockwise(args, inputs):
+                                     in_blocks)
+        if args.chunks is not None and args.scheduler is None and not in_blocks:
             raise ValueError("--chunks sets the blocks of a blockwise sweep (--scheduler, or "
                              ".zarr inputs)")
         if args.input_affinities is not None:
@@ -286,8 +287,8 @@ def main(argv=None):
             evaluation = read_labels(args.evaluation) if args.evaluation else None
             result = sweep_affinities(affs, labels, evaluation, thresholds, args.scoring,
                                       fragments, (args.input_affinities, args.labels,
-                                                       args.evaluation), args.criterion)
-        elif _blockwise(args, inputs):
+                                                  args.evaluation), args.criterion)
+        elif in_blocks:
             from .blockwise.sweep import check_sweep_inputs
 
             check_sweep_inputs(args.input_dir_membrane, args.input_dir_overlap, args.labels,
