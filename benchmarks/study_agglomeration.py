@@ -2,6 +2,7 @@
 
     python -m benchmarks.study_agglomeration --run fm_views_5m
     python -m benchmarks.study_agglomeration --run fm_views_5m --quadrant d --limits
+    python -m benchmarks.study_agglomeration --run fm_views_5m --learned
 
 Reads ``results/<run>``'s predicted membranes (``datasets/membrane_predicted_<q>.tif``) and
 un-thinned overlaps (``P5_membrane_overlap_<q>/images``) of a quadrant (d by default, where
@@ -9,6 +10,9 @@ choices are made) and its ground-truth labels, agglomerates with each option set
 thresholds 0.3-0.9 and prints, for each, the threshold of the lowest VOI split + merge
 against the ground truth with its adapted Rand error, VOI and object count.  ``--limits``
 prints the same for ground-truth membranes and/or overlaps in place of the predictions.
+``--learned`` trains the learned agglomeration (:mod:`neuron3d.learned`) on d and applies it to
+c, for per-slice and 3-D fragments, with and without EM features, at two initial thresholds,
+beside waterz's sweep of d and its choice applied to c.
 Seconds per row on a 125^3 quadrant; measures quality, not time.
 """
 
@@ -65,7 +69,11 @@ def main(argv=None):
     p.add_argument("--quadrant", default="d", choices=tuple("abcd"))
     p.add_argument("--limits", action="store_true",
                    help="ground-truth membranes and/or overlaps instead of the options")
+    p.add_argument("--learned", action="store_true",
+                   help="the learned agglomeration trained on d, applied to c")
     args = p.parse_args(argv)
+    if args.learned:
+        return learned_table(Path(args.results) / args.run)
     run, q = Path(args.results) / args.run, args.quadrant
     membrane = read_stack(run / "datasets" / f"membrane_predicted_{q}.tif")
     overlap = read_stack(run / f"P5_membrane_overlap_{q}" / "images", channel=0)
@@ -86,6 +94,47 @@ def main(argv=None):
     for options in OPTIONS:
         name = ", ".join(f"{k} {v}" for k, v in options.items()) or "the defaults"
         print(row(name, best_by_voi(labels, membrane, overlap, **dict(options))), flush=True)
+    return 0
+
+
+def learned_table(run):
+    """Learned agglomeration against waterz: trained (and its threshold chosen) on d, then
+    applied to c; waterz's threshold chosen on d by the same criterion (lowest VOI)."""
+    from neuron3d import learned
+    from neuron3d.agglomerate import agglomerate
+    from neuron3d.io import read_labels, read_stack
+    from neuron3d.metrics import evaluate
+
+    def inputs(q):
+        return (read_stack(run / "datasets" / f"membrane_predicted_{q}.tif"),
+                read_stack(run / f"P5_membrane_overlap_{q}" / "images", channel=0),
+                read_stack(run / "datasets" / f"em_{q}.tif", channel=0),
+                read_labels(run / "datasets" / f"label_{q}.tif"))
+
+    def cells(s):
+        return (f"{s['adapted_rand_error']:.3f}, {s['voi_split']:.2f} / {s['voi_merge']:.2f} "
+                f"({s['voi_split'] + s['voi_merge']:.2f}), {s['predicted_objects']}")
+
+    d, c = inputs("d"), inputs("c")
+    grid = list(learned.THRESHOLDS)
+    print(f"{run.name}: trained and chosen on d, applied to c (adapted Rand error vs ground "
+          "truth, VOI split / merge (sum), objects)\n")
+    print("| fragments | method | d: chosen at | d (cross-validated for learned) | d: oracle | "
+          "c |\n|---|---|---|---|---|---|")
+    for fragments in ("2d", "3d"):
+        t, best = best_by_voi(d[3], d[0], d[1], grid, fragment_mode=fragments)
+        (seg,) = agglomerate(c[0], c[1], [t], fragment_mode=fragments)
+        print(f"| {fragments} | waterz median | {t:.2f} | {cells(best)} | | "
+              f"{cells(evaluate(c[3], seg))} |", flush=True)
+        for em in (False, True):
+            for initial in (0.2, 0.3):
+                model = learned.train(d[0], d[1], d[3], em=d[2] if em else None,
+                                      initial_threshold=initial, fragments=fragments)
+                chosen = next(r for r in model["sweep"] if r["threshold"] == model["threshold"])
+                (seg,) = learned.apply(model, c[0], c[1], em=c[2] if em else None)
+                print(f"| {fragments} | learned{' + EM' if em else ''}, initial {initial} | "
+                      f"{model['threshold']:.2f} | {cells(chosen['labels'])} | "
+                      f"{cells(model['oracle'])} | {cells(evaluate(c[3], seg))} |", flush=True)
     return 0
 
 

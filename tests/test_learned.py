@@ -258,6 +258,27 @@ def test_train_on_one_volume_apply_on_another_beats_waterz():
     np.testing.assert_array_equal(learned.apply(loaded, membrane2, overlap2)[0], labels)
 
 
+def test_3d_fragments_are_recorded_and_cut_again_by_apply():
+    truth, membrane, overlap = noisy(1, (8, 64, 64))
+    model = learned.train(membrane, overlap, truth, parameters={"max_iter": 5},
+                          thresholds=[0.5], fragments="3d")
+    assert model["initial"]["fragments"] == "3d"
+    initial3d = learned.initial_segments(membrane, overlap, fragments="3d")
+    np.testing.assert_array_equal(
+        initial3d, agglomerate(membrane, overlap, [learned.INITIAL_THRESHOLD],
+                               fragment_mode="3d")[0])
+    assert not np.array_equal(initial3d, learned.initial_segments(membrane, overlap))
+    assert model["initial"]["regions"] == int(initial3d.max())
+    # nothing above a threshold of 1: apply gives back the 3-D initial segments themselves
+    (kept,) = learned.apply(model, membrane, overlap, thresholds=[1.0])
+    np.testing.assert_array_equal(kept, initial3d)
+    # a model of before the fragments were recorded cuts per-slice fragments
+    old = json.loads(json.dumps(model))
+    del old["initial"]["fragments"]
+    (kept2d,) = learned.apply(old, membrane, overlap, thresholds=[1.0])
+    np.testing.assert_array_equal(kept2d, learned.initial_segments(membrane, overlap))
+
+
 def test_choose_reads_voi_then_adapted_rand_error():
     def r(t, split, merge, are):
         return {"threshold": t, "labels": {"voi_split": split, "voi_merge": merge,
@@ -299,6 +320,18 @@ def train_args(v, output, *extra):
 def apply_args(v, model, output, *extra):
     return ["apply", "--model", str(model), "--membrane", str(v["membrane_c"]),
             "--overlap", str(v["overlap_c"]), "--output", str(output), *extra]
+
+
+def test_cli_train_with_3d_fragments(volumes, tmp_path):
+    model_path = tmp_path / "model3d.json"
+    assert main(train_args(volumes, model_path, "--fragments", "3d")) == 0
+    model = json.loads(model_path.read_text())
+    assert model["initial"]["fragments"] == "3d"
+    out = tmp_path / "seg3d.tif"
+    assert main(apply_args(volumes, model_path, out)) == 0
+    expected = learned.apply(model, tifffile.imread(volumes["membrane_c"]),
+                             tifffile.imread(volumes["overlap_c"]))[0]
+    np.testing.assert_array_equal(tifffile.imread(out), expected)
 
 
 def test_cli_train_then_apply(volumes, tmp_path, capsys):
@@ -348,6 +381,15 @@ def test_cli_refuses_bad_input(volumes, tmp_path, capsys):
     old = tmp_path / "old.json"
     old.write_text(json.dumps(dict(model, version=0)))
     refused(capsys, apply_args(v, old, out), "has version 0", tmp_path)
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps(dict(model, initial=dict(model["initial"], fragments="4d"))))
+    refused(capsys, apply_args(v, odd, out), "has initial fragments '4d'; expected 2d or 3d",
+            tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(train_args(v, tmp_path / "m.json", "--fragments", "4d"))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "--fragments: invalid choice: '4d'" in err, err
     refused(capsys, apply_args(v, v["label_c"], out), "is not a JSON model file", tmp_path)
     refused(capsys, apply_args(v, tmp_path / "none.json", out), "--model does not exist",
             tmp_path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..agglomerate import FRAGMENT_MODES
 from ..cli import ArgumentParser, check_output_dir, check_output_file, run_cli
 
 PROG = "python -m neuron3d.learned"
@@ -46,7 +47,11 @@ def build_parser():
     train.add_argument("--output", required=True, help="the model file to write (.json)")
     train.add_argument("--seed", type=int, default=0, help="the classifier's seed (default 0)")
     train.add_argument("--initial_threshold", type=float, default=None,
-                       help="waterz threshold of the initial segments (default 0.3)")
+                       help="waterz threshold of the initial segments (default 0.2)")
+    train.add_argument("--fragments", choices=FRAGMENT_MODES, default="2d",
+                       help="the initial segments' watershed fragments: per slice (2d, the "
+                            "default) or one 3-D watershed of the volume (3d); the model "
+                            "records them and apply cuts the same")
     train.add_argument("--thresholds", type=float, nargs="+", default=None,
                        help="merge-probability grid to choose from (default 0.05 ... 0.95)")
     apply = commands.add_parser("apply", either_spelling=True, prog=f"{PROG} apply",
@@ -115,7 +120,7 @@ def _train(args):
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     membrane, overlap, em, labels = _read(args, with_labels=True)
     model = A.train(membrane, overlap, labels, em, args.seed, initial, thresholds,
-                    workers=args.workers)
+                    workers=args.workers, fragments=args.fragments)
     model["inputs"] = {k: getattr(args, k) for k in ("membrane", "overlap", "em", "labels")}
     save(args.output, model)
     best = next(r for r in model["sweep"] if r["threshold"] == model["threshold"])["labels"]

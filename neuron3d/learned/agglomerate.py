@@ -33,12 +33,15 @@ INITIAL_THRESHOLD = 0.2
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
-def initial_segments(membrane, overlap, threshold=INITIAL_THRESHOLD, workers=None):
+def initial_segments(membrane, overlap, threshold=INITIAL_THRESHOLD, workers=None,
+                     fragments="2d"):
     """waterz's median agglomeration of ``membrane`` and ``overlap`` at ``threshold``
-    (:func:`neuron3d.agglomerate.agglomerate`, its default fragments): regions 1..K."""
+    (:func:`neuron3d.agglomerate.agglomerate`) of per-slice (``fragments="2d"``) or 3-D
+    (``"3d"``) watershed fragments: regions 1..K."""
     from ..agglomerate import agglomerate
 
-    return agglomerate(membrane, overlap, [threshold], workers=workers)[0]
+    return agglomerate(membrane, overlap, [threshold], workers=workers,
+                       fragment_mode=fragments)[0]
 
 
 def merge(edges, probability, threshold, regions):
@@ -198,7 +201,8 @@ def choose(rows):
 
 
 def train(membrane, overlap, truth, em=None, seed=0, initial_threshold=INITIAL_THRESHOLD,
-          thresholds=THRESHOLDS, z_threshold=0.3, parameters=None, workers=None):
+          thresholds=THRESHOLDS, z_threshold=0.3, parameters=None, workers=None,
+          fragments="2d"):
     """Train the edge classifier on a volume with ground truth and choose its threshold there.
 
     Parameters
@@ -222,6 +226,9 @@ def train(membrane, overlap, truth, em=None, seed=0, initial_threshold=INITIAL_T
         Classifier settings (:data:`neuron3d.learned.classifier.PARAMETERS`).
     workers : int, optional
         Threads for the fragments.
+    fragments : {"2d", "3d"}
+        The initial segments' fragments (:func:`initial_segments`); the model records them
+        and :func:`apply` cuts the same.
 
     Returns
     -------
@@ -243,7 +250,7 @@ def train(membrane, overlap, truth, em=None, seed=0, initial_threshold=INITIAL_T
     if truth.shape != np.shape(membrane):
         raise ValueError(f"ground truth has shape {truth.shape}, the membrane stack "
                          f"{np.shape(membrane)}")
-    segments = initial_segments(membrane, overlap, initial_threshold, workers)
+    segments = initial_segments(membrane, overlap, initial_threshold, workers, fragments)
     table = edge_table(segments, membrane, overlap, em, z_threshold)
     labels = edge_labels(segments, truth, table.edges)
     model = C.fit(table.features, labels, table.names, seed, parameters, weights(table))
@@ -257,7 +264,8 @@ def train(membrane, overlap, truth, em=None, seed=0, initial_threshold=INITIAL_T
                              "fallback": fallback},
         "sweep": rows,
         "initial": {"threshold": float(initial_threshold), "z_threshold": float(z_threshold),
-                    "regions": int(table.regions), "edges": int(len(table.edges))},
+                    "fragments": fragments, "regions": int(table.regions),
+                    "edges": int(len(table.edges))},
         "oracle": oracle,
     })
     return model
@@ -293,8 +301,9 @@ def apply(model, membrane, overlap, em=None, thresholds=None, workers=None):
     if thresholds is None:
         thresholds = [model["threshold"]]
     initial = model.get("initial", {})
-    segments = initial_segments(membrane, overlap,
-                                initial.get("threshold", INITIAL_THRESHOLD), workers)
+    # a model of before the fragments were recorded was trained on per-slice fragments
+    segments = initial_segments(membrane, overlap, initial.get("threshold", INITIAL_THRESHOLD),
+                                workers, initial.get("fragments", "2d"))
     table = edge_table(segments, membrane, overlap, em, initial.get("z_threshold", 0.3))
     probability = C.predict(model, table.features)
     return [relabel(segments, merge(table.edges, probability, t, table.regions))

@@ -226,4 +226,10 @@ def load(path):
     for key in ("features", "classifier"):
         if key not in model:
             raise ValueError(f"--model {path} has no {key!r}")
+    from ..agglomerate import FRAGMENT_MODES
+
+    fragments = (model.get("initial") or {}).get("fragments", "2d")
+    if fragments not in FRAGMENT_MODES:
+        raise ValueError(f"--model {path} has initial fragments {fragments!r}; expected "
+                         f"{' or '.join(FRAGMENT_MODES)}")
     return model
