@@ -192,6 +192,19 @@ def test_saved_trees_predict_as_scikit_learn_does():
                                rtol=0, atol=1e-12)
     assert len(model["classifier"]["trees"]) == 30
     json.dumps(model)  # plain JSON
+    # a statistic no training edge has is never split on, and NaN in it predicts alike
+    hollow = X.copy()
+    hollow[:, 2] = np.nan
+    blind = C.fit(hollow, y, ["a", "b", "c"], seed=1, parameters={"max_iter": 30},
+                  weights=np.ones(400))
+    assert 2 not in {f for tree in blind["classifier"]["trees"]
+                     for f, leaf in zip(tree["feature"], tree["leaf"]) if not leaf}
+    reference = HistGradientBoostingClassifier(random_state=1, **dict(
+        model["classifier"]["parameters"], monotonic_cst=[0, 0]))
+    with threadpool_limits(limits=1, user_api="openmp"):
+        reference.fit(X[:, :2], y, sample_weight=np.ones(400))
+    np.testing.assert_allclose(C.predict(blind, test), reference.predict_proba(test[:, :2])[:, 1],
+                               rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="both labels"):
         C.fit(X, np.ones(400), ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"features have shape \(400, 3\), expected \(400, 2\)"):

@@ -87,6 +87,13 @@ def fit(features, labels, names, seed=0, parameters=None, weights=None):
     if len(classes) != 2 or not set(classes.tolist()) <= {0, 1}:
         raise ValueError("the training edges need both labels, merge (1) and keep apart (0); "
                          f"got {sorted(set(classes.tolist()))} for {len(labels)} edges")
+    # a statistic no training edge has (no between-slice faces in a small volume, say) says
+    # nothing; scikit-learn's binning fails on a column without any value, so it is fit as a
+    # constant, which no tree splits on (prediction then never reads it)
+    empty = np.isnan(features).all(axis=0)
+    if empty.any():
+        features = features.copy()
+        features[:, empty] = 0.0
     settings = {**PARAMETERS, "monotonic_cst": monotonic(names), **(parameters or {})}
     classifier = HistGradientBoostingClassifier(random_state=int(seed), **settings)
     from threadpoolctl import threadpool_limits
