@@ -26,8 +26,11 @@ labels touching across block faces merged, objects numbered 1..K in the order of
 voxel (z, then y, then x) -- exactly the in-memory result.  --method agglomerate runs blockwise
 with --scheduler, or serially when the inputs and outputs are .zarr stores (every --scoring):
 fragments and the region graph per block of --chunks Z whole slices, merged on
-this machine exactly as waterz merges them -- the in-memory result, bit for bit; several
---merge_threshold values give <name>_<threshold>.zarr each.  The membrane and overlap stores
+this machine exactly as waterz merges them -- the in-memory result, bit for bit (with
+--fragments 3d, one 3-D watershed per block: fragments do not cross block faces, so that
+result equals the in-memory agglomeration of those fragments, and the in-memory --fragments 3d
+when one block holds every slice); several --merge_threshold values give
+<name>_<threshold>.zarr each.  The membrane and overlap stores
 must have the same y-x size and chunks.
 
 Nothing is written (no folder created) when the input is invalid, nor when an output is, contains
@@ -83,7 +86,8 @@ def build_parser():
     parser.add_argument("--fragments", choices=FRAGMENTS,
                         help="agglomerate: how fragments are cut. Of membranes: 2d (a "
                              "watershed per slice, the default) or 3d (one watershed of the "
-                             "volume, for isotropic data such as FIB-SEM; in memory only). Of "
+                             "volume, for isotropic data such as FIB-SEM; blockwise one per "
+                             "block of --chunks Z slices). Of "
                              "--input_affinities: 3d (a watershed of the 3-D boundary map, "
                              "default), zwatershed (waterz's watershed of the affinity graph, "
                              "exact on perfect affinities) or 2d (per slice)")
@@ -194,7 +198,7 @@ def run_agglomerate(args):
     names = [name] if thresholds is None else output_names(name, thresholds)
     targets = [output_path(folder, n) for n in names]
     in_blocks = _blockwise(args, sources, targets)
-    mode = fragments_option(args.fragments, affinities=False, blockwise=in_blocks)
+    mode = fragments_option(args.fragments, affinities=False)
     blockwise.check_arguments(args, {"--input_dir_membrane": sources[0],
                                      "--input_dir_overlap": sources[1]},
                               {"--name": targets[0]})
@@ -205,7 +209,7 @@ def run_agglomerate(args):
                                  for t, p in zip(thresholds, targets)])
     thresholds, origin = _thresholds_and_origin(args)
     if in_blocks:
-        return run_agglomerate_blockwise(args, sources, targets, thresholds, origin)
+        return run_agglomerate_blockwise(args, sources, targets, thresholds, origin, mode)
     membrane, overlap = check_inputs(
         io.read_stack(sources[0], channel=0, what="--input_dir_membrane"),
         io.read_stack(sources[1], channel=0, what="--input_dir_overlap"), sources)
@@ -270,16 +274,18 @@ def run_agglomerate_affinities(args):
           file=sys.stderr)
 
 
-def run_agglomerate_blockwise(args, sources, targets, thresholds, origin):
+def run_agglomerate_blockwise(args, sources, targets, thresholds, origin, mode):
     """The agglomeration blockwise (:func:`neuron3d.blockwise.agglomerate_stores`)."""
     shape = blockwise.check_agglomerate_inputs(*sources)
     start = time.perf_counter()
     with blockwise.engine(args.scheduler, args.memory_limit) as client:
         result = blockwise.agglomerate_stores(client, sources[0], sources[1], targets,
-                                              thresholds, args.chunks, scoring=args.scoring)
+                                              thresholds, args.chunks, scoring=args.scoring,
+                                              fragments=mode)
     for threshold, count, out in zip(thresholds, result["counts"], targets):
         print(f"reconstruct3D.py: threshold {threshold:g}{origin}: {count} objects; wrote {out}")
-    print(f"reconstruct3D.py: agglomerated {shape} blockwise ({args.scoring} boundary score): "
+    print(f"reconstruct3D.py: agglomerated {shape} blockwise ({mode} fragments"
+          f"{' per block' if mode == '3d' else ''}, {args.scoring} boundary score): "
           f"{result['fragments']} fragments, {result['edges']} edges (region graph "
           f"{result['graph_bytes'] / 2**20:.1f} MiB), in {time.perf_counter() - start:.1f} s",
           file=sys.stderr)

@@ -267,7 +267,7 @@ def resolve(args):
     if args.fragments is not None:  # the scripts' own check, before anything runs
         from .sweep import fragments_option
 
-        fragments_option(args.fragments, affinities=False, blockwise=chunks is not None)
+        fragments_option(args.fragments, affinities=False)
     return Options(demo=args.demo, recipe=recipe, datasets=datasets,
                    work=str(Path(work)), results=str(Path(args.results)), run=run,
                    epochs=args.epochs, steps=args.steps, minutes=args.minutes, paths=args.paths,

@@ -70,14 +70,16 @@ def chosen_threshold(path):
     return value
 
 
-def fragments_option(value, affinities, blockwise=False):
+def fragments_option(value, affinities):
     """The fragments a ``--fragments`` flag asks for (reconstruct3D.py, python -m
-    neuron3d.sweep): not given, ``3d`` for affinities and ``2d`` for membranes.
+    neuron3d.sweep): not given, ``3d`` for affinities and ``2d`` for membranes.  Blockwise,
+    ``3d`` is one 3-D watershed per block of ``--chunks`` slices
+    (:func:`neuron3d.blockwise.agglomerate.block_fragments`).
 
     Raises
     ------
     ValueError
-        For membranes: a mode of the affinities only (zwatershed), or ``3d`` blockwise.
+        For membranes: a mode of the affinities only (zwatershed).
     """
     if affinities:
         return "3d" if value is None else value
@@ -88,10 +90,6 @@ def fragments_option(value, affinities, blockwise=False):
     if value not in FRAGMENT_MODES:
         raise ValueError(f"--fragments {value} is for --input_affinities; membranes are cut "
                          f"{' or '.join(FRAGMENT_MODES)}")
-    if value == "3d" and blockwise:
-        raise ValueError("--fragments 3d runs in memory: the blockwise agglomeration cuts "
-                         "fragments per slice (--fragments 2d, or no --scheduler, --chunks or "
-                         ".zarr inputs)")
     return value
 
 
@@ -271,8 +269,7 @@ def main(argv=None):
 
         blockwise.check_arguments(args, inputs, {})
         in_blocks = _blockwise(args, inputs)
-        fragments = fragments_option(args.fragments, args.input_affinities is not None,
-                                     in_blocks)
+        fragments = fragments_option(args.fragments, args.input_affinities is not None)
         if args.chunks is not None and args.scheduler is None and not in_blocks:
             raise ValueError("--chunks sets the blocks of a blockwise sweep (--scheduler, or "
                              ".zarr inputs)")
@@ -297,7 +294,7 @@ def main(argv=None):
                 result = blockwise.sweep_stores(
                     client, args.input_dir_membrane, args.input_dir_overlap, args.labels,
                     args.evaluation, thresholds, args.chunks, args.scoring, args.output,
-                    criterion=args.criterion)
+                    criterion=args.criterion, fragments=fragments)
         else:
             membrane = read_stack(args.input_dir_membrane, channel=0)
             overlap = read_stack(args.input_dir_overlap, channel=0)

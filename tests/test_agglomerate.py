@@ -357,5 +357,3 @@ def test_fragment_modes_and_the_flag():
     with pytest.raises(ValueError, match="--fragments zwatershed is for --input_affinities; "
                        "membranes are cut 2d or 3d"):
         fragments_option("zwatershed", affinities=False)
-    with pytest.raises(ValueError, match="--fragments 3d runs in memory"):
-        fragments_option("3d", affinities=False, blockwise=True)

@@ -61,6 +61,45 @@ def test_serial_equals_in_memory_with_chunks_that_do_not_divide(tmp_path, scorin
     assert result["fragments"] > 100 and result["edges"] > result["fragments"]
 
 
+@pytest.mark.parametrize("scoring", sorted(A.SCORINGS))
+def test_3d_fragments_per_block_equal_in_memory(tmp_path, scoring):
+    mem, over = noisy((11, 70, 90), 1)
+    # the in-memory equal: the same per-block 3-D fragments given as fragment_ids
+    frags = blockwise.block_fragments(mem, 3)
+    expected = A.agglomerate(mem, over, THRESHOLDS, scoring=scoring, workers=1,
+                             fragment_ids=frags)
+    got, result = run(blockwise.SerialExecutor(), tmp_path, mem, over, (3, 40, 50),
+                      scoring=scoring, fragments="3d")
+    for e, g in zip(expected, got):
+        assert g.dtype == e.dtype
+        np.testing.assert_array_equal(g, e)
+    assert result["fragments"] == int(frags.max())
+    # fragments span slices (far fewer than per slice) but never a block face
+    per_slice = int(A.fragments(mem, workers=1).max())
+    assert result["fragments"] < per_slice / 2
+    for z in (3, 6, 9):
+        assert not np.intersect1d(frags[:z], frags[z:]).size
+    assert any(len(np.unique(np.flatnonzero((frags == f).any(axis=(1, 2))))) == 3
+               for f in np.unique(frags[0]))
+
+
+def test_3d_fragments_in_one_block_are_the_in_memory_3d_fragments(tmp_path):
+    mem, over = noisy((7, 48, 52), 6)
+    np.testing.assert_array_equal(blockwise.block_fragments(mem, 7),
+                                  A.fragments(mem, mode="3d"))
+    expected = A.agglomerate(mem, over, [0.4, 0.6], workers=1, fragment_mode="3d")
+    got, _ = run(blockwise.SerialExecutor(), tmp_path, mem, over, (7, 20, 20), [0.4, 0.6],
+                 fragments="3d")
+    for e, g in zip(expected, got):
+        np.testing.assert_array_equal(g, e)
+    with blockwise.engine("local:1") as client:
+        got, _ = run(client, tmp_path / "local", mem, over, (4, 20, 20), [0.5],
+                     fragments="3d")
+    np.testing.assert_array_equal(
+        got[0], A.agglomerate(mem, over, [0.5], workers=1,
+                              fragment_ids=blockwise.block_fragments(mem, 4))[0])
+
+
 def test_one_slice_blocks_and_uint8_inputs(tmp_path):
     mem, over = noisy((5, 40, 33), 2)
     mem8 = np.round(mem * 255).astype(np.uint8)
@@ -215,6 +254,16 @@ def test_cli_zarr_serial_equals_in_memory_one_store_per_threshold(zarr_inputs, s
         np.testing.assert_array_equal(zarrio.read_zarr(store), e)
 
 
+def test_cli_zarr_3d_fragments_per_block(zarr_inputs, capsys):
+    folder, m, o, mem8, over8 = zarr_inputs
+    assert agglomerate_cli(m, o, folder / "out3d", "--name", "agg.zarr", "--fragments", "3d",
+                           "--merge_threshold", "0.5", "--chunks", "4", "16", "16") == 0
+    assert "3d fragments per block" in capsys.readouterr().err
+    expected = A.agglomerate(mem8, over8, [0.5], workers=1,
+                             fragment_ids=blockwise.block_fragments(mem8, 4))[0]
+    np.testing.assert_array_equal(zarrio.read_zarr(folder / "out3d" / "agg.zarr"), expected)
+
+
 @pytest.mark.parametrize("case, fragments", [
     ("shape", ["--input_dir_overlap", "bad.zarr", "got (5, 40, 40)"]),
     ("count", ["--input_dir_overlap", "bad.zarr", "got (3, 40, 44)"]),
@@ -291,6 +340,26 @@ def test_sweep_blockwise_equals_in_memory(tmp_path, scoring):
                                  scoring=scoring)
     assert got == expected  # every score, bit for bit, and the choice
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporaries left
+
+
+def test_sweep_blockwise_3d_fragments_equal_in_memory(tmp_path):
+    from neuron3d.metrics import evaluate
+
+    arrays, paths = sweep_inputs(tmp_path, (3, 32, 32))
+    mem, over, ids, evaluation = arrays
+    grid = [0.2, 0.5, 0.8]
+    got = blockwise.sweep_stores(blockwise.SerialExecutor(), *paths, thresholds=grid,
+                                 chunks=(3, 32, 32), scratch=tmp_path / "sweep.json",
+                                 fragments="3d")
+    assert got["fragments"] == "3d"
+    volumes = A.agglomerate(mem, over, grid, workers=1,
+                            fragment_ids=blockwise.block_fragments(mem, 3))
+    for row, volume in zip(got["rows"], volumes):
+        assert row["labels"] == evaluate(ids, volume)
+    with pytest.raises(ValueError, match="fragments must be one of 2d, 3d, got '4d'"):
+        blockwise.sweep_stores(blockwise.SerialExecutor(), *paths, thresholds=grid,
+                               chunks=(3, 32, 32), scratch=tmp_path / "sweep.json",
+                               fragments="4d")
 
 
 def test_sweep_cli_zarr_equals_tif(tmp_path):

@@ -162,8 +162,14 @@ def test_3d_fragments_reach_the_sweep_and_the_agglomeration_only():
                                                          plain.shape))
     with pytest.raises(ValueError, match="--fragments is for the agglomeration"):
         options("--demo", "--method", "thesis", "--fragments", "3d")
-    with pytest.raises(ValueError, match="--fragments 3d runs in memory"):
-        options("--demo", "--fragments", "3d", "--chunks", "8", "48", "48")
+    # blockwise too (one 3-D watershed per block of --chunks slices), the zarr stores named
+    blocks = options("--demo", "--shape", "8", "96", "96", "--fragments", "3d", "--chunks", "8",
+                     "48", "48")
+    by_name = {s.name: s for s in P.plan(blocks, R.Layout.of(blocks), blocks.shape)}
+    for name in ("sweep_agglomerate_d", "agglomerate_c"):
+        argv = [str(a) for a in by_name[name].argv]
+        assert argv[argv.index("--fragments") + 1] == "3d"
+        assert argv[argv.index("--input_dir_membrane") + 1].endswith(".zarr")
 
 
 def test_training_recipes():

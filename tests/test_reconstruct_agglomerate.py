@@ -86,7 +86,6 @@ def test_default_threshold_single_output(inputs, tmp_path):
     (["--scoring", "max"], ["--scoring: invalid choice: 'max'"]),
     (["--input_dir_cytoplasm", "x"], ["--input_dir_cytoplasm is for --method thesis"]),
     (["--fragments", "zwatershed"], ["--fragments zwatershed is for --input_affinities"]),
-    (["--fragments", "3d", "--scheduler", "local:1"], ["--fragments 3d runs in memory"]),
 ])
 def test_bad_options(inputs, tmp_path, args, fragments):
     folder, _, _ = inputs

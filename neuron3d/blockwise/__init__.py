@@ -28,7 +28,7 @@ in :mod:`neuron3d.zarrio`; they are importable from here too.
 """
 
 from ..zarrio import open_input, open_output, store_path
-from .agglomerate import agglomerate_stores, check_agglomerate_inputs
+from .agglomerate import agglomerate_stores, block_fragments, check_agglomerate_inputs
 from .ccl import (
     check_reconstruct_inputs,
     evaluation_volume,
@@ -60,8 +60,8 @@ from .ops import OPERATIONS, Operation, check_operation_input, per_slice, run_bl
 from .sweep import sweep_stores
 
 __all__ = ["MIN_WORKER_MEMORY", "OPERATIONS", "Operation", "SerialExecutor", "WORKER_MALLOC",
-           "add_arguments", "agglomerate_stores", "block_grid", "check_agglomerate_inputs",
-           "check_arguments", "check_block_memory",
+           "add_arguments", "agglomerate_stores", "block_fragments", "block_grid",
+           "check_agglomerate_inputs", "check_arguments", "check_block_memory",
            "check_memory_limit", "check_operation_input", "check_reconstruct_inputs",
            "check_same_shape", "contingency_table", "engine", "evaluation_volume",
            "face_pairs_task", "gather_with_progress", "label_block_task", "label_volume",

@@ -5,7 +5,11 @@ fragment is a 2D watershed of its whole slice), each a named task:
 
 1. :func:`fragment_task`: each slice's watershed fragments exactly as in memory
    (:func:`neuron3d.agglomerate.fragments`), numbered 1..n in the slice, written to a
-   temporary uint32 store; it returns each slice's count and each fragment's first voxel;
+   temporary uint32 store; it returns each slice's count and each fragment's first voxel.
+   With ``fragments="3d"`` one 3-D watershed of the block's slices instead, its fragments
+   numbered 1..n in order of first appearance and counted at the block's last slice (so
+   every slice of the block shares the block's offset): a fragment then spans slices but
+   not a block face;
 2. the client turns the counts into per-slice offsets (a cumulative sum): fragment IDs
    1..F, the in-memory numbering;
 3. :func:`graph_task`: the block's region graph (:mod:`neuron3d.blockwise.regiongraph`):
@@ -18,7 +22,11 @@ fragment is a 2D watershed of its whole slice), each a named task:
 5. :func:`write_task`: each block's fragments looked up in each threshold's table and
    written, one label store per threshold.
 
-The result equals :func:`neuron3d.agglomerate.agglomerate` bit for bit.  The client holds
+The result equals :func:`neuron3d.agglomerate.agglomerate` bit for bit: of its per-slice
+fragments, or with ``fragments="3d"`` of ``fragment_ids`` cut by a 3-D watershed per block
+(:func:`block_fragments`; with one block, its ``fragment_mode="3d"``).  Each edge of the
+region graph still lies in one block (fragments do not cross block faces, and the contacts
+across a face are that block's halo pair), which is what makes the parts add up.  The client holds
 the region graph (edges, sparse histograms) and one table of F entries per threshold; a
 worker holds one block plus a slice.
 """
@@ -38,8 +46,8 @@ from .grid import block_grid
 from .ops import first_channel
 from .regiongraph import BLOCKWISE_SCORINGS, block_edges, concatenate, merge, segment_labels
 
-__all__ = ["agglomerate_stores", "check_agglomerate_inputs", "fragment_task", "graph_task",
-           "region_graph", "write_task"]
+__all__ = ["agglomerate_stores", "block_fragments", "check_agglomerate_inputs", "fragment_task",
+           "graph_task", "region_graph", "write_task"]
 
 #: About the bytes a graph task holds per voxel read: fragments (8), membrane and overlap
 #: (4 + 4), affinities (12), the contacts and their sort (about 40).
@@ -94,18 +102,60 @@ def _probabilities(source, flag, region):
     return probabilities(data, f"{flag} {source}")
 
 
-def fragment_task(membrane, fragments, shape, options, region):
-    """Pass 1: the watershed fragments of the block's slices, each numbered 1..n, written to
-    the uint32 store ``fragments``; returns (n of each slice, the C-order index in the
-    volume of each fragment's first voxel, in the order of the fragments)."""
+def _block_3d(data, options):
+    """One 3-D watershed of a block (:func:`neuron3d.agglomerate.fragments`' ``3d`` rule):
+    uint32 fragments 1..n in order of first appearance, and n."""
+    import fastremap
+
+    from ..agglomerate import _slice_fragments
+
+    labels = _slice_fragments(data, *options)[0]
+    labels, mapping = fastremap.renumber(labels, in_place=True)
+    return labels.astype(np.uint32, copy=False), len(mapping) - (0 in mapping)
+
+
+def block_fragments(membrane, depth, seed_threshold=0.2, sigma=0.0, min_distance=5):
+    """The fragments the blockwise agglomeration cuts with ``fragments="3d"`` in blocks of
+    ``depth`` whole slices, of an in-memory (z, y, x) membrane stack: uint64 IDs 1..F, each
+    block's one 3-D watershed in order of first appearance after the blocks before it.  Give
+    them to :func:`neuron3d.agglomerate.agglomerate` as ``fragment_ids`` for the in-memory
+    equal of the blockwise result."""
+    from ..agglomerate import _probabilities as probabilities
+
+    membrane = probabilities(membrane, "membrane")
+    out, top = np.empty(membrane.shape, dtype=np.uint64), 0
+    for z in range(0, len(membrane), depth):
+        labels, count = _block_3d(membrane[z:z + depth],
+                                  (seed_threshold, sigma, int(min_distance)))
+        out[z:z + depth] = labels.astype(np.uint64) + np.uint64(top)
+        top += count
+    return out
+
+
+def fragment_task(membrane, fragments, shape, options, mode, region):
+    """Pass 1: the watershed fragments of the block, written to the uint32 store
+    ``fragments``: of each slice, numbered 1..n in the slice (``mode`` ``2d``), or one 3-D
+    watershed of the block, numbered 1..n in the block (``3d``); returns (n of each slice,
+    for ``3d`` all at the block's last slice; the C-order index in the volume of each
+    fragment's first voxel, in the order of the fragments)."""
     import fastremap
 
     from ..agglomerate import _slice_fragments
 
     data = _probabilities(membrane, _MEMBRANE, region)
+    plane = shape[1] * shape[2]
+    if mode == "3d":
+        out, count = _block_3d(data, options)
+        values, index = fastremap.unique(out, return_index=True)
+        first = np.full(count, np.iinfo(np.uint64).max, dtype=np.uint64)
+        first[values.astype(np.int64) - 1] = index.astype(np.uint64) + \
+            np.uint64(region[0].start * plane)
+        counts = np.zeros(len(data), dtype=np.int64)
+        counts[-1] = count
+        zarrio.open_output(fragments)[region] = out
+        return counts, first
     out = np.empty(data.shape, dtype=np.uint32)
     counts, firsts = [], []
-    plane = shape[1] * shape[2]
     for k, image in enumerate(data):
         labels, count = _slice_fragments(image, *options)
         out[k] = labels
@@ -169,7 +219,7 @@ def region_graph(membrane, overlap, scoring="median", seed_threshold=0.2, sigma=
 
 def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=None,
                        scoring="median", seed_threshold=0.2, sigma=0.0, min_distance=5,
-                       z_threshold=0.3):
+                       z_threshold=0.3, fragments="2d"):
     """:func:`neuron3d.agglomerate.agglomerate` blockwise, one label store per threshold.
 
     Parameters
@@ -189,6 +239,8 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
         See :data:`neuron3d.agglomerate.SCORINGS`.
     seed_threshold, sigma, min_distance, z_threshold :
         As for :func:`neuron3d.agglomerate.agglomerate`.
+    fragments : {"2d", "3d"}
+        Per-slice fragments, or one 3-D watershed per block (:func:`block_fragments`).
 
     Returns
     -------
@@ -217,7 +269,7 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
     if z_threshold is not None and not 0.0 < z_threshold <= 1.0:
         raise ValueError(f"z_threshold must be in (0, 1] or None, got {z_threshold}")
     check_fragment_options(np.zeros((1, 1, 1), np.float32), seed_threshold, sigma, min_distance,
-                           workers=1)
+                           workers=1, mode=fragments)
     shape = check_agglomerate_inputs(membrane, overlap)
     chunks = zarrio.chunks_for(shape, chunks)
     grid = block_grid(shape, (chunks[0],) + shape[1:])
@@ -227,7 +279,7 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
     with staging_dir(Path(outputs[0]), "a .zarr folder") as tmp:
         try:
             return _passes(client, membrane, overlap, outputs, values, chunks, scoring,
-                           z_threshold, shape, grid, options, tmp)
+                           z_threshold, shape, grid, options, tmp, fragments)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -253,13 +305,14 @@ class _Fragments:
 
 
 def _fragments_and_graph(client, membrane, overlap, shape, grid, chunks, options, scoring,
-                         z_threshold, tmp):
-    """Passes 1-3: fragments (kept in ``tmp``) and the region graph."""
+                         z_threshold, tmp, mode="2d"):
+    """Passes 1-3: fragments (kept in ``tmp``; ``mode`` as :func:`fragment_task` takes it)
+    and the region graph."""
     depth = shape[0]
     with zarrio.creating(tmp / "fragments.zarr", shape, np.uint32, chunks,
                          pyramid=False) as frag_array:
         parts = run_tasks(client, task(fragment_task, str(membrane),
-                                       zarrio.store_path(frag_array), shape, options),
+                                       zarrio.store_path(frag_array), shape, options, mode),
                           grid, "fragment blocks")
     counts = np.concatenate([c for c, _ in parts])
     first_index = np.concatenate([[0]] + [f for _, f in parts]).astype(np.uint64)
@@ -273,10 +326,10 @@ def _fragments_and_graph(client, membrane, overlap, shape, grid, chunks, options
 
 
 def _passes(client, membrane, overlap, outputs, values, chunks, scoring, z_threshold, shape,
-            grid, options, tmp):
+            grid, options, tmp, mode):
     """The passes of :func:`agglomerate_stores`, the fragments kept in ``tmp``."""
     fr = _fragments_and_graph(client, membrane, overlap, shape, grid, chunks, options,
-                              scoring, z_threshold, tmp)
+                              scoring, z_threshold, tmp, mode)
     frag_store, graph, total, first_index = fr.store, fr.graph, fr.total, fr.first_index
     order = sorted(set(values))
     roots = dict(zip(order, merge(graph, total + 1, order)))

@@ -71,7 +71,7 @@ def _check_references(shape, references):
 
 
 def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=None,
-                 chunks=None, scoring="median", scratch=None, criterion="voi"):
+                 chunks=None, scoring="median", scratch=None, criterion="voi", fragments="2d"):
     """:func:`neuron3d.sweep.sweep` of zarr stores, blockwise.
 
     Parameters
@@ -91,6 +91,9 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
         How the threshold is chosen (:data:`neuron3d.thresholds.CRITERIA`).
     scratch : str or Path
         A path beside which the temporary fragment store is made (the sweep file).
+    fragments : {"2d", "3d"}
+        Per-slice fragments, or one 3-D watershed per block
+        (:func:`neuron3d.blockwise.agglomerate.block_fragments`).
 
     Returns
     -------
@@ -106,6 +109,11 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     if scratch is not None:
         check_outputs_apart(inputs, {"--output": scratch})
     check_criterion(criterion)
+    from ..agglomerate import FRAGMENT_MODES
+
+    if fragments not in FRAGMENT_MODES:
+        raise ValueError(f"fragments must be one of {', '.join(FRAGMENT_MODES)}, got "
+                         f"{fragments!r}")
     values = check_thresholds(THRESHOLDS if thresholds is None else thresholds, "--thresholds")
     if scoring not in BLOCKWISE_SCORINGS:
         raise ValueError(f"--scoring {scoring}: blockwise agglomeration scores "
@@ -121,7 +129,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     with staging_dir(target, "a file") as tmp:
         try:
             fr = _fragments_and_graph(client, membrane, overlap, shape, grid, chunks,
-                                      (0.2, 0.0, 5), scoring, 0.3, tmp)
+                                      (0.2, 0.0, 5), scoring, 0.3, tmp, fragments)
             items = [(region, fr.block(region)) for region in grid]
             tables = {}
             for flag, (_, path) in references.items():
@@ -153,5 +161,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
                    "small": {"objects": int(len(label_sizes)), "small_objects": int(small.sum()),
                              "small_voxel_share": float(label_sizes[small].sum() / total)}}
     ordered = [rows[t] for t in values]
-    return {"rows": ordered, "chosen": choose(ordered, criterion), "scoring": scoring,
-            "criterion": CRITERIA[criterion], "criterion_name": criterion}
+    result = {"rows": ordered, "chosen": choose(ordered, criterion), "scoring": scoring,
+              "criterion": CRITERIA[criterion], "criterion_name": criterion}
+    # recorded as the in-memory sweep records it (per-slice fragments: no key)
+    return result if fragments == "2d" else {**result, "fragments": fragments}
