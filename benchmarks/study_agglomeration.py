@@ -3,6 +3,7 @@
     python -m benchmarks.study_agglomeration --run fm_views_5m
     python -m benchmarks.study_agglomeration --run fm_views_5m --quadrant d --limits
     python -m benchmarks.study_agglomeration --run fm_views_5m --learned
+    python -m benchmarks.study_agglomeration --run fm_views_5m --blocks 125 64 32 16
 
 Reads ``results/<run>``'s predicted membranes (``datasets/membrane_predicted_<q>.tif``) and
 un-thinned overlaps (``P5_membrane_overlap_<q>/images``) of a quadrant (d by default, where
@@ -12,7 +13,9 @@ against the ground truth with its adapted Rand error, VOI and object count.  ``-
 prints the same for ground-truth membranes and/or overlaps in place of the predictions.
 ``--learned`` trains the learned agglomeration (:mod:`neuron3d.learned`) on d and applies it to
 c, for per-slice and 3-D fragments, with and without EM features, at two initial thresholds,
-beside waterz's sweep of d and its choice applied to c.
+beside waterz's sweep of d and its choice applied to c.  ``--blocks Z ...`` measures what the
+block faces of the blockwise ``--fragments 3d`` cost: 3-D fragments cut per block of Z slices
+(:func:`neuron3d.blockwise.block_fragments`), the threshold chosen on d, c reported.
 Seconds per row on a 125^3 quadrant; measures quality, not time.
 """
 
@@ -71,7 +74,11 @@ def main(argv=None):
                    help="ground-truth membranes and/or overlaps instead of the options")
     p.add_argument("--learned", action="store_true",
                    help="the learned agglomeration trained on d, applied to c")
+    p.add_argument("--blocks", type=int, nargs="+",
+                   help="3-D fragments per block of these many slices, chosen on d, c reported")
     args = p.parse_args(argv)
+    if args.blocks:
+        return blocks_table(Path(args.results) / args.run, args.blocks)
     if args.learned:
         return learned_table(Path(args.results) / args.run)
     run, q = Path(args.results) / args.run, args.quadrant
@@ -97,25 +104,49 @@ def main(argv=None):
     return 0
 
 
+def _quadrant(run, q):
+    from neuron3d.io import read_labels, read_stack
+
+    return (read_stack(run / "datasets" / f"membrane_predicted_{q}.tif"),
+            read_stack(run / f"P5_membrane_overlap_{q}" / "images", channel=0),
+            read_stack(run / "datasets" / f"em_{q}.tif", channel=0),
+            read_labels(run / "datasets" / f"label_{q}.tif"))
+
+
+def _cells(s):
+    return (f"{s['adapted_rand_error']:.3f}, {s['voi_split']:.2f} / {s['voi_merge']:.2f} "
+            f"({s['voi_split'] + s['voi_merge']:.2f}), {s['predicted_objects']}")
+
+
+def blocks_table(run, depths):
+    """Blockwise 3-D fragments (one watershed per block of Z slices), in memory."""
+    from neuron3d.agglomerate import agglomerate
+    from neuron3d.blockwise import block_fragments
+    from neuron3d.learned import THRESHOLDS
+    from neuron3d.metrics import evaluate
+
+    d, c = _quadrant(run, "d"), _quadrant(run, "c")
+    print(f"{run.name}: 3-D fragments per block, threshold chosen on d by VOI (adapted Rand "
+          "error vs ground truth, VOI split / merge (sum), objects)\n")
+    print("| blocks of | d: threshold | d | c |\n|---|---|---|---|")
+    for depth in depths:
+        t, best = best_by_voi(d[3], d[0], d[1], list(THRESHOLDS),
+                              fragment_ids=block_fragments(d[0], depth))
+        (seg,) = agglomerate(c[0], c[1], [t], fragment_ids=block_fragments(c[0], depth))
+        print(f"| {depth} slices | {t:.2f} | {_cells(best)} | {_cells(evaluate(c[3], seg))} |",
+              flush=True)
+    return 0
+
+
 def learned_table(run):
     """Learned agglomeration against waterz: trained (and its threshold chosen) on d, then
     applied to c; waterz's threshold chosen on d by the same criterion (lowest VOI)."""
     from neuron3d import learned
     from neuron3d.agglomerate import agglomerate
-    from neuron3d.io import read_labels, read_stack
     from neuron3d.metrics import evaluate
 
-    def inputs(q):
-        return (read_stack(run / "datasets" / f"membrane_predicted_{q}.tif"),
-                read_stack(run / f"P5_membrane_overlap_{q}" / "images", channel=0),
-                read_stack(run / "datasets" / f"em_{q}.tif", channel=0),
-                read_labels(run / "datasets" / f"label_{q}.tif"))
-
-    def cells(s):
-        return (f"{s['adapted_rand_error']:.3f}, {s['voi_split']:.2f} / {s['voi_merge']:.2f} "
-                f"({s['voi_split'] + s['voi_merge']:.2f}), {s['predicted_objects']}")
-
-    d, c = inputs("d"), inputs("c")
+    d, c = _quadrant(run, "d"), _quadrant(run, "c")
+    cells = _cells
     grid = list(learned.THRESHOLDS)
     print(f"{run.name}: trained and chosen on d, applied to c (adapted Rand error vs ground "
           "truth, VOI split / merge (sum), objects)\n")
