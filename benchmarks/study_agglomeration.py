@@ -4,6 +4,7 @@
     python -m benchmarks.study_agglomeration --run fm_views_5m --quadrant d --limits
     python -m benchmarks.study_agglomeration --run fm_views_5m --learned
     python -m benchmarks.study_agglomeration --run fm_views_5m --blocks 125 64 32 16
+    python -m benchmarks.study_agglomeration --run fm_views_5m --variants
 
 Reads ``results/<run>``'s predicted membranes (``datasets/membrane_predicted_<q>.tif``) and
 un-thinned overlaps (``P5_membrane_overlap_<q>/images``) of a quadrant (d by default, where
@@ -16,6 +17,9 @@ c, for per-slice and 3-D fragments, with and without EM features, at two initial
 beside waterz's sweep of d and its choice applied to c.  ``--blocks Z ...`` measures what the
 block faces of the blockwise ``--fragments 3d`` cost: 3-D fragments cut per block of Z slices
 (:func:`neuron3d.blockwise.block_fragments`), the threshold chosen on d, c reported.
+``--variants`` tries, with 3-D fragments, other seeds (h-maxima of the distance transform) and
+other z affinities (from the membranes instead of the overlaps; from the views that contain
+each axis, NN-3's three views predicted apart with the run's checkpoint, about 2 minutes).
 Seconds per row on a 125^3 quadrant; measures quality, not time.
 """
 
@@ -76,7 +80,11 @@ def main(argv=None):
                    help="the learned agglomeration trained on d, applied to c")
     p.add_argument("--blocks", type=int, nargs="+",
                    help="3-D fragments per block of these many slices, chosen on d, c reported")
+    p.add_argument("--variants", action="store_true",
+                   help="3-D fragments with other seeds and z affinities, chosen on d")
     args = p.parse_args(argv)
+    if args.variants:
+        return variants_table(Path(args.results) / args.run)
     if args.blocks:
         return blocks_table(Path(args.results) / args.run, args.blocks)
     if args.learned:
@@ -134,6 +142,106 @@ def blocks_table(run, depths):
                               fragment_ids=block_fragments(d[0], depth))
         (seg,) = agglomerate(c[0], c[1], [t], fragment_ids=block_fragments(c[0], depth))
         print(f"| {depth} slices | {t:.2f} | {_cells(best)} | {_cells(evaluate(c[3], seg))} |",
+              flush=True)
+    return 0
+
+
+def h_maxima_fragments(membrane, h, seed_threshold=0.2):
+    """3-D watershed fragments seeded at the h-maxima of the distance transform of
+    ``membrane < seed_threshold`` (a seed per basin whose depth rises ``h`` above its saddle,
+    where the default seeds are maxima ``min_distance`` apart), each seedless component at its
+    deepest voxel."""
+    import fastremap
+    from scipy import ndimage
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    mask = membrane < seed_threshold
+    distance = ndimage.distance_transform_edt(mask).astype(np.float32)
+    peaks = h_maxima(distance, h).astype(bool) & mask
+    components, count = ndimage.label(mask)
+    seeded = np.zeros(count + 1, dtype=bool)
+    seeded[components[peaks]] = True
+    seeded[0] = True
+    deepest = np.zeros(count + 1, dtype=np.float32)
+    np.maximum.at(deepest, components, distance)
+    peaks |= ~seeded[components] & (distance == deepest[components])
+    markers = ndimage.label(peaks, structure=np.ones((3, 3, 3), dtype=bool))[0]
+    labels = watershed(membrane, markers)
+    return np.ascontiguousarray(fastremap.renumber(labels)[0], dtype=np.uint64)
+
+
+def view_membranes(run, q):
+    """NN-3's three views of quadrant ``q`` predicted apart (TTA, as ``--views`` does before
+    averaging): {"xy", "xz", "yz"} -> (z, y, x) float32 in [0, 1]."""
+    from imagetranslation import data as D
+    from imagetranslation.config import as_config
+    from imagetranslation.inference import VIEWS, load_for_inference, predict_tta
+    from imagetranslation.models import stride_of
+
+    options = as_config({"checkpoint": str(run / "T3_em_membrane_a"), "tta": True,
+                         "mode": "test"})
+    generator, options = load_for_inference(options.checkpoint, options)
+    inputs = D.load_pairs(run / "datasets" / "combined" / f"em_membrane_{q}",
+                          options.which_direction)[0]
+    volume, out = D.to_model_range(inputs), {}
+    for name, axes in VIEWS.items():
+        view = np.transpose(volume, axes + (3,))
+        pred = np.stack([predict_tta(generator, np.ascontiguousarray(s), stride_of(options))
+                         for s in view])
+        out[name] = D.from_model_range(np.transpose(pred, axes + (3,)))[..., 0] / np.float32(255)
+    return out
+
+
+def variants_table(run):
+    """Seeds and z affinities of the agglomeration of 3-D fragments, chosen on d."""
+    from neuron3d import agglomerate as A
+    from neuron3d.learned import THRESHOLDS
+    from neuron3d.metrics import evaluate
+
+    def edge(m, axis):  # waterz's affinity to the predecessor along axis, from membranes
+        a, later, earlier = np.zeros_like(m), [slice(None)] * 3, [slice(None)] * 3
+        later[axis], earlier[axis] = slice(1, None), slice(None, -1)
+        a[tuple(later)] = 1 - np.maximum(m[tuple(later)], m[tuple(earlier)])
+        return a
+
+    def cases(q):
+        membrane, overlap, _, truth = _quadrant(run, q)
+        membrane, overlap = A.check_inputs(membrane, overlap)
+        frags = A.fragments(membrane, mode="3d")
+        now = A._affinities(membrane, overlap)
+        A._rim_fill(now, frags, membrane, 0.3, "median")
+        views = view_membranes(run, q)
+        mz, my, mx = ((views[a] + views[b]) / 2 for a, b in (("xz", "yz"), ("xy", "yz"),
+                                                             ("xy", "xz")))
+        out = {"the default (seeds 0.2, min distance 5; z from the overlaps)": (now, frags)}
+        for h in (1.0, 2.0):
+            f = h_maxima_fragments(membrane, h)
+            a = A._affinities(membrane, overlap)
+            A._rim_fill(a, f, membrane, 0.3, "median")
+            out[f"seeds at h-maxima, h = {h:g}"] = (a, f)
+        out["z from the membranes (1 - max of the two slices)"] = (
+            np.stack([edge(membrane, 0), now[1], now[2]]), frags)
+        out["each axis from the views that contain it; z from the xz and yz views"] = (
+            np.stack([edge(mz, 0), edge(my, 1), edge(mx, 2)]), frags)
+        out["y and x from the views that contain them; z from the overlaps"] = (
+            np.stack([now[0], edge(my, 1), edge(mx, 2)]), frags)
+        return {k: (np.ascontiguousarray(a, dtype=np.float32), f) for k, (a, f) in out.items()}, \
+            truth
+
+    (d, truth_d), (c, truth_c) = cases("d"), cases("c")
+    print(f"{run.name}: 3-D fragments, waterz median; threshold chosen on d by VOI (adapted Rand "
+          "error vs ground truth, VOI split / merge (sum), objects)\n")
+    print("| variant | d: threshold | d | c |\n|---|---|---|---|")
+    for name, (affs, frags) in d.items():
+        grid = list(THRESHOLDS)
+        rows = [(t, evaluate(truth_d, v))
+                for t, v in zip(grid, A._waterz(affs, frags.copy(), grid, "median"))]
+        t, best = min(rows, key=lambda r: (r[1]["voi_split"] + r[1]["voi_merge"],
+                                           r[1]["adapted_rand_error"]))
+        affs_c, frags_c = c[name]
+        seg = A._waterz(affs_c, frags_c.copy(), [t], "median")[0]
+        print(f"| {name} | {t:.2f} | {_cells(best)} | {_cells(evaluate(truth_c, seg))} |",
               flush=True)
     return 0
 
