@@ -22,11 +22,14 @@ membrane and overlap probabilities (uint8, noisy, from the same square cells) go
 LocalCluster, so that its peak resident size is the *client's* (it holds the region graph
 and the fragment tables) and the workers' peaks are the agglomeration's alone; in memory,
 ``neuron3d.agglomerate.agglomerate`` (waterz) in a child process.  The region graph's size
-is reported, and per 10^9 voxels.
+is reported, and per 10^9 voxels.  ``--fragments 3d``: one 3-D watershed per block of
+``--chunks Z`` slices blockwise, against the in-memory ``fragment_mode="3d"`` (one watershed of
+the volume).
 
     python -m benchmarks.bench_scale [--base 32 512 512] [--chunks 16 256 256] [--workers 2]
                                      [--memory_limit 2GiB] [--repeats 1] [--in_memory_max 16]
                                      [--agglomerate_base 64 512 512] [--operations ...]
+                                     [--fragments 2d|3d]
     python -m benchmarks.bench_scale --scale small   # a tiny run that checks the script works
 """
 
@@ -123,23 +126,26 @@ def make_agglomerate_inputs(folder, shape, chunks, seed=0):
     return paths
 
 
-def _agglomerate_blockwise(paths, folder, chunks, workers, memory_limit, scoring, queue):
+def _agglomerate_blockwise(paths, folder, chunks, workers, memory_limit, scoring, fragments,
+                           queue):
     with blockwise.engine(f"local:{workers}", memory_limit) as client:
         start = time.perf_counter()
         result = blockwise.agglomerate_stores(client, paths["membrane"],
                                               paths["agglo_overlap"], [folder / "agg.zarr"],
-                                              [0.5], chunks, scoring=scoring)
+                                              [0.5], chunks, scoring=scoring,
+                                              fragments=fragments)
         seconds = time.perf_counter() - start
         peak = max(client.run(_peak_rss_mib).values())
     queue.put((seconds, peak, _peak_rss_mib(), result))
 
 
-def _agglomerate_in_memory(paths, folder, chunks, scoring, queue):
+def _agglomerate_in_memory(paths, folder, chunks, scoring, fragments, queue):
     from neuron3d.agglomerate import agglomerate
 
     start = time.perf_counter()
     (labels,) = agglomerate(zarrio.read_zarr(paths["membrane"]),
-                            zarrio.read_zarr(paths["agglo_overlap"]), [0.5], scoring=scoring)
+                            zarrio.read_zarr(paths["agglo_overlap"]), [0.5], scoring=scoring,
+                            fragment_mode=fragments)
     zarrio.write_zarr(folder / "agg_memory.zarr", labels, chunks)
     queue.put((time.perf_counter() - start, _peak_rss_mib()))
 
@@ -163,7 +169,8 @@ def run_agglomerate(args, chunks):
         try:
             paths = make_agglomerate_inputs(folder, shape, chunks)
             runs = [_in_child(_agglomerate_blockwise, paths, folder, chunks, args.workers,
-                              args.memory_limit, args.scoring) for _ in range(args.repeats)]
+                              args.memory_limit, args.scoring, args.fragments)
+                    for _ in range(args.repeats)]
             result = runs[0][3]
             row = {"factor": factor, "shape": shape, "voxels": int(np.prod(shape)),
                    "seconds": statistics.median(r[0] for r in runs),
@@ -172,8 +179,8 @@ def run_agglomerate(args, chunks):
                    "fragments": result["fragments"], "edges": result["edges"],
                    "graph_mib": result["graph_bytes"] / 2**20}
             if factor <= args.in_memory_max:
-                memory = [_in_child(_agglomerate_in_memory, paths, folder, chunks, args.scoring)
-                          for _ in range(args.repeats)]
+                memory = [_in_child(_agglomerate_in_memory, paths, folder, chunks, args.scoring,
+                                    args.fragments) for _ in range(args.repeats)]
                 row["in_memory_seconds"] = statistics.median(m[0] for m in memory)
                 row["in_memory_peak_mib"] = max(m[1] for m in memory)
             rows.append(row)
@@ -290,6 +297,9 @@ def main(argv=None):
                         help="reconstruct: reconstruct, evaluate and membrane; agglomerate")
     parser.add_argument("--scoring", choices=("median", "mean", "median_max"), default="median",
                         help="the agglomeration's boundary score")
+    parser.add_argument("--fragments", choices=("2d", "3d"), default="2d",
+                        help="the agglomeration's fragments: per slice, or 3-D (per block "
+                             "blockwise, of the volume in memory)")
     parser.add_argument("--scale", choices=("full", "small"), default="full",
                         help="small: a tiny run that checks the script works (overrides the "
                              "sizes, chunks, workers and memory limit)")
