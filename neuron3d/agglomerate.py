@@ -302,9 +302,10 @@ def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=N
 def _pair_index(lower, upper):
     """Index 0..P-1 of the fragment pair (lower[i], upper[i]) of every pixel, and P.
 
-    Fragment IDs of one slice are a contiguous range (see :func:`fragments`),
-    so a pair is ``a * width + b`` in local IDs; without sorting when that
-    range is small.
+    Per-slice fragment IDs of one slice are a contiguous range (see
+    :func:`fragments`), so a pair is ``a * width + b`` in local IDs, without
+    sorting when that range is small (3-D fragments span wider ranges, and are
+    then sorted).
     """
     lo_base, hi_base = lower.min(), upper.min()
     width = int(upper.max() - hi_base) + 1

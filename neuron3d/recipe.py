@@ -119,8 +119,8 @@ def build_parser():
     p.add_argument("--fragments", choices=FRAGMENT_MODES,
                    help="how the agglomeration cuts the membranes into fragments: 2d, a "
                         "watershed per slice (the default), or 3d, one watershed of each "
-                        "quadrant, for isotropic volumes (FIB-SEM; in memory, not with "
-                        "--chunks; documentation/real_em.md)")
+                        "quadrant, for isotropic volumes (FIB-SEM; with --chunks one per "
+                        "block of Z slices, at least 64 advised; documentation/real_em.md)")
     p.add_argument("--criterion", choices=sorted(CRITERIA), default=DEFAULT_CRITERION,
                    help="how the agglomeration's threshold is chosen on d: voi = the lowest "
                         "VOI split + merge against d's labels (ties: adapted Rand error), "

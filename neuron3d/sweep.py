@@ -214,8 +214,9 @@ def build_parser():
                         "(z, y, x, 3) stack (python -m imagetranslation.affinity --mode test)")
     p.add_argument("--fragments", choices=FRAGMENTS,
                    help="how fragments are cut: of membranes 2d (a watershed per slice, the "
-                        "default) or 3d (one of the volume, for isotropic data; in memory "
-                        "only); of --input_affinities also zwatershed (default 3d)")
+                        "default) or 3d (one of the volume, for isotropic data; blockwise "
+                        "one per block of --chunks Z slices, at least 64 advised); of "
+                        "--input_affinities also zwatershed (default 3d)")
     p.add_argument("--labels", required=True, help="its ground-truth labels (.tif)")
     p.add_argument("--evaluation", help="its evaluation volume (.tif), also scored")
     p.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),

@@ -79,8 +79,39 @@ def test_3d_fragments_per_block_equal_in_memory(tmp_path, scoring):
     assert result["fragments"] < per_slice / 2
     for z in (3, 6, 9):
         assert not np.intersect1d(frags[:z], frags[z:]).size
+    # each block is the in-memory 3-D watershed of its slices, after the blocks before it
+    top = 0
+    for z in range(0, 11, 3):
+        block = frags[z:z + 3]
+        np.testing.assert_array_equal(block - np.uint64(top), A.fragments(mem[z:z + 3],
+                                                                        mode="3d"))
+        top = int(block.max())
     assert any(len(np.unique(np.flatnonzero((frags == f).any(axis=(1, 2))))) == 3
                for f in np.unique(frags[0]))
+
+
+def test_block_fragments_refuse_bad_blocks_and_options():
+    mem, _ = noisy((4, 16, 16), 2)
+    for depth in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match="blocks must be a whole number of slices >= 1"):
+            blockwise.block_fragments(mem, depth)
+    with pytest.raises(ValueError, match="seed_threshold must be in"):
+        blockwise.block_fragments(mem, 2, seed_threshold=0)
+
+
+def test_3d_fragments_default_to_blocks_of_64_and_warn_of_thinner_ones(capsys):
+    from neuron3d.blockwise.agglomerate import BLOCK_3D, block_chunks
+
+    assert block_chunks((200, 300, 300), None, "3d") == (BLOCK_3D, 256, 256)
+    assert block_chunks((200, 300, 300), None, "2d") == zarrio.DEFAULT_CHUNKS
+    assert block_chunks((40, 30, 30), None, "3d") == (40, 30, 30)  # the whole volume
+    assert capsys.readouterr().err == ""
+    assert block_chunks((200, 300, 300), (16, 64, 64), "3d") == (16, 64, 64)
+    err = capsys.readouterr().err
+    assert err.startswith("warning: --fragments 3d in blocks of 16 slices") and \
+        len(err.splitlines()) == 1
+    block_chunks((200, 300, 300), (16, 64, 64), "2d")
+    assert capsys.readouterr().err == ""
 
 
 def test_3d_fragments_in_one_block_are_the_in_memory_3d_fragments(tmp_path):
@@ -351,7 +382,7 @@ def test_sweep_blockwise_3d_fragments_equal_in_memory(tmp_path):
     got = blockwise.sweep_stores(blockwise.SerialExecutor(), *paths, thresholds=grid,
                                  chunks=(3, 32, 32), scratch=tmp_path / "sweep.json",
                                  fragments="3d")
-    assert got["fragments"] == "3d"
+    assert got["fragments"] == "3d" and got["block_slices"] == 3
     volumes = A.agglomerate(mem, over, grid, workers=1,
                             fragment_ids=blockwise.block_fragments(mem, 3))
     for row, volume in zip(got["rows"], volumes):
@@ -386,6 +417,21 @@ def test_sweep_cli_zarr_equals_tif(tmp_path):
     b = json.loads((tmp_path / "b.json").read_text())
     assert a.pop("inputs") != b.pop("inputs")
     assert a == b
+    # 3-D fragments per block of 3 slices: recorded, and scored as their in-memory equal
+    from neuron3d.metrics import evaluate
+
+    assert S.main(["--input_dir_membrane", str(tmp_path / "m8.zarr"), "--input_dir_overlap",
+                   str(tmp_path / "o8.zarr"), "--labels", t, "--fragments", "3d",
+                   "--chunks", "3", "60", "64", "--output", str(tmp_path / "c.json"),
+                   *grid]) == 0
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert c["fragments"] == "3d" and c["block_slices"] == 3
+    mem8, over8 = (zarrio.read_zarr(tmp_path / f"{n}8.zarr") for n in "mo")
+    volumes = A.agglomerate(mem8, over8, [0.3, 0.6], workers=1,
+                            fragment_ids=blockwise.block_fragments(mem8, 3))
+    for row, volume in zip(c["rows"], volumes):
+        expected = evaluate(arrays[2], volume)
+        assert row["labels"] == pytest.approx(expected, rel=0, abs=0)
 
 
 @pytest.mark.parametrize("case, engine, fragments", [

@@ -398,6 +398,10 @@ def test_cli_refuses_bad_input(volumes, tmp_path, capsys):
     odd.write_text(json.dumps(dict(model, initial=dict(model["initial"], fragments="4d"))))
     refused(capsys, apply_args(v, odd, out), "has initial fragments '4d'; expected 2d or 3d",
             tmp_path)
+    for initial in ([], "3d", None):
+        odd.write_text(json.dumps(dict(model, initial=initial)))
+        refused(capsys, apply_args(v, odd, out), f"has initial {initial!r}; expected an object",
+                tmp_path)
     with pytest.raises(SystemExit) as exit_:
         main(train_args(v, tmp_path / "m.json", "--fragments", "4d"))
     err = capsys.readouterr().err

@@ -1,7 +1,8 @@
 """reconstruct3D.py --method agglomerate blockwise: zarr membrane and overlap in, zarr labels out.
 
 Passes over blocks of whole slices (``--chunks`` Z slices each, the full y and x: a
-fragment is a 2D watershed of its whole slice), each a named task:
+fragment is a 2D watershed of its whole slice, or with ``fragments="3d"`` a 3-D watershed
+of the block), each a named task:
 
 1. :func:`fragment_task`: each slice's watershed fragments exactly as in memory
    (:func:`neuron3d.agglomerate.fragments`), numbered 1..n in the slice, written to a
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,14 +48,34 @@ from .grid import block_grid
 from .ops import first_channel
 from .regiongraph import BLOCKWISE_SCORINGS, block_edges, concatenate, merge, segment_labels
 
-__all__ = ["agglomerate_stores", "block_fragments", "check_agglomerate_inputs", "fragment_task",
-           "graph_task", "region_graph", "write_task"]
+__all__ = ["BLOCK_3D", "agglomerate_stores", "block_chunks", "block_fragments",
+           "check_agglomerate_inputs", "fragment_task", "graph_task", "region_graph",
+           "write_task"]
 
 #: About the bytes a graph task holds per voxel read: fragments (8), membrane and overlap
 #: (4 + 4), affinities (12), the contacts and their sort (about 40).
 _BYTES_PER_VOXEL = 72
 
 _MEMBRANE, _OVERLAP = "--input_dir_membrane", "--input_dir_overlap"
+
+#: The block depth advised for 3-D fragments, and theirs when no chunks are given: on
+#: fibsem-medulla blocks of 64 slices cost nothing measurable, and with 32 or fewer c merged
+#: more (documentation/cluster.md).
+BLOCK_3D = 64
+
+
+def block_chunks(shape, chunks, fragments):
+    """The chunks (blocks of ``chunks[0]`` whole slices) of an agglomeration or sweep of a
+    volume of ``shape``: ``chunks``, or the default, whose depth is :data:`BLOCK_3D` for 3-D
+    fragments.  3-D fragments in thinner blocks are warned about on stderr."""
+    if fragments == "3d" and chunks is None:
+        chunks = (BLOCK_3D,) + tuple(zarrio.DEFAULT_CHUNKS[1:])
+    chunks = zarrio.chunks_for(shape, chunks)
+    if fragments == "3d" and chunks[0] < min(BLOCK_3D, shape[0]):
+        print(f"warning: --fragments 3d in blocks of {chunks[0]} slices: fragments end at "
+              f"every block face, and blocks of fewer than {BLOCK_3D} slices merged more on "
+              "fibsem-medulla (documentation/cluster.md)", file=sys.stderr)
+    return chunks
 
 
 def check_agglomerate_inputs(membrane, overlap):
@@ -111,7 +133,11 @@ def _block_3d(data, options):
 
     labels = _slice_fragments(data, *options)[0]
     labels, mapping = fastremap.renumber(labels, in_place=True)
-    return labels.astype(np.uint32, copy=False), len(mapping) - (0 in mapping)
+    count = len(mapping) - (0 in mapping)
+    if count >= 2**32:
+        raise ValueError(f"a block of {len(data)} slices holds {count} fragments, more than its "
+                         "uint32 store takes: give --chunks fewer slices")
+    return labels.astype(np.uint32, copy=False), count
 
 
 def block_fragments(membrane, depth, seed_threshold=0.2, sigma=0.0, min_distance=5):
@@ -119,9 +145,21 @@ def block_fragments(membrane, depth, seed_threshold=0.2, sigma=0.0, min_distance
     ``depth`` whole slices, of an in-memory (z, y, x) membrane stack: uint64 IDs 1..F, each
     block's one 3-D watershed in order of first appearance after the blocks before it.  Give
     them to :func:`neuron3d.agglomerate.agglomerate` as ``fragment_ids`` for the in-memory
-    equal of the blockwise result."""
+    equal of the blockwise result.
+
+    Raises
+    ------
+    ValueError
+        If ``depth`` is not a whole number >= 1, a fragment option is out of range or the
+        stack is not a (z, y, x) probability.
+    """
+    from ..agglomerate import _check_fragment_options
     from ..agglomerate import _probabilities as probabilities
 
+    if isinstance(depth, bool) or int(depth) != depth or depth < 1:
+        raise ValueError(f"blocks must be a whole number of slices >= 1, got {depth!r}")
+    depth = int(depth)
+    _check_fragment_options(seed_threshold, sigma, min_distance)
     membrane = probabilities(membrane, "membrane")
     out, top = np.empty(membrane.shape, dtype=np.uint64), 0
     for z in range(0, len(membrane), depth):
@@ -234,7 +272,8 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
     thresholds : sequence of float
         Merge thresholds in [0, 1].
     chunks : tuple of 3 int, optional
-        Chunks of the stores written; blocks are ``chunks[0]`` whole slices.
+        Chunks of the stores written; blocks are ``chunks[0]`` whole slices (default
+        :func:`block_chunks`).
     scoring : {"median", "mean", "median_max"}
         See :data:`neuron3d.agglomerate.SCORINGS`.
     seed_threshold, sigma, min_distance, z_threshold :
@@ -271,7 +310,7 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
     check_fragment_options(np.zeros((1, 1, 1), np.float32), seed_threshold, sigma, min_distance,
                            workers=1, mode=fragments)
     shape = check_agglomerate_inputs(membrane, overlap)
-    chunks = zarrio.chunks_for(shape, chunks)
+    chunks = block_chunks(shape, chunks, fragments)
     grid = block_grid(shape, (chunks[0],) + shape[1:])
     check_block_memory(client, (chunks[0] + 1) * shape[1] * shape[2] * _BYTES_PER_VOXEL,
                        "the agglomeration (blocks of --chunks Z whole slices)")

@@ -154,7 +154,8 @@ def block_edges(frags, affs, own, z_pairs, scoring="median"):
     Parameters
     ----------
     frags : numpy.ndarray
-        (z, y, x) uint64 fragment IDs (global; fragments of different slices differ).
+        (z, y, x) uint64 fragment IDs (global: per-slice fragments of different slices
+        differ, and 3-D fragments of different blocks).
     affs : numpy.ndarray
         (3, z, y, x) float32 affinities of the block in waterz's layout (the between-slice
         channel after the rim fill of :mod:`neuron3d.agglomerate`).

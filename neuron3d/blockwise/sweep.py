@@ -25,6 +25,7 @@ from .agglomerate import (
     _OVERLAP,
     _fragments_and_graph,
     _global_fragments,
+    block_chunks,
     check_agglomerate_inputs,
 )
 from .executor import check_block_memory, run_tasks, task
@@ -85,7 +86,8 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     thresholds : sequence of float
         The grid (default :data:`neuron3d.sweep.THRESHOLDS`).
     chunks : tuple of 3 int, optional
-        Blocks are ``chunks[0]`` whole slices.
+        Blocks are ``chunks[0]`` whole slices (default
+        :func:`neuron3d.blockwise.agglomerate.block_chunks`).
     scoring : {"median", "mean", "median_max"}
     criterion : str
         How the threshold is chosen (:data:`neuron3d.thresholds.CRITERIA`).
@@ -119,7 +121,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
         raise ValueError(f"--scoring {scoring}: blockwise agglomeration scores "
                          f"{', '.join(BLOCKWISE_SCORINGS)}")
     shape, references = check_sweep_inputs(membrane, overlap, labels, evaluation)
-    chunks = zarrio.chunks_for(shape, chunks)
+    chunks = block_chunks(shape, chunks, fragments)
     grid = block_grid(shape, (chunks[0],) + shape[1:])
     from .agglomerate import _BYTES_PER_VOXEL
 
@@ -163,5 +165,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     ordered = [rows[t] for t in values]
     result = {"rows": ordered, "chosen": choose(ordered, criterion), "scoring": scoring,
               "criterion": CRITERIA[criterion], "criterion_name": criterion}
-    # recorded as the in-memory sweep records it (per-slice fragments: no key)
-    return result if fragments == "2d" else {**result, "fragments": fragments}
+    # recorded as the in-memory sweep records it (per-slice fragments: no key); 3-D
+    # fragments depend on the blocks' depth too
+    return result if fragments == "2d" else {**result, "fragments": fragments,
+                                             "block_slices": int(chunks[0])}

@@ -300,7 +300,7 @@ def apply(model, membrane, overlap, em=None, thresholds=None, workers=None):
     C.check_features(model, feature_names(em is not None))
     if thresholds is None:
         thresholds = [model["threshold"]]
-    initial = model.get("initial", {})
+    initial = model.get("initial") or {}
     # a model of before the fragments were recorded was trained on per-slice fragments
     segments = initial_segments(membrane, overlap, initial.get("threshold", INITIAL_THRESHOLD),
                                 workers, initial.get("fragments", "2d"))

@@ -235,7 +235,10 @@ def load(path):
             raise ValueError(f"--model {path} has no {key!r}")
     from ..agglomerate import FRAGMENT_MODES
 
-    fragments = (model.get("initial") or {}).get("fragments", "2d")
+    initial = model.get("initial", {})
+    if not isinstance(initial, dict):
+        raise ValueError(f"--model {path} has initial {initial!r}; expected an object")
+    fragments = initial.get("fragments", "2d")
     if fragments not in FRAGMENT_MODES:
         raise ValueError(f"--model {path} has initial fragments {fragments!r}; expected "
                          f"{' or '.join(FRAGMENT_MODES)}")
