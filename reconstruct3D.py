@@ -87,7 +87,8 @@ def build_parser():
                         help="agglomerate: how fragments are cut. Of membranes: 2d (a "
                              "watershed per slice, the default) or 3d (one watershed of the "
                              "volume, for isotropic data such as FIB-SEM; blockwise one per "
-                             "block of --chunks Z slices). Of "
+                             "block of --chunks Z slices); not given with "
+                             "--merge_threshold_from, those its sweep chose on. Of "
                              "--input_affinities: 3d (a watershed of the 3-D boundary map, "
                              "default), zwatershed (waterz's watershed of the affinity graph, "
                              "exact on perfect affinities) or 2d (per slice)")
@@ -175,7 +176,7 @@ def _blockwise(args, sources, targets):
 
 def run_agglomerate(args):
     from neuron3d.agglomerate import agglomerate, check_inputs
-    from neuron3d.sweep import fragments_option
+    from neuron3d.sweep import agglomeration_fragments, fragments_option
 
     if args.input_affinities is not None:
         args.fragments = fragments_option(args.fragments, affinities=True)
@@ -198,7 +199,11 @@ def run_agglomerate(args):
     names = [name] if thresholds is None else output_names(name, thresholds)
     targets = [output_path(folder, n) for n in names]
     in_blocks = _blockwise(args, sources, targets)
-    mode = fragments_option(args.fragments, affinities=False)
+    if args.merge_threshold_from is not None:  # a missing or bad file: one line, first
+        from neuron3d.sweep import chosen_threshold
+
+        chosen_threshold(args.merge_threshold_from)
+    mode = agglomeration_fragments(args.fragments, args.merge_threshold_from)
     blockwise.check_arguments(args, {"--input_dir_membrane": sources[0],
                                      "--input_dir_overlap": sources[1]},
                               {"--name": targets[0]})

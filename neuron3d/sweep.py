@@ -70,6 +70,40 @@ def chosen_threshold(path):
     return value
 
 
+def swept_fragments(path):
+    """The fragments a sweep file's threshold was chosen on: its ``fragments`` (``2d`` when
+    it records none, as per-slice sweeps of membranes do).  The file must already have passed
+    :func:`chosen_threshold`."""
+    fragments = json.loads(Path(path).read_text()).get("fragments", "2d")
+    if not isinstance(fragments, str):
+        raise ValueError(f"{path}: 'fragments' is {fragments!r}, not a name of fragments")
+    return fragments
+
+
+def agglomeration_fragments(value, sweep_file):
+    """The fragments of an agglomeration of membranes (``reconstruct3D.py``) whose threshold
+    may come from a sweep file: ``--fragments``, or, not given, those the sweep chose on, so
+    that the threshold is applied to the fragments it was chosen for.
+
+    Raises
+    ------
+    ValueError
+        If ``--fragments`` names other fragments than the sweep file's, or fragments of the
+        affinities only.
+    """
+    mode = fragments_option(value, affinities=False)
+    if sweep_file is None:
+        return mode
+    swept = swept_fragments(sweep_file)
+    if value is None:
+        return fragments_option(swept, affinities=False)
+    if swept != mode:
+        raise ValueError(f"--fragments {mode}, but --merge_threshold_from {sweep_file} chose "
+                         f"its threshold on {swept} fragments: give --fragments {swept} or "
+                         "leave it out")
+    return mode
+
+
 def fragments_option(value, affinities):
     """The fragments a ``--fragments`` flag asks for (reconstruct3D.py, python -m
     neuron3d.sweep): not given, ``3d`` for affinities and ``2d`` for membranes.  Blockwise,

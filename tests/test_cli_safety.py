@@ -180,6 +180,29 @@ def test_merge_threshold_from_a_sweep_file(data, capsys):
     np.testing.assert_array_equal(got, agglomerate(mem, over, [0.35])[0])
 
 
+def test_merge_threshold_from_a_3d_sweep_cuts_3d_fragments(data, capsys):
+    mem = membrane(LABELS).astype(np.uint8) * 255
+    over = overlap(LABELS).astype(np.uint8) * 255
+    io.write_tif(data / "mem.tif", mem)
+    io.write_tif(data / "ovp.tif", over)
+    (data / "sweep3d.json").write_text(json.dumps({"chosen": 0.35, "fragments": "3d"}))
+    argv = ["--method", "agglomerate", "--input_dir_membrane", "mem.tif", "--input_dir_overlap",
+            "ovp.tif", "--output_dir", "out", "--merge_threshold_from", "sweep3d.json", "--name"]
+    assert reconstruct3D.main(argv + ["from3d"]) == 0
+    assert "(3d fragments" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(data / "out" / "from3d.tif"),
+                                  agglomerate(mem, over, [0.35], fragment_mode="3d")[0])
+    assert reconstruct3D.main(argv + ["again3d", "--fragments", "3d"]) == 0
+    capsys.readouterr()
+    # a threshold chosen on 3-D fragments is not applied to per-slice ones, nor the reverse
+    refused(reconstruct3D.main, argv + ["r", "--fragments", "2d"], capsys, data,
+            "--fragments 2d, but --merge_threshold_from sweep3d.json chose its threshold on 3d "
+            "fragments: give --fragments 3d or leave it out")
+    refused(reconstruct3D.main, argv[:-3] + ["--merge_threshold_from", "sweep.json", "--name",
+                                             "r", "--fragments", "3d"], capsys, data,
+            "chose its threshold on 2d fragments")
+
+
 @pytest.mark.parametrize("extra, fragments", [
     (["--merge_threshold_from", "sweep.json", "--merge_threshold", "0.3"],
      ["--merge_threshold and --merge_threshold_from are exclusive"]),
