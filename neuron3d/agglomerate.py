@@ -27,13 +27,13 @@ from .labels import label_dtype
 
 __all__ = [
     "DEFAULT_THRESHOLD", "FRAGMENT_MODES", "SCORINGS", "affinities", "agglomerate",
-    "check_inputs", "check_thresholds", "fragments", "small_objects",
+    "check_fragment_mode", "check_inputs", "check_thresholds", "fragments", "small_objects",
 ]
 
-#: How :func:`fragments` cuts the membrane: ``2d`` a watershed per slice (the default, and the
-#: only one the blockwise agglomeration runs), ``3d`` one watershed of the whole volume, for
-#: isotropic data (FIB-SEM), where a neurite running within the slice plane keeps one fragment
-#: across slices (documentation/real_em.md).
+#: How :func:`fragments` cuts the membrane: ``2d`` a watershed per slice (the default), ``3d``
+#: one watershed of the whole volume (blockwise: of each block), for isotropic data (FIB-SEM),
+#: where a neurite running within the slice plane keeps one fragment across slices
+#: (documentation/real_em.md).
 FRAGMENT_MODES = ("2d", "3d")
 
 
@@ -230,6 +230,12 @@ def _check_fragment_options(seed_threshold, sigma, min_distance):
         raise ValueError(f"min_distance must be an integer >= 0, got {min_distance}")
 
 
+def check_fragment_mode(mode):
+    """ValueError unless ``mode`` is one of :data:`FRAGMENT_MODES`."""
+    if mode not in FRAGMENT_MODES:
+        raise ValueError(f"fragments must be one of {', '.join(FRAGMENT_MODES)}, got {mode!r}")
+
+
 def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=None,
               mode="2d"):
     """Over-segment each slice (``mode="3d"``: the volume) with a watershed of its membrane
@@ -278,8 +284,7 @@ def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=N
     """
     membrane = _probabilities(membrane, "membrane")
     _check_fragment_options(seed_threshold, sigma, min_distance)
-    if mode not in FRAGMENT_MODES:
-        raise ValueError(f"fragments must be one of {', '.join(FRAGMENT_MODES)}, got {mode!r}")
+    check_fragment_mode(mode)
     if mode == "3d":
         import fastremap
 

@@ -293,8 +293,7 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
         Bad input (see :func:`check_agglomerate_inputs`), naming the store or flag; nothing
         is written then.
     """
-    from ..agglomerate import check_thresholds
-    from ..agglomerate import fragments as check_fragment_options
+    from ..agglomerate import _check_fragment_options, check_fragment_mode, check_thresholds
 
     outputs = [str(o) for o in outputs]
     check_outputs_apart({_MEMBRANE: membrane, _OVERLAP: overlap},
@@ -307,8 +306,8 @@ def agglomerate_stores(client, membrane, overlap, outputs, thresholds, chunks=No
                          f"{', '.join(BLOCKWISE_SCORINGS)}")
     if z_threshold is not None and not 0.0 < z_threshold <= 1.0:
         raise ValueError(f"z_threshold must be in (0, 1] or None, got {z_threshold}")
-    check_fragment_options(np.zeros((1, 1, 1), np.float32), seed_threshold, sigma, min_distance,
-                           workers=1, mode=fragments)
+    _check_fragment_options(seed_threshold, sigma, min_distance)
+    check_fragment_mode(fragments)
     shape = check_agglomerate_inputs(membrane, overlap)
     chunks = block_chunks(shape, chunks, fragments)
     grid = block_grid(shape, (chunks[0],) + shape[1:])

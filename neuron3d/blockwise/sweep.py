@@ -102,7 +102,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     dict
         As :func:`neuron3d.sweep.sweep`.
     """
-    from ..agglomerate import check_thresholds
+    from ..agglomerate import check_fragment_mode, check_thresholds
     from ..metrics import Contingency, scores_from_table, sorted_table
     from ..thresholds import CRITERIA, THRESHOLDS, check_criterion, choose
 
@@ -111,11 +111,7 @@ def sweep_stores(client, membrane, overlap, labels, evaluation=None, thresholds=
     if scratch is not None:
         check_outputs_apart(inputs, {"--output": scratch})
     check_criterion(criterion)
-    from ..agglomerate import FRAGMENT_MODES
-
-    if fragments not in FRAGMENT_MODES:
-        raise ValueError(f"fragments must be one of {', '.join(FRAGMENT_MODES)}, got "
-                         f"{fragments!r}")
+    check_fragment_mode(fragments)
     values = check_thresholds(THRESHOLDS if thresholds is None else thresholds, "--thresholds")
     if scoring not in BLOCKWISE_SCORINGS:
         raise ValueError(f"--scoring {scoring}: blockwise agglomeration scores "
