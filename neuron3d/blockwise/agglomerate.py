@@ -125,15 +125,12 @@ def _probabilities(source, flag, region):
 
 
 def _block_3d(data, options):
-    """One 3-D watershed of a block (:func:`neuron3d.agglomerate.fragments`' ``3d`` rule):
-    uint32 fragments 1..n in order of first appearance, and n."""
-    import fastremap
+    """One 3-D watershed of a block (:func:`neuron3d.agglomerate.fragments` with
+    ``mode="3d"``): uint32 fragments 1..n in order of first appearance, and n."""
+    from ..agglomerate import fragments
 
-    from ..agglomerate import _slice_fragments
-
-    labels = _slice_fragments(data, *options)[0]
-    labels, mapping = fastremap.renumber(labels, in_place=True)
-    count = len(mapping) - (0 in mapping)
+    labels = fragments(data, *options, workers=1, mode="3d")
+    count = int(labels.max())
     if count >= 2**32:
         raise ValueError(f"a block of {len(data)} slices holds {count} fragments, more than its "
                          "uint32 store takes: give --chunks fewer slices")
@@ -153,15 +150,10 @@ def block_fragments(membrane, depth, seed_threshold=0.2, sigma=0.0, min_distance
         If ``depth`` is not a whole number >= 1, a fragment option is out of range or the
         stack is not a (z, y, x) probability.
     """
-    from ..agglomerate import _check_fragment_options
-    from ..agglomerate import _probabilities as probabilities
-
     if isinstance(depth, bool) or int(depth) != depth or depth < 1:
         raise ValueError(f"blocks must be a whole number of slices >= 1, got {depth!r}")
     depth = int(depth)
-    _check_fragment_options(seed_threshold, sigma, min_distance)
-    membrane = probabilities(membrane, "membrane")
-    out, top = np.empty(membrane.shape, dtype=np.uint64), 0
+    out, top = np.empty(np.shape(membrane), dtype=np.uint64), 0
     for z in range(0, len(membrane), depth):
         labels, count = _block_3d(membrane[z:z + depth],
                                   (seed_threshold, sigma, int(min_distance)))
@@ -170,39 +162,40 @@ def block_fragments(membrane, depth, seed_threshold=0.2, sigma=0.0, min_distance
     return out
 
 
+def _first_voxels(labels, count, offset):
+    """The C-order index (plus ``offset``) of the first voxel of each of the fragments
+    1..``count`` of ``labels``, in the order of the fragments."""
+    import fastremap
+
+    values, index = fastremap.unique(np.ascontiguousarray(labels), return_index=True)
+    first = np.full(count, np.iinfo(np.uint64).max, dtype=np.uint64)
+    first[values.astype(np.int64) - 1] = index.astype(np.uint64) + np.uint64(offset)
+    return first
+
+
 def fragment_task(membrane, fragments, shape, options, mode, region):
     """Pass 1: the watershed fragments of the block, written to the uint32 store
     ``fragments``: of each slice, numbered 1..n in the slice (``mode`` ``2d``), or one 3-D
     watershed of the block, numbered 1..n in the block (``3d``); returns (n of each slice,
     for ``3d`` all at the block's last slice; the C-order index in the volume of each
     fragment's first voxel, in the order of the fragments)."""
-    import fastremap
-
     from ..agglomerate import _slice_fragments
 
     data = _probabilities(membrane, _MEMBRANE, region)
     plane = shape[1] * shape[2]
     if mode == "3d":
         out, count = _block_3d(data, options)
-        values, index = fastremap.unique(out, return_index=True)
-        first = np.full(count, np.iinfo(np.uint64).max, dtype=np.uint64)
-        first[values.astype(np.int64) - 1] = index.astype(np.uint64) + \
-            np.uint64(region[0].start * plane)
         counts = np.zeros(len(data), dtype=np.int64)
         counts[-1] = count
         zarrio.open_output(fragments)[region] = out
-        return counts, first
+        return counts, _first_voxels(out, count, region[0].start * plane)
     out = np.empty(data.shape, dtype=np.uint32)
     counts, firsts = [], []
     for k, image in enumerate(data):
         labels, count = _slice_fragments(image, *options)
         out[k] = labels
-        values, index = fastremap.unique(np.ascontiguousarray(out[k]), return_index=True)
-        first = np.full(count, np.iinfo(np.uint64).max, dtype=np.uint64)
-        first[values.astype(np.int64) - 1] = index.astype(np.uint64) + \
-            np.uint64((region[0].start + k) * plane)
         counts.append(count)
-        firsts.append(first)
+        firsts.append(_first_voxels(out[k], count, (region[0].start + k) * plane))
     zarrio.open_output(fragments)[region] = out
     return np.array(counts, dtype=np.int64), np.concatenate(firsts)
 
