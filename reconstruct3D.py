@@ -199,10 +199,6 @@ def run_agglomerate(args):
     names = [name] if thresholds is None else output_names(name, thresholds)
     targets = [output_path(folder, n) for n in names]
     in_blocks = _blockwise(args, sources, targets)
-    if args.merge_threshold_from is not None:  # a missing or bad file: one line, first
-        from neuron3d.sweep import chosen_threshold
-
-        chosen_threshold(args.merge_threshold_from)
     mode = agglomeration_fragments(args.fragments, args.merge_threshold_from)
     blockwise.check_arguments(args, {"--input_dir_membrane": sources[0],
                                      "--input_dir_overlap": sources[1]},

@@ -31,6 +31,29 @@ from .cli import ArgumentParser, check_output_file, run_cli
 from .thresholds import CRITERIA, DEFAULT_CRITERION, THRESHOLDS, check_criterion, choose
 
 
+def _read_sweep(path):
+    """A sweep file's JSON object.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, when it is missing or unreadable, not JSON or not an object.
+    """
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read the sweep file {path}: {exc.strerror or exc}") from None
+    try:
+        sweep = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a sweep file of python -m neuron3d.sweep ({exc})"
+                         ) from None
+    if not isinstance(sweep, dict):
+        raise ValueError(f"{path} is not a sweep file of python -m neuron3d.sweep (not a JSON "
+                         "object)")
+    return sweep
+
+
 def chosen_threshold(path):
     """The merge threshold a sweep file chose, as ``experiment_8.sh`` applies it to c.
 
@@ -52,12 +75,9 @@ def chosen_threshold(path):
         Naming the file, when it is missing or unreadable, not JSON, has no numeric
         ``chosen`` entry, or that entry is not in [0, 1].
     """
+    sweep = _read_sweep(path)
     try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ValueError(f"cannot read the sweep file {path}: {exc.strerror or exc}") from None
-    try:
-        chosen = json.loads(text)["chosen"]
+        chosen = sweep["chosen"]
         if isinstance(chosen, bool) or not isinstance(chosen, (int, float)):
             raise TypeError(f"'chosen' is {chosen!r}, not a number")
         value = float(f"{chosen:g}")
@@ -72,9 +92,14 @@ def chosen_threshold(path):
 
 def swept_fragments(path):
     """The fragments a sweep file's threshold was chosen on: its ``fragments`` (``2d`` when
-    it records none, as per-slice sweeps of membranes do).  The file must already have passed
-    :func:`chosen_threshold`."""
-    fragments = json.loads(Path(path).read_text()).get("fragments", "2d")
+    it records none, as per-slice sweeps of membranes do).
+
+    Raises
+    ------
+    ValueError
+        Naming the file: see :func:`chosen_threshold`, or ``fragments`` is not a name.
+    """
+    fragments = _read_sweep(path).get("fragments", "2d")
     if not isinstance(fragments, str):
         raise ValueError(f"{path}: 'fragments' is {fragments!r}, not a name of fragments")
     return fragments
@@ -95,8 +120,14 @@ def agglomeration_fragments(value, sweep_file):
     if sweep_file is None:
         return mode
     swept = swept_fragments(sweep_file)
+    from .agglomerate import FRAGMENT_MODES
+
+    if swept not in FRAGMENT_MODES:  # a sweep of affinities (zwatershed)
+        raise ValueError(f"--merge_threshold_from {sweep_file} chose its threshold on {swept} "
+                         "fragments, which membranes are not cut into "
+                         f"({' or '.join(FRAGMENT_MODES)})")
     if value is None:
-        return fragments_option(swept, affinities=False)
+        return swept
     if swept != mode:
         raise ValueError(f"--fragments {mode}, but --merge_threshold_from {sweep_file} chose "
                          f"its threshold on {swept} fragments: give --fragments {swept} or "

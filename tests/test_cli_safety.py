@@ -201,6 +201,11 @@ def test_merge_threshold_from_a_3d_sweep_cuts_3d_fragments(data, capsys):
     refused(reconstruct3D.main, argv[:-3] + ["--merge_threshold_from", "sweep.json", "--name",
                                              "r", "--fragments", "3d"], capsys, data,
             "chose its threshold on 2d fragments")
+    (data / "sweepz.json").write_text(json.dumps({"chosen": 0.35, "fragments": "zwatershed"}))
+    refused(reconstruct3D.main, argv[:-3] + ["--merge_threshold_from", "sweepz.json", "--name",
+                                             "r"], capsys, data,
+            "--merge_threshold_from sweepz.json chose its threshold on zwatershed fragments, "
+            "which membranes are not cut into (2d or 3d)")
 
 
 @pytest.mark.parametrize("extra, fragments", [
