@@ -264,10 +264,6 @@ def resolve(args):
     if args.fragments is not None and args.method not in ("agglomerate", "both"):
         raise ValueError(f"--fragments is for the agglomeration (--method agglomerate or "
                          f"both), not --method {args.method}")
-    if args.fragments is not None:  # the scripts' own check, before anything runs
-        from .sweep import fragments_option
-
-        fragments_option(args.fragments, affinities=False)
     return Options(demo=args.demo, recipe=recipe, datasets=datasets,
                    work=str(Path(work)), results=str(Path(args.results)), run=run,
                    epochs=args.epochs, steps=args.steps, minutes=args.minutes, paths=args.paths,
