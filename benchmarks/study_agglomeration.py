@@ -42,13 +42,11 @@ GRID = [round(t, 2) for t in np.arange(0.3, 0.91, 0.05)]
 
 def best_by_voi(labels, membrane, overlap, thresholds=GRID, **options):
     """(threshold, scores) of the lowest VOI split + merge over ``thresholds``."""
-    from neuron3d.agglomerate import _slice_fragments, agglomerate
+    from neuron3d.agglomerate import agglomerate, fragments
     from neuron3d.metrics import evaluate
 
     if "fragments_3d" in options:
-        probability = membrane.astype(np.float32) / 255 if membrane.dtype == np.uint8 \
-            else membrane
-        options["fragment_ids"] = _slice_fragments(probability, *options.pop("fragments_3d"))[0]
+        options["fragment_ids"] = fragments(membrane, *options.pop("fragments_3d"), mode="3d")
     best = None
     for t, volume in zip(thresholds, agglomerate(membrane, overlap, thresholds, workers=1,
                                                  **options)):
