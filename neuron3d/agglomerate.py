@@ -31,9 +31,8 @@ __all__ = [
 ]
 
 #: How :func:`fragments` cuts the membrane: ``2d`` a watershed per slice (the default), ``3d``
-#: one watershed of the whole volume (blockwise: of each block), for isotropic data (FIB-SEM),
-#: where a neurite running within the slice plane keeps one fragment across slices
-#: (documentation/real_em.md).
+#: one of the volume (blockwise: of each block), for isotropic data (FIB-SEM), where a neurite
+#: within the slice plane keeps one fragment across slices (documentation/real_em.md).
 FRAGMENT_MODES = ("2d", "3d")
 
 
@@ -279,8 +278,7 @@ def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=N
     Raises
     ------
     ValueError
-        If the stack is not 3-D or not a probability, or a parameter or the mode is out of
-        range.
+        If the stack is not a 3-D probability, or a parameter or the mode is out of range.
     """
     membrane = _probabilities(membrane, "membrane")
     _check_fragment_options(seed_threshold, sigma, min_distance)
@@ -307,10 +305,9 @@ def fragments(membrane, seed_threshold=0.2, sigma=0.0, min_distance=5, workers=N
 def _pair_index(lower, upper):
     """Index 0..P-1 of the fragment pair (lower[i], upper[i]) of every pixel, and P.
 
-    Per-slice fragment IDs of one slice are a contiguous range (see
-    :func:`fragments`), so a pair is ``a * width + b`` in local IDs, without
-    sorting when that range is small (3-D fragments span wider ranges, and are
-    then sorted).
+    Per-slice fragment IDs of one slice are a contiguous range (see :func:`fragments`), so
+    a pair is ``a * width + b`` in local IDs, without sorting when that range is small (3-D
+    fragments span wider ranges, and are then sorted).
     """
     lo_base, hi_base = lower.min(), upper.min()
     width = int(upper.max() - hi_base) + 1
