@@ -88,6 +88,9 @@ def main(argv=None):
     p.add_argument("--features", type=int, default=12)
     p.add_argument("--levels", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--bf16", action="store_true",
+                   help="also time the default network in mixed bfloat16 (NN-6's "
+                        "--mixed_precision bf16)")
     args = p.parse_args(argv)
     from imagetranslation.affinity.network import unet
 
@@ -96,12 +99,15 @@ def main(argv=None):
     for name, model in (("stacked Conv2D (default)", unet(args.features, args.levels)),
                         ("stacked Conv2D, --fine_z", unet(args.features, args.levels,
                                                           fine_z=True)),
-                        ("Keras Conv3D (naive)", conv3d_unet(args.features, args.levels))):
+                        ("Keras Conv3D (naive)", conv3d_unet(args.features, args.levels)),
+                        *((("stacked Conv2D, bf16", unet(args.features, args.levels,
+                                                         dtype="mixed_bfloat16")),)
+                          if args.bf16 else ())):
         results[name] = (step_seconds(model, crop, args.repeats), predict_seconds(model))
         print(f"{name}: {results[name][0]:.3f} s per training step on {crop}, "
               f"{results[name][1]:.1f} s to predict 128^3 ({model.count_params()} weights)")
     naive = results["Keras Conv3D (naive)"]
-    for name in list(results)[:2]:
+    for name in [n for n in results if n != "Keras Conv3D (naive)"]:
         print(f"{name}: x{naive[0] / results[name][0]:.1f} the steps per second of the naive "
               f"reference, x{naive[1] / results[name][1]:.1f} its prediction speed")
 

@@ -152,14 +152,21 @@ def resolve_mixed_precision(value, deterministic, devices, crop_size, flags=None
     which caps oneDNN at AVX2), else None; any other value as it is."""
     if value != "auto":
         return value
-    if (deterministic or crop_size < BF16_MIN_CROP
-            or any("GPU" in str(d).upper() for d in devices or ())):
+    if crop_size < BF16_MIN_CROP:
         return None
+    return "bf16" if bf16_cpu(deterministic, devices, flags) else None
+
+
+def bf16_cpu(deterministic, devices=(), flags=None, needs=BF16_FLAGS):
+    """Whether training runs on a CPU with one of the flags ``needs`` (no GPU among
+    ``devices`` or visible) and without ``deterministic`` (which caps oneDNN at AVX2)."""
+    if deterministic or any("GPU" in str(d).upper() for d in devices or ()):
+        return False
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
-        return None
-    return "bf16" if set(BF16_FLAGS) & (cpu_flags() if flags is None else flags) else None
+        return False
+    return bool(set(needs) & (cpu_flags() if flags is None else flags))
 
 
 def configure(config):

@@ -203,3 +203,62 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert cli.main(["--mode", "test", "--checkpoint", str(tmp_path / "run2d"), "--input_em",
                      em, "--output", str(tmp_path / "o.tif")]) == 2
     assert "holds no affinity network" in _one_error_line(capsys)
+
+
+def test_bf16_computes_in_bfloat16_on_float32_weights_and_predicts(tmp_path):
+    from imagetranslation.affinity.train import load
+
+    em, labels = (tifffile.imread(p) for p in _volume(tmp_path))
+    settings = Settings(features=2, levels=2, crop=(4, 8, 8), max_steps=2,
+                        mixed_precision="bf16")
+    train(settings, [(em, labels)], tmp_path / "run", log=lambda line: None)
+    assert json.loads((tmp_path / "run" / "options.json").read_text())["mixed_precision"] == "bf16"
+    model, loaded = load(tmp_path / "run")
+    assert loaded.mixed_precision == "bf16"
+    conv = model.get_layer("down0_conv1").conv
+    assert conv.compute_dtype == "bfloat16" and conv.kernel.dtype == "float32"
+    out = model(em[None, :, :, :, None].astype("float32") / 127.5 - 1, training=False)
+    assert np.asarray(out).dtype == np.float32 and out.shape == (1, 8, 16, 16, 3)
+    with pytest.raises(ValueError, match="bf16 or off"):
+        Settings(max_steps=1, mixed_precision="fp16")
+
+
+@pytest.mark.parametrize("flags, deterministic, precision, conv",
+                         [({"amx_bf16", "avx512_bf16"}, False, "bf16", "conv3d"),
+                          ({"amx_bf16"}, True, None, "conv3d"),  # --deterministic: AVX2
+                          ({"avx512_bf16"}, False, None, "stacked"),  # bf16 without AMX: slower
+                          ({"avx2"}, False, None, "stacked")])
+def test_auto_resolves_by_the_machine(monkeypatch, flags, deterministic, precision, conv):
+    from imagetranslation import runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda path=None: frozenset(flags))
+    argv = ["--mode", "train", "--max_steps", "1", "--input_em", "e.tif",
+            *(["--deterministic"] if deterministic else [])]
+    args = cli.build_parser().parse_args(argv)
+    settings = cli._settings(args)
+    assert (settings.mixed_precision, settings.conv) == (precision, conv)
+    assert cli._auto_note(args, settings).endswith(
+        f"--mixed_precision auto: {precision or 'float32'}, --conv auto: {conv} on this machine")
+    fixed = cli.build_parser().parse_args([*argv, "--mixed_precision", "off", "--conv",
+                                           "stacked"])
+    settings = cli._settings(fixed)
+    assert (settings.mixed_precision, settings.conv) == (None, "stacked")
+    assert cli._auto_note(fixed, settings) is None  # nothing was chosen for the user
+
+
+def test_a_run_records_what_auto_chose(tmp_path, monkeypatch, capsys):
+    from imagetranslation import runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda path=None: frozenset({"amx_bf16"}))
+    em, labels = _volume(tmp_path)
+    argv = ["--mode", "train", "--max_steps", "1", *TINY, "--input_em", em, "--input_labels",
+            labels, "--output_dir", str(tmp_path / "run"), "--mixed_precision", "auto"]
+    assert cli.main(argv) == 0
+    options = json.loads((tmp_path / "run" / "options.json").read_text())
+    assert (options["mixed_precision"], options["conv"]) == ("bf16", "conv3d")
+    assert "--mixed_precision auto: bf16, --conv auto: conv3d" in capsys.readouterr().err
+    # a resumed run keeps its precision whatever auto would say on the machine now
+    monkeypatch.setattr(runtime, "cpu_flags", lambda path=None: frozenset())
+    assert cli.main([*argv, "--checkpoint", str(tmp_path / "run"), "--max_steps", "2"]) == 0
+    options = json.loads((tmp_path / "run" / "options.json").read_text())
+    assert options["mixed_precision"] == "bf16"

@@ -21,7 +21,8 @@ from neuron3d import io
 from neuron3d.atomic import check_outputs_apart
 from neuron3d.cli import ArgumentParser, run_cli
 
-from .train import PROG, Settings, check_volume
+from .network import CONVS
+from .train import PROG, Settings, check_volume, machine_choices
 
 _DEFAULTS = Settings(max_steps=1)
 
@@ -75,6 +76,15 @@ def build_parser():
                    help="deterministic kernels on fixed threads (train: bit-identical resume; "
                         "test: the same affinities on any machine's thread count)")
     t.add_argument("--threads", type=int, help="TensorFlow's thread pools (train and test)")
+    t.add_argument("--mixed_precision", choices=("auto", "bf16", "off"), default="auto",
+                   help="bf16: bfloat16 arithmetic on float32 weights; off: float32; auto "
+                        "(default): bf16 on a CPU with AMX (amx_bf16), unless --deterministic "
+                        "or a GPU. A resumed run keeps its own")
+    net.add_argument("--conv", choices=("auto", *CONVS), default="auto",
+                     help="how the 3x3x3 convolutions run: stacked (a Conv2D over three slices "
+                          "in channels), conv3d (Keras' Conv3D), or auto (default): conv3d on "
+                          "a CPU with AMX or a GPU, stacked otherwise (documentation/"
+                          "affinities.md)")
     q = p.add_argument_group("prediction (test)")
     q.add_argument("--tile", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="largest tile predicted at once (default 96 192 192)")
@@ -86,7 +96,15 @@ def _settings(args):
     names = [f for f in Settings.__dataclass_fields__]
     values = {n: getattr(args, n) for n in names if hasattr(args, n)}
     values["crop"] = tuple(values["crop"])
+    values.update(machine_choices(args.mixed_precision, args.conv, args.deterministic))
     return Settings(**values)
+
+
+def _auto_note(args, settings):
+    """What ``auto`` chose on this machine (None when the user chose)."""
+    said = [f"--{name} auto: {getattr(settings, name) or 'float32'}"
+            for name in ("mixed_precision", "conv") if getattr(args, name) == "auto"]
+    return f"{PROG}: {', '.join(said)} on this machine" if said else None
 
 
 def _read_em(path, flag):
@@ -150,6 +168,9 @@ def _train(args):
                                 args.validation_labels, settings)
     if args.force and not resume:
         remove_run_files(out)
+    note = None if resume else _auto_note(args, settings)
+    if note:
+        print(note, file=sys.stderr)
     train(settings, volumes, out, validation, resume=resume,
           log=lambda line: print(line, flush=True))
 

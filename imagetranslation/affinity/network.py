@@ -19,6 +19,8 @@ from keras import layers, ops
 
 #: Input layout: (batch, z, y, x, 1) float32 EM scaled to [-1, 1].
 CHANNELS = 3
+#: The implementations of the 3x3x3 (and 1x3x3) convolutions (:func:`unet`'s ``conv``).
+CONVS = ("stacked", "conv3d")
 
 
 @keras.saving.register_keras_serializable("neuron3d")
@@ -61,7 +63,8 @@ class SliceStackConv(layers.Layer):
         return {**super().get_config(), "filters": self.filters, "z_kernel": self.z_kernel}
 
 
-def unet(features=12, levels=3, growth=2, z_pool=True, fine_z=False):
+def unet(features=12, levels=3, growth=2, z_pool=True, fine_z=False, dtype=None,
+         conv="stacked"):
     """The affinity U-Net.
 
     Parameters
@@ -78,19 +81,32 @@ def unet(features=12, levels=3, growth=2, z_pool=True, fine_z=False):
         3x3x3 convolutions at the finest level too.  By default only the first convolution
         there (over the EM) is 3-D and the other three are 1x3x3: at full resolution they cost
         most of the time, and the coarser levels' 3-D convolutions see across slices.
+    dtype : str, optional
+        Keras dtype policy of every layer but the output (``"mixed_bfloat16"``: bfloat16
+        arithmetic on float32 weights); the output layer is float32 whatever it is.
+    conv : {"stacked", "conv3d"}
+        How the convolutions run: :class:`SliceStackConv` (faster on CPUs without AMX) or
+        Keras' ``Conv3D`` (faster with AMX in bfloat16, and for prediction); the same
+        architecture either way, but their weights are laid out differently.
 
     Returns
     -------
     keras.Model
         (batch, z, y, x, 1) -> (batch, z, y, x, 3) float32 affinities in (0, 1).
     """
+    if conv not in CONVS:
+        raise ValueError(f"conv must be one of {', '.join(CONVS)}, got {conv}")
     pool = (2, 2, 2) if z_pool else (1, 2, 2)
     inputs = keras.Input((None, None, None, 1), name="em")
 
     def block(x, n, name, z_kernels=(3, 3)):
         for i, z_kernel in enumerate(z_kernels, 1):
-            x = SliceStackConv(n, z_kernel, name=f"{name}_conv{i}")(x)
-            x = layers.ReLU(name=f"{name}_relu{i}")(x)
+            if conv == "conv3d":
+                x = layers.Conv3D(n, (z_kernel, 3, 3), padding="same", name=f"{name}_conv{i}",
+                                  dtype=dtype)(x)
+            else:
+                x = SliceStackConv(n, z_kernel, name=f"{name}_conv{i}", dtype=dtype)(x)
+            x = layers.ReLU(name=f"{name}_relu{i}", dtype=dtype)(x)
         return x
 
     x, skips = inputs, []
@@ -99,10 +115,10 @@ def unet(features=12, levels=3, growth=2, z_pool=True, fine_z=False):
                   (3, 3) if level or fine_z else (3, 1))
         if level < levels - 1:
             skips.append(x)
-            x = layers.MaxPooling3D(pool, name=f"pool{level}")(x)
+            x = layers.MaxPooling3D(pool, name=f"pool{level}", dtype=dtype)(x)
     for level in reversed(range(levels - 1)):
-        x = layers.UpSampling3D(pool, name=f"up{level}")(x)
-        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = layers.UpSampling3D(pool, name=f"up{level}", dtype=dtype)(x)
+        x = layers.Concatenate(name=f"skip{level}", dtype=dtype)([x, skips[level]])
         x = block(x, features * growth ** level, f"up{level}",
                   (3, 3) if level or fine_z else (1, 1))
     outputs = layers.Conv3D(CHANNELS, 1, activation="sigmoid", dtype="float32",
