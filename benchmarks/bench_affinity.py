@@ -7,7 +7,11 @@ channels, 1x3x3 at the finest level but for the first convolution: the default) 
 forward and backward pass and an Adam update on a (1, Z, Y, X, 1) crop; the median of
 ``--repeats`` steps after two warm-up steps is reported, and the prediction of a 128^3 volume.
 
-    python -m benchmarks.bench_affinity [--crop 32 64 64] [--features 12] [--repeats 10]
+    python -m benchmarks.bench_affinity [--crop 32 64 64] [--features 12] [--repeats 10] [--bf16]
+
+``--conv conv3d`` is the default network built from Keras' Conv3D with the same kernel shapes
+(1x3x3 where the stacked form uses them); ``--bf16`` adds both forms in mixed bfloat16, which
+NN-6's ``auto`` picks (as Conv3D) on CPUs with AMX.
 """
 
 from __future__ import annotations
@@ -100,8 +104,11 @@ def main(argv=None):
                         ("stacked Conv2D, --fine_z", unet(args.features, args.levels,
                                                           fine_z=True)),
                         ("Keras Conv3D (naive)", conv3d_unet(args.features, args.levels)),
+                        ("--conv conv3d", unet(args.features, args.levels, conv="conv3d")),
                         *((("stacked Conv2D, bf16", unet(args.features, args.levels,
-                                                         dtype="mixed_bfloat16")),)
+                                                         dtype="mixed_bfloat16")),
+                           ("--conv conv3d, bf16", unet(args.features, args.levels,
+                                                        conv="conv3d", dtype="mixed_bfloat16")))
                           if args.bf16 else ())):
         results[name] = (step_seconds(model, crop, args.repeats), predict_seconds(model))
         print(f"{name}: {results[name][0]:.3f} s per training step on {crop}, "

@@ -181,6 +181,7 @@ class Loop:
         self.optimizers = [model.g_opt] + ([model.d_opt] if model.discriminator is not None
                                            else [])
         self.step, self.losses, self.saved, self.validated = start, {}, None, None
+        self.skipped = 0  # steps of this session skipped for a non-finite loss (bf16 only)
         self.rate, self.began = None, None
 
     def elapsed(self):
@@ -195,6 +196,8 @@ class Loop:
                   "max_steps": self.total, "max_minutes": self.minutes}
         if self.validator is not None:
             result["validation"] = self.validator.record(self.options)
+        if self.options.mixed_precision == "bf16":
+            result["skipped_steps"] = self.skipped
         write_training_record(self.out, result)
         return result
 
@@ -259,6 +262,7 @@ class Loop:
                 result = step_fn(batch_inputs, batch_targets)
                 self.step = int(result["step"])
                 losses = {k: float(v) for k, v in result.items() if k not in ("outputs", "step")}
+                self.skipped += int(losses.pop("skipped", 0.0))
                 if self.model.discriminator is None:
                     losses = {"gen_loss_classic": losses["gen_loss_classic"]}
                 self.losses = losses
@@ -286,6 +290,10 @@ class Loop:
 
     def finish(self):
         """The final checkpoint and validation."""
+        if self.skipped:
+            print(f"{PROG}: {self.skipped} of {self.step - self.start} steps skipped: their "
+                  "loss or gradients were not finite in bfloat16 (training.json: "
+                  "skipped_steps)", file=sys.stderr)
         if self.step > self.start or self.manager.latest_checkpoint is None:
             self.save()
         validator = self.validator
@@ -327,7 +335,9 @@ def fit(model, dataset, options, start, validation=None):
         (float, wall time of this invocation's training loop, final
         checkpoint included), ``seconds_total`` (``seconds`` plus the
         ``seconds_total`` of the training.json of the run resumed, if any),
-        ``max_steps`` (int or None), ``max_minutes`` (float or None).
+        ``max_steps`` (int or None), ``max_minutes`` (float or None); in bfloat16,
+        ``skipped_steps`` (int: steps of this invocation whose loss or gradients were not
+        finite, so their update was not applied).
     """
     return Loop(model, dataset, options, start, validation).run()
 

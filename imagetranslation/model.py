@@ -103,6 +103,7 @@ class Model:
         o = self.options
         gen, disc = self.generator, self.discriminator
         strategy, replicas = self.strategy, self.replicas
+        guarded = o.mixed_precision == "bf16"
         replica_sum = None
         if replicas > 1:
             def replica_sum(value):
@@ -117,6 +118,9 @@ class Model:
             return value if replicas == 1 else value / replicas
 
         def update(inputs, targets):
+            # read before the forward pass updates them (batch norm's moving statistics)
+            kept = [(v, tf.identity(v.value)) for net in (gen, disc) if net is not None
+                    for v in net.non_trainable_variables] if guarded else []
             with tf.GradientTape(persistent=True) as tape:
                 outputs = gen(inputs)
                 classic = classic_loss(o.Y_loss, outputs, targets, replica_sum, o.pos_weight)
@@ -128,14 +132,45 @@ class Model:
                     gan, d_loss = gan_losses(o.loss, real, fake)
                     loss = loss + o.gan_weight * gan
                 shared_loss, shared_d_loss = share(loss), share(d_loss)  # on the tape
+            losses = {"gen_loss_classic": classic, "gen_loss_GAN": gan, "discrim_loss": d_loss}
+            if not guarded:
+                if disc is not None:
+                    d_grads = tape.gradient(shared_d_loss, disc.trainable_variables)
+                    self.d_opt.apply_gradients(zip(d_grads, disc.trainable_variables))
+                grads = tape.gradient(shared_loss, gen.trainable_variables)
+                self.g_opt.apply_gradients(zip(grads, gen.trainable_variables))
+                del tape
+                return losses, outputs
+            # bfloat16 on AMX now and then gives a non-finite loss or gradient (at random, a
+            # step in hundreds or thousands); one applied would make every weight NaN for good.
+            # Such a step is skipped (on every replica), its moving statistics put back, and
+            # it is counted.
+            updates = [(self.g_opt, tape.gradient(shared_loss, gen.trainable_variables),
+                        gen.trainable_variables)]
             if disc is not None:
-                d_grads = tape.gradient(shared_d_loss, disc.trainable_variables)
-                self.d_opt.apply_gradients(zip(d_grads, disc.trainable_variables))
-            grads = tape.gradient(shared_loss, gen.trainable_variables)
-            self.g_opt.apply_gradients(zip(grads, gen.trainable_variables))
+                updates.insert(0, (self.d_opt, tape.gradient(
+                    shared_d_loss, disc.trainable_variables), disc.trainable_variables))
             del tape
-            return {"gen_loss_classic": classic, "gen_loss_GAN": gan,
-                    "discrim_loss": d_loss}, outputs
+            checked = [loss, d_loss, *(g for _, grads, _ in updates for g in grads
+                                       if g is not None)]
+            bad = tf.cast(tf.logical_not(tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in checked])),
+                tf.float32)
+            if replica_sum is not None:
+                bad = tf.minimum(replica_sum(bad), 1.0)
+
+            def apply():
+                for optimizer, grads, variables in updates:
+                    optimizer.apply_gradients(zip(grads, variables))
+                return tf.constant(0.0)
+
+            def skip():
+                for variable, value in kept:
+                    variable.assign(value)
+                return tf.constant(1.0)
+
+            skipped = tf.cond(bad > 0, skip, apply)
+            return {**losses, "skipped": skipped}, outputs
 
         def step(inputs, targets):
             if strategy is None:

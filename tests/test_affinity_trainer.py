@@ -262,3 +262,29 @@ def test_a_run_records_what_auto_chose(tmp_path, monkeypatch, capsys):
     assert cli.main([*argv, "--checkpoint", str(tmp_path / "run"), "--max_steps", "2"]) == 0
     options = json.loads((tmp_path / "run" / "options.json").read_text())
     assert options["mixed_precision"] == "bf16"
+
+
+def test_a_non_finite_step_in_bf16_is_skipped(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from imagetranslation.affinity import train as train_module
+
+    original = train_module.batch
+
+    def poisoned(volumes, crop, size, seed, step, augment, balanced):
+        x, target, weight = original(volumes, crop, size, seed, step, augment, balanced)
+        return (np.full_like(x, np.nan) if step == 1 else x), target, weight
+
+    monkeypatch.setattr(train_module, "batch", poisoned)
+    em, labels = (tifffile.imread(p) for p in _volume(tmp_path))
+    for precision, name in (("bf16", "guarded"), (None, "plain")):
+        settings = Settings(features=2, levels=2, crop=(4, 8, 8), max_steps=3,
+                            mixed_precision=precision)
+        record = train(settings, [(em, labels)], tmp_path / name, log=lambda line: None)
+        reader = tf.train.load_checkpoint(str(tmp_path / name / "ckpt-3"))
+        finite = all(np.isfinite(reader.get_tensor(n)).all()
+                     for n in reader.get_variable_to_shape_map() if n.startswith("model/"))
+        if precision:
+            assert record["skipped_steps"] == 1 and finite
+        else:  # float32 has no guard (its clipped loss may stay finite)
+            assert record["skipped_steps"] == 0

@@ -194,7 +194,8 @@ class _Record:
     def __init__(self, folder, resumed):
         self.path = Path(folder) / "training.json"
         self.data = {"steps": 0, "seconds_total": 0.0, "validation": [], "loss": [],
-                     "kept_step": None, "kept_f1": None, "sessions": 0, "stopped_by": None}
+                     "kept_step": None, "kept_f1": None, "sessions": 0, "stopped_by": None,
+                     "skipped_steps": 0}
         if resumed:
             try:
                 self.data.update(json.loads(self.path.read_text(encoding="utf-8")))
@@ -272,8 +273,17 @@ def train(settings, volumes, output_dir, validation=None, resume=False, log=prin
             bce = -(target * tf.math.log(p) + (1 - target) * tf.math.log(1 - p))
             loss = tf.reduce_sum(weight * bce) / tf.maximum(tf.reduce_sum(weight), 1.0)
         grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        if settings.mixed_precision != "bf16":
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return loss, tf.constant(0.0)
+        # as translate.py's: a step whose loss or gradients are not finite is skipped
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in [loss, *grads]])
+
+        def apply():
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return tf.constant(0.0)
+
+        return loss, tf.cond(finite, apply, lambda: tf.constant(1.0))
 
     def validate(step):
         predicted = predict_volume(model, v_em, step_multiple, tile=v_em.shape, margin=0)
@@ -297,7 +307,9 @@ def train(settings, volumes, output_dir, validation=None, resume=False, log=prin
                 break
             x, target, weight = batch(volumes, settings.crop, settings.batch_size,
                                       settings.seed, step, settings.augment, settings.balanced)
-            losses.append(float(train_step(x, target, weight)))
+            loss, skipped = train_step(x, target, weight)
+            losses.append(float(loss))
+            record.data["skipped_steps"] += int(skipped)
             step += 1
             step_var.assign(step)
             if step % settings.save_freq == 0:
