@@ -6,6 +6,7 @@ from __future__ import annotations
 from .config import as_config
 from .losses import FusedAdam, classic_loss, gan_losses
 from .models import build_generator, patch_discriminator
+from .runtime import all_finite
 
 
 class Model:
@@ -103,7 +104,9 @@ class Model:
         o = self.options
         gen, disc = self.generator, self.discriminator
         strategy, replicas = self.strategy, self.replicas
-        guarded = o.mixed_precision == "bf16"
+        # bfloat16 on one device: skip non-finite steps (below).  Under several replicas the
+        # optimizers' merge_call cannot run inside a tf.cond, so there it is not guarded.
+        guarded = o.mixed_precision == "bf16" and replicas == 1
         replica_sum = None
         if replicas > 1:
             def replica_sum(value):
@@ -120,7 +123,8 @@ class Model:
         def update(inputs, targets):
             # read before the forward pass updates them (batch norm's moving statistics)
             kept = [(v, tf.identity(v.value)) for net in (gen, disc) if net is not None
-                    for v in net.non_trainable_variables] if guarded else []
+                    for v in net.non_trainable_variables if "float" in str(v.dtype)
+                    ] if guarded else []
             with tf.GradientTape(persistent=True) as tape:
                 outputs = gen(inputs)
                 classic = classic_loss(o.Y_loss, outputs, targets, replica_sum, o.pos_weight)
@@ -143,21 +147,14 @@ class Model:
                 return losses, outputs
             # bfloat16 on AMX now and then gives a non-finite loss or gradient (at random, a
             # step in hundreds or thousands); one applied would make every weight NaN for good.
-            # Such a step is skipped (on every replica), its moving statistics put back, and
-            # it is counted.
+            # Such a step is skipped, its moving statistics put back, and it is counted.
             updates = [(self.g_opt, tape.gradient(shared_loss, gen.trainable_variables),
                         gen.trainable_variables)]
             if disc is not None:
                 updates.insert(0, (self.d_opt, tape.gradient(
                     shared_d_loss, disc.trainable_variables), disc.trainable_variables))
             del tape
-            checked = [loss, d_loss, *(g for _, grads, _ in updates for g in grads
-                                       if g is not None)]
-            bad = tf.cast(tf.logical_not(tf.reduce_all(
-                [tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in checked])),
-                tf.float32)
-            if replica_sum is not None:
-                bad = tf.minimum(replica_sum(bad), 1.0)
+            finite = all_finite([loss, d_loss, *(g for _, grads, _ in updates for g in grads)])
 
             def apply():
                 for optimizer, grads, variables in updates:
@@ -169,7 +166,7 @@ class Model:
                     variable.assign(value)
                 return tf.constant(1.0)
 
-            skipped = tf.cond(bad > 0, skip, apply)
+            skipped = tf.cond(finite, apply, skip)
             return {**losses, "skipped": skipped}, outputs
 
         def step(inputs, targets):

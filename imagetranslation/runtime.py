@@ -169,6 +169,15 @@ def bf16_cpu(deterministic, devices=(), flags=None, needs=BF16_FLAGS):
     return bool(set(needs) & (cpu_flags() if flags is None else flags))
 
 
+def all_finite(tensors):
+    """A boolean tensor: whether every value of ``tensors`` (None entries ignored) is finite;
+    the trainers' check of a bfloat16 step before they apply it."""
+    import tensorflow as tf
+
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(t, tf.float32)))
+                          for t in tensors if t is not None])
+
+
 def configure(config):
     """Seeds and mixed precision for a run (``seed``, ``mixed_precision`` of a
     :class:`~imagetranslation.config.Config` or an options mapping)."""

@@ -225,13 +225,16 @@ def test_bf16_computes_in_bfloat16_on_float32_weights_and_predicts(tmp_path):
 
 @pytest.mark.parametrize("flags, deterministic, precision, conv",
                          [({"amx_bf16", "avx512_bf16"}, False, "bf16", "conv3d"),
-                          ({"amx_bf16"}, True, None, "conv3d"),  # --deterministic: AVX2
+                          ({"amx_bf16"}, True, None, "conv3d"),  # --deterministic: float32
                           ({"avx512_bf16"}, False, None, "stacked"),  # bf16 without AMX: slower
                           ({"avx2"}, False, None, "stacked")])
 def test_auto_resolves_by_the_machine(monkeypatch, flags, deterministic, precision, conv):
+    import tensorflow as tf
+
     from imagetranslation import runtime
 
     monkeypatch.setattr(runtime, "cpu_flags", lambda path=None: frozenset(flags))
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])  # no GPU
     argv = ["--mode", "train", "--max_steps", "1", "--input_em", "e.tif",
             *(["--deterministic"] if deterministic else [])]
     args = cli.build_parser().parse_args(argv)
@@ -257,11 +260,16 @@ def test_a_run_records_what_auto_chose(tmp_path, monkeypatch, capsys):
     options = json.loads((tmp_path / "run" / "options.json").read_text())
     assert (options["mixed_precision"], options["conv"]) == ("bf16", "conv3d")
     assert "--mixed_precision auto: bf16, --conv auto: conv3d" in capsys.readouterr().err
-    # a resumed run keeps its precision whatever auto would say on the machine now
+    # a resumed run builds the network it saved, whatever auto would say on the machine now
+    from imagetranslation.affinity import train as train_module
+
+    built, unet = [], train_module.unet
+    monkeypatch.setattr(train_module, "unet",
+                        lambda *a, **k: built.append((k["dtype"], k["conv"])) or unet(*a, **k))
     monkeypatch.setattr(runtime, "cpu_flags", lambda path=None: frozenset())
     assert cli.main([*argv, "--checkpoint", str(tmp_path / "run"), "--max_steps", "2"]) == 0
-    options = json.loads((tmp_path / "run" / "options.json").read_text())
-    assert options["mixed_precision"] == "bf16"
+    assert built == [("mixed_bfloat16", "conv3d")]
+    assert json.loads((tmp_path / "run" / "training.json").read_text())["steps"] == 2
 
 
 def test_a_non_finite_step_in_bf16_is_skipped(tmp_path, monkeypatch):
@@ -273,7 +281,7 @@ def test_a_non_finite_step_in_bf16_is_skipped(tmp_path, monkeypatch):
 
     def poisoned(volumes, crop, size, seed, step, augment, balanced):
         x, target, weight = original(volumes, crop, size, seed, step, augment, balanced)
-        return (np.full_like(x, np.nan) if step == 1 else x), target, weight
+        return x, target, (np.full_like(weight, np.nan) if step == 1 else weight)
 
     monkeypatch.setattr(train_module, "batch", poisoned)
     em, labels = (tifffile.imread(p) for p in _volume(tmp_path))
@@ -281,10 +289,14 @@ def test_a_non_finite_step_in_bf16_is_skipped(tmp_path, monkeypatch):
         settings = Settings(features=2, levels=2, crop=(4, 8, 8), max_steps=3,
                             mixed_precision=precision)
         record = train(settings, [(em, labels)], tmp_path / name, log=lambda line: None)
-        reader = tf.train.load_checkpoint(str(tmp_path / name / "ckpt-3"))
-        finite = all(np.isfinite(reader.get_tensor(n)).all()
-                     for n in reader.get_variable_to_shape_map() if n.startswith("model/"))
         if precision:
-            assert record["skipped_steps"] == 1 and finite
-        else:  # float32 has no guard (its clipped loss may stay finite)
+            reader = tf.train.load_checkpoint(str(tmp_path / name / "ckpt-3"))
+            # the weights and Adam's moments (in process, the weights are saved under the
+            # optimizer's _trainable_variables: the same objects, found first there)
+            tensors = [reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+                       if "trainable_variables" in n or n.startswith(("model/", "optimizer/"))]
+            floats = [t for t in tensors if np.asarray(t).dtype.kind == "f"]
+            assert len(floats) > 20 and all(np.isfinite(t).all() for t in floats)
+            assert record["skipped_steps"] == 1
+        else:  # float32 has no guard: nothing is counted
             assert record["skipped_steps"] == 0

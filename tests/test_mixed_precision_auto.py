@@ -56,9 +56,10 @@ def test_a_run_records_what_auto_chose(tmp_path, monkeypatch, capsys, flags, rec
 @pytest.mark.parametrize("precision", ["bf16", None])
 def test_a_non_finite_step_in_bf16_is_skipped_not_applied(tmp_path, monkeypatch, capsys,
                                                           precision):
-    """A NaN loss at step 2 of 4 (injected): in bfloat16 that step is skipped and counted and
-    the weights and batch-norm statistics stay finite; float32 has no guard (and the NaN
-    spreads), so the test sees the difference the guard makes."""
+    """A NaN loss at step 3 of 4 (injected): in bfloat16 that step is skipped and counted, and
+    every generator and optimizer variable (weights, Adam's moments, and batch norm's moving
+    statistics, which the forward pass had moved) is after it what it was before; float32 has no guard and the NaN spreads,
+    so the test sees the difference the guard makes."""
     import tensorflow as tf
 
     from imagetranslation import model as model_module
@@ -67,22 +68,33 @@ def test_a_non_finite_step_in_bf16_is_skipped_not_applied(tmp_path, monkeypatch,
     original = model_module.classic_loss
 
     def poisoned(*args, **kwargs):
-        factor = tf.where(calls.assign_add(1) == 2, float("nan"), 1.0)  # NaN gradients too
+        factor = tf.where(calls.assign_add(1) == 3, float("nan"), 1.0)  # NaN gradients too
         return original(*args, **kwargs) * factor
 
     monkeypatch.setattr(model_module, "classic_loss", poisoned)
     train, _ = training_and_held_out(tmp_path / "data")
     out = tmp_path / "run"
     extra = ["--mixed_precision", precision] if precision else []
-    assert train_tiny(train, out, "--max_steps", "4", *extra, seed=0) == 0
+    assert train_tiny(train, out, "--max_steps", "4", "--save_freq", "1", *extra, seed=0) == 0
     record = json.loads((out / "training.json").read_text())
     assert record["steps_reached"] == 4
-    reader = tf.train.load_checkpoint(str(out / "ckpt-4"))
-    values = [reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
-              if n.startswith("generator/") and reader.get_tensor(n).dtype.kind == "f"]
-    finite = all(np.isfinite(v).all() for v in values)
+
+    def state(step):
+        """Every float variable of a checkpoint: the generator's weights (in process saved
+        under the optimizer's _trainable_variables, the same objects found first there), its
+        moving statistics and Adam's moments."""
+        reader = tf.train.load_checkpoint(str(out / f"ckpt-{step}"))
+        return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+                if n.startswith(("generator/", "gen_optimizer/"))
+                and np.asarray(reader.get_tensor(n)).dtype.kind == "f"}
+
+    before, after, last = state(2), state(3), state(4)
+    assert any("moving_mean" in n for n in before) and len(before) > 20
+    finite = all(np.isfinite(v).all() for v in last.values())
     if precision == "bf16":
         assert record["skipped_steps"] == 1 and finite
+        assert all(np.array_equal(before[n], after[n]) for n in before)  # step 3 undone
+        assert not all(np.array_equal(after[n], last[n]) for n in after)  # step 4 applied
         assert "1 of 4 steps skipped" in capsys.readouterr().err
     else:
         assert "skipped_steps" not in record and not finite

@@ -84,7 +84,7 @@ def build_parser():
                      help="how the 3x3x3 convolutions run: stacked (a Conv2D over three slices "
                           "in channels), conv3d (Keras' Conv3D), or auto (default): conv3d on "
                           "a CPU with AMX or a GPU, stacked otherwise (documentation/"
-                          "affinities.md)")
+                          "affinities.md). A resumed run keeps its own")
     q = p.add_argument_group("prediction (test)")
     q.add_argument("--tile", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="largest tile predicted at once (default 96 192 192)")

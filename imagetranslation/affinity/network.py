@@ -85,9 +85,9 @@ def unet(features=12, levels=3, growth=2, z_pool=True, fine_z=False, dtype=None,
         Keras dtype policy of every layer but the output (``"mixed_bfloat16"``: bfloat16
         arithmetic on float32 weights); the output layer is float32 whatever it is.
     conv : {"stacked", "conv3d"}
-        How the convolutions run: :class:`SliceStackConv` (faster on CPUs without AMX) or
-        Keras' ``Conv3D`` (faster with AMX in bfloat16, and for prediction); the same
-        architecture either way, but their weights are laid out differently.
+        How the convolutions run: :class:`SliceStackConv` (faster to train on CPUs without
+        AMX) or Keras' ``Conv3D`` (faster to train with AMX, in bfloat16 and float32); the
+        same architecture either way, but their weights are laid out differently.
 
     Returns
     -------

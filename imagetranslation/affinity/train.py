@@ -134,8 +134,9 @@ def machine_choices(mixed_precision, conv, deterministic):
     """``--mixed_precision`` and ``--conv`` with ``auto`` resolved for this machine: on a CPU
     with AMX, bfloat16 Conv3D trains 2.9x the steps per second of the float32 stacked
     convolutions (0.054 against 0.155 s at 32 x 64 x 64); on the AVX512_BF16 machine without
-    AMX the stacked float32 form was fastest (Conv3D 3.5x slower, bfloat16 slower still:
-    documentation/affinities.md).  A GPU gets Conv3D in float32.
+    AMX the stacked float32 form was fastest (Keras' 3x3x3 Conv3D network 3.5x slower in
+    float32, and a Conv3D layer 3.4x slower in bfloat16 than in float32:
+    documentation/affinities.md).  A GPU gets Conv3D in float32 (not measured here).
 
     Returns
     -------
@@ -239,6 +240,7 @@ def train(settings, volumes, output_dir, validation=None, resume=False, log=prin
 
     from ..checkpoints import restore
     from ..rundir import write_options
+    from ..runtime import all_finite
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,7 +279,7 @@ def train(settings, volumes, output_dir, validation=None, resume=False, log=prin
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return loss, tf.constant(0.0)
         # as translate.py's: a step whose loss or gradients are not finite is skipped
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in [loss, *grads]])
+        finite = all_finite([loss, *grads])
 
         def apply():
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
