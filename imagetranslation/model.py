@@ -137,29 +137,25 @@ class Model:
                     loss = loss + o.gan_weight * gan
                 shared_loss, shared_d_loss = share(loss), share(d_loss)  # on the tape
             losses = {"gen_loss_classic": classic, "gen_loss_GAN": gan, "discrim_loss": d_loss}
-            if not guarded:
-                if disc is not None:
-                    d_grads = tape.gradient(shared_d_loss, disc.trainable_variables)
-                    self.d_opt.apply_gradients(zip(d_grads, disc.trainable_variables))
-                grads = tape.gradient(shared_loss, gen.trainable_variables)
-                self.g_opt.apply_gradients(zip(grads, gen.trainable_variables))
-                del tape
-                return losses, outputs
-            # bfloat16 on AMX now and then gives a non-finite loss or gradient (at random, a
-            # step in hundreds or thousands); one applied would make every weight NaN for good.
-            # Such a step is skipped, its moving statistics put back, and it is counted.
             updates = [(self.g_opt, tape.gradient(shared_loss, gen.trainable_variables),
                         gen.trainable_variables)]
             if disc is not None:
                 updates.insert(0, (self.d_opt, tape.gradient(
                     shared_d_loss, disc.trainable_variables), disc.trainable_variables))
             del tape
-            finite = all_finite([loss, d_loss, *(g for _, grads, _ in updates for g in grads)])
 
             def apply():
                 for optimizer, grads, variables in updates:
                     optimizer.apply_gradients(zip(grads, variables))
                 return tf.constant(0.0)
+
+            if not guarded:
+                apply()
+                return losses, outputs
+            # bfloat16 on AMX now and then gives a non-finite loss or gradient (at random, a
+            # step in hundreds or thousands); one applied would make every weight NaN for good.
+            # Such a step is skipped, its moving statistics put back, and it is counted.
+            finite = all_finite([loss, d_loss, *(g for _, grads, _ in updates for g in grads)])
 
             def skip():
                 for variable, value in kept:
