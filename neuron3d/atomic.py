@@ -65,6 +65,10 @@ def new_temp_dir(target):
 
 
 def _process_alive(pid):
+    """Whether process ``pid`` still runs.  A zombie does not: a writer killed with its
+    parent stays one until init reaps it (a second or more on a loaded machine, forever
+    where the container's first process reaps nothing), and ``kill(pid, 0)`` succeeds on
+    it."""
     if pid == os.getpid():
         return True
     try:
@@ -72,8 +76,12 @@ def _process_alive(pid):
     except ProcessLookupError:
         return False
     except OSError:  # it exists but belongs to someone else
-        return True
-    return True
+        pass
+    try:  # Linux: the state follows the command name, which may hold spaces or ")"
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (or it just went): trust kill()
+    return state not in ("Z", "X")
 
 
 def remove_stale_temporaries(target):

@@ -330,14 +330,15 @@ def test_killed_run_resumes_to_the_same_scores(tmp_path):
     # Kill the whole run (SIGKILL to its process group: the runner and the step it is running)
     # once in the middle of NN-3's training, once in a write.  Killing the runner alone left
     # its step running on as an orphan, which on a loaded machine was still writing (its
-    # temporary still there) when the resumed run ended.
-    for moment in ("== train_nn3", "== membrane_predicted_c"):
+    # temporary still there) when the resumed run ended.  The steps are named exactly
+    # ("== membrane_predicted_c" alone also matched membrane_predicted_cons_b's line).
+    for moment in ("train_nn3", "membrane_predicted_c"):
         proc = subprocess.Popen(["bash", str(ROOT / "experiment_8.sh"), "--datasets",
                                  str(tmp_path / "data"), "--results", str(tmp_path / "results"),
                                  *tiny], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
                                 start_new_session=True)
         for line in proc.stdout:
-            if line.startswith(moment):
+            if line.startswith(f"== {moment} "):
                 time.sleep(3.0 if "train" in moment else 0.3)
                 break
         os.killpg(proc.pid, signal.SIGKILL)

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,6 +144,26 @@ def test_stale_temporaries_of_killed_writers_are_removed(tmp_path):
     io.write_slices(tmp_path / "out", np.zeros((1, 2, 2), np.uint8))
     assert not any(p.exists() for p in stale)
     assert live.exists() and other.exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_temporaries_of_a_killed_writer_not_yet_reaped_are_removed(tmp_path):
+    """A writer killed together with its parent is a zombie until init reaps it, and
+    kill(pid, 0) succeeds on a zombie: its temporary must count as stale all the same."""
+    import time
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{zombie.pid}/stat")
+    for _ in range(600):  # it exits at once; not waited for, so it stays a zombie
+        if stat.read_text().rpartition(")")[2].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the child never exited")
+    stale = tmp_path / f".x.tif.{zombie.pid}-0123abcd.part.tif"
+    stale.write_bytes(b"half")
+    assert io.remove_stale_temporaries(tmp_path / "x.tif") == [stale]
+    zombie.wait()
 
 
 def test_write_folder_is_all_or_nothing(tmp_path):
