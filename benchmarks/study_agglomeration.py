@@ -20,6 +20,9 @@ block faces of the blockwise ``--fragments 3d`` cost: 3-D fragments cut per bloc
 ``--variants`` tries, with 3-D fragments, other seeds (h-maxima of the distance transform) and
 other z affinities (from the membranes instead of the overlaps; from the views that contain
 each axis, NN-3's three views predicted apart with the run's checkpoint, about 2 minutes).
+``--dust T`` merges, after the agglomeration of 3-D fragments at threshold T (the run's choice on
+d), every segment under a size into a neighbour (the lowest mean membrane on their contact, or
+the largest contact), smallest first, on d and c (:func:`dust_merge`).
 Seconds per row on a 125^3 quadrant; measures quality, not time.
 """
 
@@ -80,7 +83,12 @@ def main(argv=None):
                    help="3-D fragments per block of these many slices, chosen on d, c reported")
     p.add_argument("--variants", action="store_true",
                    help="3-D fragments with other seeds and z affinities, chosen on d")
+    p.add_argument("--dust", type=float, metavar="T",
+                   help="segments under a size merged into a neighbour after the agglomeration "
+                        "of 3-D fragments at threshold T, on d and c")
     args = p.parse_args(argv)
+    if args.dust is not None:
+        return dust_table(Path(args.results) / args.run, args.dust)
     if args.variants:
         return variants_table(Path(args.results) / args.run)
     if args.blocks:
@@ -272,6 +280,89 @@ def learned_table(run):
                 print(f"| {fragments} | learned{' + EM' if em else ''}, initial {initial} | "
                       f"{model['threshold']:.2f} | {cells(chosen['labels'])} | "
                       f"{cells(model['oracle'])} | {cells(evaluate(c[3], seg))} |", flush=True)
+    return 0
+
+
+def dust_merge(labels, membrane, min_size, rule="membrane"):
+    """``labels`` with every segment of fewer than ``min_size`` voxels merged into a neighbour,
+    smallest first (a merged segment that is still small goes on): the neighbour whose contact
+    faces (6-connected) have the lowest mean ``max(membrane)`` of their two voxels (``rule
+    "membrane"``) or the most faces (``"contact"``).  A segment without neighbours stays.
+    Returns an int64 volume whose IDs are those of the segments merged into."""
+    import heapq
+
+    labels = np.asarray(labels, np.int64)
+    membrane = np.asarray(membrane, np.float64)
+    top = int(labels.max()) + 1
+    keys, values = [], []
+    for axis in range(3):
+        later = tuple(slice(1, None) if a == axis else slice(None) for a in range(3))
+        earlier = tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))
+        p, q = labels[later], labels[earlier]
+        face = p != q
+        lo, hi = np.minimum(p[face], q[face]), np.maximum(p[face], q[face])
+        keys.append(lo * top + hi)
+        values.append(np.maximum(membrane[later][face], membrane[earlier][face]))
+    pairs, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    sums = np.bincount(inverse, weights=np.concatenate(values))
+    counts = np.bincount(inverse)
+    neighbours = {}  # segment -> {neighbour: [sum, count]}
+    for pair, total, count in zip(pairs.tolist(), sums.tolist(), counts.tolist()):
+        a, b = divmod(pair, top)
+        neighbours.setdefault(a, {})[b] = neighbours.setdefault(b, {})[a] = [total, count]
+    size = np.bincount(labels.ravel(), minlength=top)
+    into = np.arange(top)
+    heap = [(int(size[i]), i) for i in range(top) if 0 < size[i] < min_size]
+    heapq.heapify(heap)
+    while heap:
+        n, u = heapq.heappop(heap)
+        if into[u] != u or size[u] != n or not neighbours.get(u):
+            continue
+        edges = neighbours.pop(u)
+        if rule == "membrane":
+            v = min(edges, key=lambda w: (edges[w][0] / edges[w][1], w))
+        else:
+            v = max(edges, key=lambda w: (edges[w][1], -w))
+        into[u], size[v] = v, size[v] + size[u]
+        for w, (total, count) in edges.items():
+            del neighbours[w][u]
+            if w != v:
+                merged = neighbours[v].setdefault(w, [0.0, 0])
+                merged[0] += total
+                merged[1] += count
+                neighbours[w][v] = merged
+        if size[v] < min_size:
+            heapq.heappush(heap, (int(size[v]), v))
+    for i in range(top):  # follow each chain of merges to its end
+        j = i
+        while into[j] != j:
+            j = into[j]
+        into[i] = j
+    return into[labels]
+
+
+def dust_table(run, threshold, sizes=(0, 300, 1000, 3000, 10000)):
+    """:func:`dust_merge` after the agglomeration of 3-D fragments at ``threshold``, on d and c."""
+    from neuron3d.agglomerate import agglomerate
+    from neuron3d.metrics import evaluate
+
+    print(f"{run.name}: 3-D fragments at threshold {threshold:g}, then segments under a size "
+          "merged into a neighbour (adapted Rand error vs ground truth, VOI split / merge (sum), "
+          "objects)\n")
+    print("| rule, size | d | c |\n|---|---|---|")
+    cells = {}
+    for q in "dc":
+        membrane, overlap, _, truth = _quadrant(run, q)
+        seg = agglomerate(membrane, overlap, [threshold], fragment_mode="3d")[0]
+        m = membrane / 255.0 if membrane.dtype == np.uint8 else membrane
+        for rule in ("membrane", "contact"):
+            for size in sizes if rule == "membrane" else sizes[1:]:
+                out = dust_merge(seg, m, size, rule) if size else seg
+                scores = evaluate(truth, out)
+                cells[rule, size, q] = _cells(scores)
+    for rule, size in dict.fromkeys((r, s) for r, s, _ in cells):
+        name = "none" if not size else f"{rule}, under {size} voxels"
+        print(f"| {name} | {cells[rule, size, 'd']} | {cells[rule, size, 'c']} |")
     return 0
 
 

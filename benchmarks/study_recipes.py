@@ -104,6 +104,17 @@ RECIPES["segunet16_augment_validated_balanced2_bf16"] = [
     "--generator", "segunet", "--ngf", "16", "--u_depth", "4",
     *RECIPES["wide_augment_validated_balanced2_bf16"][6:]]
 
+# ... its learning rate falling to 0 over the budget (cosine): on fibsem-medulla's 125^3
+# quadrants 3-5 minutes keep late weights (validation had not turned), so the budget ends
+# before the network fits; a decay anneals where a constant rate keeps jumping
+RECIPES["wide_augment_validated_balanced2_bf16_cosine"] = [
+    *RECIPES["wide_augment_validated_balanced2_bf16"], "--lr_decay", "cosine"]
+# ... from twice the rate (0.002, after BASE's 0.001: the last --lr counts)
+RECIPES["wide_augment_validated_balanced2_bf16_cosine_lr2"] = [
+    *RECIPES["wide_augment_validated_balanced2_bf16_cosine"], "--lr", "0.002"]
+# ... four crops a step (bfloat16 on AMX: more images a second for a larger matrix)
+RECIPES["wide_augment_validated_balanced2_bf16_batch4"] = [
+    *RECIPES["wide_augment_validated_balanced2_bf16"], "--batch_size", "4"]
 
 def run(*args):
     result = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
@@ -113,7 +124,7 @@ def run(*args):
     return result
 
 
-def prepare(data, work, context=False, views=False, train="a"):
+def prepare(data, work, context=0, views=False, train="a"):
     """Quadrants, membrane images and EM | membrane pairs of c, d and the training quadrants
     ``train`` ("a" or "ab"), whose pairs go to ``combined_train``; returns the crop size.
     With ``views``, a's pairs hold its three orthogonal views (each view's membranes drawn in
@@ -137,10 +148,10 @@ def prepare(data, work, context=False, views=False, train="a"):
         em_images = em_q[q]
         if views and (q in "cd" or views == "both"):  # c and d are predicted
             write_views(work, q, em_q[q], label_q[q], training=q == "a")
-        if context:  # each slice between its neighbours: red z - 1, green z, blue z + 1
+        if context:  # each slice between its neighbours: red z - K, green z, blue z + K
             z = np.arange(len(em_images))
-            em_images = np.stack([em_images[np.maximum(z - 1, 0)], em_images,
-                                  em_images[np.minimum(z + 1, len(z) - 1)]], axis=-1)
+            em_images = np.stack([em_images[np.maximum(z - context, 0)], em_images,
+                                  em_images[np.minimum(z + context, len(z) - 1)]], axis=-1)
         write_tif(work / f"label_{q}.tif", label_q[q])
         if views == "both" and q == "a":
             continue
@@ -251,7 +262,7 @@ def train_and_predict(work, name, crop, minutes, seed, tta, views=False):
     return row, predictions
 
 
-def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=False, views=False,
+def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=0, views=False,
           train="a"):
     """Each recipe for ``minutes``; with ``seeds`` > 1, ``seeds`` networks (seeds ``seed``,
     ``seed`` + 1, ...) of ``minutes / seeds`` each, scored alone and as an ensemble (the mean
@@ -309,9 +320,9 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=1,
                    help="an ensemble: this many networks per recipe, --minutes shared between "
                         "them, scored as the mean of their predictions")
-    p.add_argument("--context", action="store_true",
-                   help="NN-3 sees each EM slice with its neighbours (red z - 1, green z, "
-                        "blue z + 1) instead of the slice alone")
+    p.add_argument("--context", type=int, nargs="?", const=1, default=0, metavar="K",
+                   help="NN-3 sees each EM slice with the slices K away (red z - K, green z, "
+                        "blue z + K; K 1 without a value) instead of the slice alone")
     p.add_argument("--views", choices=("both", "predict"),
                    help="NN-3 predicts d and c in their three orthogonal views (xy, xz, yz "
                         "slices), averaged (isotropic volumes); 'both': it also trains on a's "
