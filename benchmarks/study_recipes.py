@@ -116,6 +116,7 @@ RECIPES["wide_augment_validated_balanced2_bf16_cosine_lr2"] = [
 RECIPES["wide_augment_validated_balanced2_bf16_batch4"] = [
     *RECIPES["wide_augment_validated_balanced2_bf16"], "--batch_size", "4"]
 
+
 def run(*args):
     result = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
                             cwd=ROOT)
