@@ -183,10 +183,15 @@ def plan(options, layout, shape):
         step(name, "imagetranslation/tools/process.py", "--operation", "combine",
              "--input_dir", In(a), "--b_dir", In(b), "--output_dir", Out(out))
 
+    def validated(key):
+        """Whether network ``key`` validates on d's pairs and keeps its best weights."""
+        return (options.recipe in VALIDATED_RECIPES and agglomerate
+                and key in VALIDATED_NETWORKS)
+
     def train(key):
         net, out = NETWORKS[key], L.network(key)
         validation = ()
-        if options.recipe in VALIDATED_RECIPES and agglomerate and key in VALIDATED_NETWORKS:
+        if validated(key):
             # early stopping by checkpoint choice on d, the quadrant choices are made on
             validation = ("--validation_dir", In(L.combined(net.pairs, CHOICE_QUADRANT)))
         step(f"train_{key}", "imagetranslation/translate.py", "--mode", "train",
@@ -277,7 +282,7 @@ def plan(options, layout, shape):
             step(f"membrane_predicted_{q}", *p3d(
                 "--operation", "png_to_tif", "--input_dir", images_of(L.prediction("nn3", q)),
                 *into(L.membrane_predicted(q))))
-        if thesis and q != CHOICE_QUADRANT:  # NN-4's input (d only feeds the agglomeration)
+        if thesis and (q != CHOICE_QUADRANT or validated("nn4")):  # NN-4's input or held out
             step(f"membrane_predicted_png_{q}", *p3d(
                 "--operation", "tif_to_png", "--input_dir", In(L.membrane_predicted(q)),
                 "--output_dir", Out(L.membrane_predicted_images(q))))

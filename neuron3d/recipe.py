@@ -510,9 +510,12 @@ NETWORK_OPTIONS = {"real": {"nn3": ("--pos_weight", "2")}}
 CALIBRATED_RECIPES = ("real_calibrated",)
 
 #: Recipes whose networks validate on d (--validation_dir) and keep their best weights, with
-#: the networks that have d's images (the agglomerating reconstruction predicts d with them).
+#: the networks that do (the agglomerating reconstruction predicts d's membranes, so every
+#: network on them has d's pairs).  NN-4 too: trained alone to the end of its budget it once
+#: ended diverging in bfloat16 (its loss 0.09 -> 0.78 in its last 250 steps) and predicted c
+#: cytoplasm everywhere, one object (documentation/real_em.md).
 VALIDATED_RECIPES = ("real", "real_calibrated")
-VALIDATED_NETWORKS = ("nn3", "nn5")
+VALIDATED_NETWORKS = ("nn3", "nn4", "nn5")
 
 
 def quick_crop(shape):

@@ -90,6 +90,36 @@ def test_real_calibrated_calibrates_nn3_on_d_before_anything_reads_its_membranes
         assert "calibrate_nn3" not in {s.name for s in P.plan(o, R.Layout.of(o), o.shape)}
 
 
+@pytest.mark.parametrize("method", ["both", "thesis", "agglomerate"])
+def test_real_validates_every_network_on_d_when_d_is_predicted(method):
+    """NN-3, NN-4 and NN-5 validate on d's pairs (and keep their best weights) where the
+    agglomeration predicts d; d's membrane | cytoplasm pairs are made before NN-4 trains."""
+    o = options("--demo", "--shape", "8", "96", "96", "--recipe", "real", "--minutes", "1",
+                "--method", method)
+    layout = R.Layout.of(o)
+    steps = P.plan(o, layout, o.shape)
+    names = [s.name for s in steps]
+    by_name = {s.name: s for s in steps}
+    for key, pairs in (("nn3", "em_membrane"), ("nn4", "membrane_cytoplasm"),
+                       ("nn5", "membrane_overlap")):
+        if f"train_{key}" not in by_name:
+            assert key == "nn4" and method == "agglomerate"
+            continue
+        argv = by_name[f"train_{key}"].argv
+        if method == "thesis":  # d is not predicted: nothing to validate on
+            assert "--validation_dir" not in argv, key
+            continue
+        held_out = layout.combined(pairs, "d")
+        assert argv[argv.index("--validation_dir") + 1] == str(held_out), key
+        made = next(s.name for s in steps if held_out in s.outputs)
+        assert names.index(made) < names.index(f"train_{key}"), key
+    if method == "both":
+        assert names.index("membrane_predicted_png_d") < names.index("combine_membrane_cytoplasm_d")
+    quick = options("--demo", "--shape", "8", "96", "96", "--method", method)
+    assert all("--validation_dir" not in s.argv for s in P.plan(quick, R.Layout.of(quick),
+                                                                 quick.shape))
+
+
 @pytest.mark.parametrize("method", ["thesis", "agglomerate", "both"])
 def test_plan_trains_only_what_the_method_reads(method):
     o = options("--demo", "--shape", "8", "96", "96", "--method", method)
