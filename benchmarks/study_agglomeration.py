@@ -23,8 +23,8 @@ each axis, NN-3's three views predicted apart with the run's checkpoint, about 2
 ``--dust T`` merges, after the agglomeration of 3-D fragments at threshold T (the run's choice on
 d), every segment under a size into a neighbour (the lowest mean membrane on their contact, or
 the largest contact), smallest first, on d and c (:func:`dust_merge`).  ``--seeds`` scores the
-3-D fragments themselves (before any merge) with the default seeds and with every basin of the
-distance transform seeded (h-maxima, h = 1 and 0.5), and their agglomeration at d's threshold
+3-D fragments themselves (before any merge) with the default seeds and with seeds at the
+h-maxima of the distance transform (h = 1 and 0.5), and their agglomeration at d's threshold
 of lowest VOI, on d and c (seconds).
 Seconds per row on a 125^3 quadrant; measures quality, not time.
 """
@@ -207,10 +207,35 @@ def view_membranes(run, q):
     return out
 
 
+def _fragment_affinities(membrane, overlap, frags):
+    """The agglomeration's affinities for ``frags`` (z from the overlaps, with its default z
+    rule 0.3 and median scoring), from inputs that passed
+    :func:`neuron3d.agglomerate.check_inputs`."""
+    from neuron3d import agglomerate as A
+
+    affs = A._affinities(membrane, overlap)
+    A._rim_fill(affs, frags, membrane, 0.3, "median")
+    return affs
+
+
+def _chosen_on_d(affs, frags, truth):
+    """(threshold, scores) of waterz's median agglomeration of ``frags`` over ``affs`` with the
+    lowest VOI split + merge against ``truth`` (then adapted Rand error), over the learned
+    module's thresholds."""
+    from neuron3d import agglomerate as A
+    from neuron3d.learned import THRESHOLDS
+    from neuron3d.metrics import evaluate
+
+    grid = list(THRESHOLDS)
+    rows = [(t, evaluate(truth, v))
+            for t, v in zip(grid, A._waterz(affs, frags.copy(), grid, "median"))]
+    return min(rows, key=lambda r: (r[1]["voi_split"] + r[1]["voi_merge"],
+                                    r[1]["adapted_rand_error"]))
+
+
 def variants_table(run):
     """Seeds and z affinities of the agglomeration of 3-D fragments, chosen on d."""
     from neuron3d import agglomerate as A
-    from neuron3d.learned import THRESHOLDS
     from neuron3d.metrics import evaluate
 
     def edge(m, axis):  # waterz's affinity to the predecessor along axis, from membranes
@@ -223,17 +248,14 @@ def variants_table(run):
         membrane, overlap, _, truth = _quadrant(run, q)
         membrane, overlap = A.check_inputs(membrane, overlap)
         frags = A.fragments(membrane, mode="3d")
-        now = A._affinities(membrane, overlap)
-        A._rim_fill(now, frags, membrane, 0.3, "median")
+        now = _fragment_affinities(membrane, overlap, frags)
         views = view_membranes(run, q)
         mz, my, mx = ((views[a] + views[b]) / 2 for a, b in (("xz", "yz"), ("xy", "yz"),
                                                              ("xy", "xz")))
         out = {"the default (seeds 0.2, min distance 5; z from the overlaps)": (now, frags)}
         for h in (1.0, 2.0):
             f = h_maxima_fragments(membrane, h)
-            a = A._affinities(membrane, overlap)
-            A._rim_fill(a, f, membrane, 0.3, "median")
-            out[f"seeds at h-maxima, h = {h:g}"] = (a, f)
+            out[f"seeds at h-maxima, h = {h:g}"] = (_fragment_affinities(membrane, overlap, f), f)
         out["z from the membranes (1 - max of the two slices)"] = (
             np.stack([edge(membrane, 0), now[1], now[2]]), frags)
         out["each axis from the views that contain it; z from the xz and yz views"] = (
@@ -248,11 +270,7 @@ def variants_table(run):
           "error vs ground truth, VOI split / merge (sum), objects)\n")
     print("| variant | d: threshold | d | c |\n|---|---|---|---|")
     for name, (affs, frags) in d.items():
-        grid = list(THRESHOLDS)
-        rows = [(t, evaluate(truth_d, v))
-                for t, v in zip(grid, A._waterz(affs, frags.copy(), grid, "median"))]
-        t, best = min(rows, key=lambda r: (r[1]["voi_split"] + r[1]["voi_merge"],
-                                           r[1]["adapted_rand_error"]))
+        t, best = _chosen_on_d(affs, frags, truth_d)
         affs_c, frags_c = c[name]
         seg = A._waterz(affs_c, frags_c.copy(), [t], "median")[0]
         print(f"| {name} | {t:.2f} | {_cells(best)} | {_cells(evaluate(truth_c, seg))} |",
@@ -351,7 +369,7 @@ def dust_merge(labels, membrane, min_size, rule="membrane"):
 
 def dust_table(run, threshold, sizes=(0, 300, 1000, 3000, 10000)):
     """:func:`dust_merge` after the agglomeration of 3-D fragments at ``threshold``, on d and c."""
-    from neuron3d.agglomerate import agglomerate
+    from neuron3d.agglomerate import agglomerate, check_inputs
     from neuron3d.metrics import evaluate
 
     print(f"{run.name}: 3-D fragments at threshold {threshold:g}, then segments under a size "
@@ -361,11 +379,11 @@ def dust_table(run, threshold, sizes=(0, 300, 1000, 3000, 10000)):
     cells = {}
     for q in "dc":
         membrane, overlap, _, truth = _quadrant(run, q)
+        membrane, overlap = check_inputs(membrane, overlap)  # probabilities in [0, 1]
         seg = agglomerate(membrane, overlap, [threshold], fragment_mode="3d")[0]
-        m = membrane / 255.0 if membrane.dtype == np.uint8 else membrane
         for rule in ("membrane", "contact"):
             for size in sizes if rule == "membrane" else sizes[1:]:
-                out = dust_merge(seg, m, size, rule) if size else seg
+                out = dust_merge(seg, membrane, size, rule) if size else seg
                 scores = evaluate(truth, out)
                 cells[rule, size, q] = _cells(scores)
     for rule, size in dict.fromkeys((r, s) for r, s, _ in cells):
@@ -378,7 +396,6 @@ def seeds_table(run):
     """3-D fragments with the default and h-maxima seeds: their own scores (before any merge)
     and their agglomeration at d's threshold of lowest VOI, on d and c."""
     from neuron3d import agglomerate as A
-    from neuron3d.learned import THRESHOLDS
     from neuron3d.metrics import evaluate
 
     def case(q, h):
@@ -386,8 +403,7 @@ def seeds_table(run):
         membrane, overlap = A.check_inputs(membrane, overlap)
         frags = A.fragments(membrane, mode="3d") if h is None else \
             h_maxima_fragments(membrane, h)
-        affs = A._affinities(membrane, overlap)
-        A._rim_fill(affs, frags, membrane, 0.3, "median")
+        affs = _fragment_affinities(membrane, overlap, frags)
         return np.ascontiguousarray(affs, dtype=np.float32), frags, truth
 
     print(f"{run.name}: 3-D fragments (before any merge: VOI split / merge, fragments) and "
@@ -397,11 +413,7 @@ def seeds_table(run):
     for name, h in (("default (min distance 5)", None), ("h-maxima, h = 1", 1.0),
                     ("h-maxima, h = 0.5", 0.5)):
         (affs, frags, truth), (affs_c, frags_c, truth_c) = case("d", h), case("c", h)
-        grid = list(THRESHOLDS)
-        rows = [(t, evaluate(truth, v))
-                for t, v in zip(grid, A._waterz(affs, frags.copy(), grid, "median"))]
-        t, best = min(rows, key=lambda r: (r[1]["voi_split"] + r[1]["voi_merge"],
-                                           r[1]["adapted_rand_error"]))
+        t, best = _chosen_on_d(affs, frags, truth)
         own = [evaluate(x, f) for x, f in ((truth, frags), (truth_c, frags_c))]
         c = evaluate(truth_c, A._waterz(affs_c, frags_c.copy(), [t], "median")[0])
         cells = [f"{o['voi_split']:.2f} / {o['voi_merge']:.2f}, {int(f.max())}"
