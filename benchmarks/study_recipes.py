@@ -223,11 +223,15 @@ def predict(net, work, q, tta, view=None):
     return stack if view is None else np.ascontiguousarray(np.transpose(stack, VIEWS[view]))
 
 
-def train_and_predict(work, name, crop, minutes, seed, tta, views=False):
+def train_and_predict(work, name, crop, minutes, seed, tta, views=False, keep=None):
     """Train recipe ``name`` for ``minutes`` with ``seed``; predict d and c (with ``views``:
     the mean of the xy, xz and yz predictions; the xy one alone in ``<q>_xy_only``). Returns
-    the row (steps, best step, scores) and the two predictions ((z, y, x) uint8)."""
+    the row (steps, best step, scores) and the two predictions ((z, y, x) uint8).  With
+    ``keep`` (a folder), each view's prediction is also written there as
+    ``<recipe>_s<seed>_<q>_<view>.tif`` ((z, y, x) uint8), for analyses after the run."""
     import numpy as np
+
+    from neuron3d.io import write_tif
 
     net = work / f"T_{name}_{seed}"
     from imagetranslation.models import stride_of
@@ -252,19 +256,23 @@ def train_and_predict(work, name, crop, minutes, seed, tta, views=False):
     for q in "dc":
         predictions[q] = predict(net, work, q, tta)
         row[q] = score(predictions[q], work, q)
+        stacks = [predictions[q]]
         if views:  # the mean of the three views' predictions, scored in xy
-            stacks = [predictions[q]] + [predict(net, work, q, tta, v) for v in ("xz", "yz")]
+            stacks += [predict(net, work, q, tta, v) for v in ("xz", "yz")]
             mean = np.mean([p.astype(np.float64) for p in stacks], axis=0)
             predictions[q] = np.floor(mean + 0.5).astype(np.uint8)
             row[f"{q}_xy_only"] = row[q]
             row[q] = score(predictions[q], work, q)
+        if keep is not None:
+            for view, stack in zip(("xy", "xz", "yz"), stacks):
+                write_tif(Path(keep) / f"{name}_s{seed}_{q}_{view}.tif", stack)
     print(f"  {name} seed {seed}: {row['steps']} steps (best {row.get('best_step')}); d F1 "
           f"{row['d']['f1']:.3f}; c F1 {row['c']['f1']:.3f}", file=sys.stderr, flush=True)
     return row, predictions
 
 
 def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=0, views=False,
-          train="a"):
+          train="a", keep=None):
     """Each recipe for ``minutes``; with ``seeds`` > 1, ``seeds`` networks (seeds ``seed``,
     ``seed`` + 1, ...) of ``minutes / seeds`` each, scored alone and as an ensemble (the mean
     of their 8-bit predictions)."""
@@ -276,7 +284,7 @@ def study(data, minutes, recipes, seed=0, tta=False, seeds=1, context=0, views=F
         crop = prepare(data, work, context, views, train)
         for name in recipes:
             members = [train_and_predict(work, name, crop, minutes / seeds, seed + k, tta,
-                                         views) for k in range(seeds)]
+                                         views, keep) for k in range(seeds)]
             if seeds == 1:
                 row = members[0][0]
             else:
@@ -331,10 +339,15 @@ def main(argv=None):
     p.add_argument("--train", choices=("a", "ab"), default="a",
                    help="the quadrants NN-3 trains on (default a; b is where the experiment "
                         "trains NN-4 and NN-5)")
+    p.add_argument("--keep", metavar="DIR",
+                   help="also write each network's predictions of d and c, one TIFF per view "
+                        "(<recipe>_s<seed>_<q>_<view>.tif), to this folder")
     p.add_argument("--output", help="JSON file for the results")
     args = p.parse_args(argv)
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
     result = study(args.data, args.minutes, args.recipes, args.seed, args.tta, args.seeds,
-                   args.context, args.views, args.train)
+                   args.context, args.views, args.train, args.keep)
     print(table(result))
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
